@@ -1,0 +1,130 @@
+"""Validate a composed config against the schema: types, unknown keys, declared bounds, combinations.
+
+Every rule either reads a constraint declared beside its option in `config.py` or is one of the
+cross-option rules at the bottom. Messages name the override that fixes them.
+"""
+import dataclasses
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ftlab.config import FTConfig
+from ftlab.errors import ConfigError
+
+_OPS = {"gt": (">", lambda v, b: v > b), "ge": (">=", lambda v, b: v >= b),
+        "lt": ("<", lambda v, b: v < b), "le": ("<=", lambda v, b: v <= b)}
+
+
+def _show(value) -> str:
+    return "null" if value is None else str(value)
+
+
+def _field_errors(node, prefix: str):
+    """Yield a message for each declared constraint that `node` (a schema dataclass) breaks."""
+    for f in dataclasses.fields(node):
+        key, value, meta = f"{prefix}{f.name}", getattr(node, f.name), f.metadata
+        if dataclasses.is_dataclass(value):
+            yield from _field_errors(value, key + ".")
+            continue
+        hint = f"; e.g. {meta['example']}" if "example" in meta else ""
+        if "choices" in meta and value not in meta["choices"]:
+            allowed = ", ".join(_show(c) for c in meta["choices"])
+            yield f"{key} must be one of {allowed} (got {_show(value)})"
+        for op, (sign, ok) in _OPS.items():
+            if op in meta and value is not None and not ok(value, meta[op]):
+                yield f"{key} must be {sign} {meta[op]} (got {_show(value)}){hint}"
+
+
+def _combination_errors(c: FTConfig):
+    """Rules that involve more than one option."""
+    if c.trainer.max_steps == -1 and c.trainer.max_epochs == -1:
+        yield "trainer.max_steps and trainer.max_epochs are both -1 (unbounded); set one, e.g. trainer.max_steps=100"
+    if c.trainer.accelerator == "cpu" and c.trainer.precision == "16-mixed":
+        yield "trainer.precision=16-mixed needs a GPU; on CPU use trainer.precision=bf16-mixed or 32-true"
+    if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
+        yield (f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
+               f"with quant.bits={c.quant.bits}; use quant=none or lora.init_weights=default")
+    if c.model.random_init is not None and c.model.gguf_file is not None:
+        yield "model.random_init builds a fresh model, so model.gguf_file must be null"
+    arch = c.model.random_init
+    if arch is not None and (arch.hidden_size % arch.num_heads or arch.num_heads % arch.num_kv_heads):
+        yield ("model.random_init: num_heads must divide hidden_size and num_kv_heads must divide num_heads "
+               f"(got {arch.hidden_size}, {arch.num_heads}, {arch.num_kv_heads})")
+    if c.data.val_path is None and c.data.val_size >= 1 and c.data.val_size != int(c.data.val_size):
+        yield f"data.val_size is a fraction below 1 or a whole row count (got {c.data.val_size})"
+    if not c.lora.target_modules:
+        yield "lora.target_modules is empty; e.g. lora.target_modules=[all-linear]"
+    if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
+        yield f"optim.betas must be two numbers in [0, 1) (got {list(c.optim.betas)})"
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge `cfg` into the schema and check it; return the typed, read-only config or raise ConfigError."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(FTConfig), cfg)
+        if "hydra" in typed:  # only the task config is ours to check
+            typed.pop("hydra")
+        obj = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as e:
+        raise ConfigError(describe_omegaconf_error(e)) from None
+    problems = list(_field_errors(obj, "")) + list(_combination_errors(obj))
+    if problems:
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    OmegaConf.set_readonly(typed, True)
+    return typed
+
+
+def describe_compose_error(e: Exception) -> str:
+    """One line for anything Hydra raises while composing: bad override, unknown key or group option."""
+    from hydra.errors import MissingConfigException
+
+    cause = e.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return describe_omegaconf_error(cause)
+    if isinstance(e, MissingConfigException) and getattr(e, "options", None):
+        group = str(e.missing_cfg_file).split("/")[0] if e.missing_cfg_file else "option"
+        wanted = str(e.missing_cfg_file).split("/")[-1] if e.missing_cfg_file else "?"
+        return f"{group}={wanted}: no such option; choose one of: {', '.join(sorted(e.options))}"
+    from hydra.errors import OverrideParseException
+
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if lines else type(e).__name__
+    return f"cannot parse the command line: {text}" if isinstance(e, OverrideParseException) else text
+
+
+def describe_omegaconf_error(e: OmegaConfBaseException) -> str:
+    """OmegaConf explains type and key errors over several lines; keep the line that matters and the key."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    key = getattr(e, "full_key", None) or ""
+    if first.startswith("Key '") and "not in" in first:
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        known = ", ".join(_schema_fields(parent))
+        where = f"keys under {parent}" if parent else "top-level keys"
+        return f"unknown key {key}: not an ftlab option" + (f"; {where}: {known}" if known else "")
+    if "missing mandatory value" in first.lower():
+        return f"{key} is required and has no value; e.g. {_example(key) or key + '=...'}"
+    example = _example(key)
+    return f"{key}: {first}" + (f"; e.g. {example}" if example else "")
+
+
+def _schema_field(key: str):
+    """The dataclass field declaring `key` (dotted), or None."""
+    node, found = FTConfig, None
+    for part in key.split(".") if key else []:
+        if node is None or not dataclasses.is_dataclass(node):
+            return None
+        found = {f.name: f for f in dataclasses.fields(node)}.get(part)
+        if found is None:
+            return None
+        node = found.type if dataclasses.is_dataclass(found.type) else None
+    return found
+
+
+def _schema_fields(parent: str):
+    node = FTConfig if not parent else getattr(_schema_field(parent), "type", None)
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+
+
+def _example(key: str):
+    f = _schema_field(key)
+    return f.metadata.get("example") if f is not None else None

@@ -1,0 +1,110 @@
+"""`python -m ftlab [overrides]`: validate first, then hand over to Hydra, which makes the run dir and runs.
+
+Validation happens here, before Hydra starts, because Hydra creates the run dir before calling the task and
+prints errors over several lines; a bad override should cost a second and leave nothing behind.
+Shortcuts that rewrite the command line before Hydra sees it:
+  --rerun DIR [overrides]   re-run a finished run from DIR/.hydra/config.yaml
+  resume=DIR | resume=last  continue an interrupted run from its last checkpoint, with its saved config
+"""
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ftlab.errors import ConfigError, FtlabError
+
+# Hydra flags after which there is nothing of ours to check: help, info, completion, multirun
+_NO_PRECHECK = ("help", "hydra_help", "info", "shell_completion", "multirun")
+
+
+def fail(error: Exception, code: int) -> None:
+    """Report a user-fixable error as one line, or with its traceback when HYDRA_FULL_ERROR=1 asks for it."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print(f"ftlab: error: {error}", file=sys.stderr)
+    sys.exit(code)
+
+
+def expand_shortcuts(argv: List[str]) -> List[str]:
+    """Turn `--rerun DIR` and `resume=...` into Hydra's `--config-path DIR/.hydra --config-name config`."""
+    from ftlab.artifacts import find_resume_dir, saved_config_dir
+
+    argv = list(argv)
+    source: Optional[str] = None
+    if "--rerun" in argv:
+        i = argv.index("--rerun")
+        if i + 1 >= len(argv):
+            raise FtlabError("--rerun needs a run dir, e.g. --rerun outputs/2026-11-23/10-00-00")
+        source = argv[i + 1]
+        del argv[i:i + 2]
+    for i, arg in enumerate(argv):
+        if arg.startswith("resume=") and arg != "resume=null":
+            run_dir = find_resume_dir(arg.split("=", 1)[1], Path("outputs"))
+            argv[i] = f"resume={run_dir}"
+            source = str(run_dir)
+    if source is None:
+        return argv
+    # keep ftlab's console and log-file layout, which the saved config (no hydra node) does not carry
+    return ["--config-path", saved_config_dir(source), "--config-name", "config",
+            "hydra/job_logging=none", "hydra.job.name=ftlab"] + argv
+
+
+def precheck(argv: List[str]) -> None:
+    """Compose and validate exactly what Hydra is about to run; raise ConfigError before any file exists."""
+    from hydra._internal.utils import get_args_parser
+
+    from ftlab.checks import describe_compose_error, validate
+    from ftlab.configure import compose
+
+    args = get_args_parser().parse_args(argv)
+    if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
+        return
+    task_overrides = [o for o in args.overrides if not o.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    try:
+        cfg = compose(task_overrides, config_path=args.config_path, config_name=args.config_name or "config")
+    except FtlabError:
+        raise
+    except Exception as e:  # Hydra's composition errors: bad override, unknown key or group option
+        raise ConfigError(describe_compose_error(e)) from None
+    validate(cfg)
+    for o in args.overrides:
+        if o.startswith("hydra.run.dir="):
+            run_dir = Path(o.split("=", 1)[1])
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise ConfigError(f"hydra.run.dir={run_dir} already holds files; ftlab never writes over "
+                                  "a run: pick a new directory")
+
+
+def task(cfg) -> float:
+    """What Hydra runs for each job; returns the objective a sweeper minimises (validation loss)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from ftlab.checks import validate
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        typed = validate(cfg)
+        from ftlab.finetune import FineTune
+
+        return FineTune(typed, run_dir=run_dir).run()["val_loss_after"]
+    except FtlabError as e:
+        from ftlab.artifacts import discard_unfinished
+
+        discard_unfinished(run_dir)
+        fail(e, 2 if isinstance(e, ConfigError) else 1)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = expand_shortcuts(argv)
+        precheck(argv)
+    except FtlabError as e:
+        fail(e, 2 if isinstance(e, ConfigError) else 1)
+    import hydra
+
+    from ftlab.configure import config_dir, setup
+
+    setup()
+    sys.argv = [sys.argv[0]] + argv  # hydra.main reads the (rewritten) command line from sys.argv
+    hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")(task)()

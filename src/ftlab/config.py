@@ -1,0 +1,184 @@
+"""The one typed schema of every ftlab option.
+
+Each option is declared once, here, with its default, its constraints (`choices`, bounds) and a one-line
+doc under it. `conf/*.yaml` only selects and overrides; `checks.py` enforces the constraints declared here.
+Importing this module must stay cheap: no torch, no transformers.
+"""
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+def opt(default: Any = MISSING, *, choices=None, gt=None, ge=None, lt=None, le=None, example=None):
+    """A dataclass field carrying its constraints, so the validator can read them off the schema."""
+    meta = {k: v for k, v in dict(choices=choices, gt=gt, ge=ge, lt=lt, le=le, example=example).items()
+            if v is not None}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DTYPES = ["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class RandomInit:
+    """Shape of a randomly initialised Llama-style model, built from config instead of downloaded."""
+
+    hidden_size: int = opt(64, gt=0)
+    """Width of the residual stream."""
+    intermediate_size: int = opt(128, gt=0)
+    """Width of the MLP."""
+    num_layers: int = opt(2, gt=0)
+    """Number of decoder layers."""
+    num_heads: int = opt(4, gt=0)
+    """Attention heads; must divide hidden_size."""
+    num_kv_heads: int = opt(2, gt=0)
+    """Key/value heads (grouped-query attention); must divide num_heads."""
+    max_position_embeddings: int = opt(1024, gt=0)
+    """Longest sequence the model accepts."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = opt(example="model.name=meta-llama/Llama-3.2-1B-Instruct")
+    """Hugging Face Hub id of the base model; also how runs, tags and metrics name it."""
+    path: Optional[str] = None
+    """Local directory (or other Hub id) to load from instead of `name`: a downloaded copy, offline."""
+    gguf_file: Optional[str] = None
+    """GGUF file inside `path` to dequantise once into ftlab's safetensors cache (see `cache_dir`)."""
+    random_init: Optional[RandomInit] = None
+    """Build a random model of this shape; `path` then supplies only the tokenizer. For tests and smoke runs."""
+    dtype: str = opt("auto", choices=["auto"] + DTYPES)
+    """Weight dtype. auto: float32 on CPU, bfloat16 on GPUs that support it, else float16."""
+    attn_implementation: str = opt("sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    """Attention kernel. flash_attention_2 needs a CUDA GPU and the flash-attn package."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% slower."""
+    revision: str = "main"
+    """Hub revision (branch, tag or commit) to load, pinned for reproducibility."""
+    trust_remote_code: bool = False
+    """Allow model code from the Hub repo to run. Only for repos you trust."""
+
+
+@dataclass
+class QuantConfig:
+    bits: Optional[int] = opt(None, choices=[None, 4, 8])
+    """Load the frozen base weights quantised by bitsandbytes: null (off), 4 (QLoRA) or 8."""
+    quant_type: str = opt("nf4", choices=["nf4", "fp4"])
+    """4-bit data type; NF4 suits normally distributed weights."""
+    double_quant: bool = True
+    """Also quantise the 4-bit quantisation constants (saves ~0.4 bits per weight)."""
+    compute_dtype: str = opt("bfloat16", choices=DTYPES)
+    """Dtype the 4-bit layers dequantise to for their matmuls."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = opt(16, gt=0, example="lora.r=16")
+    """Adapter rank. Higher: more capacity, memory and time."""
+    alpha: float = opt(32.0, gt=0, example="lora.alpha=32")
+    """Scale of the adapter update (alpha / r, or alpha / sqrt(r) with rsLoRA)."""
+    dropout: float = opt(0.05, ge=0, lt=1, example="lora.dropout=0.05")
+    """Dropout on the adapter input, in [0, 1)."""
+    target_modules: List[str] = opt(["all-linear"], example="lora.target_modules=[q_proj,v_proj]")
+    """Module names to adapt, or [all-linear] for every linear layer except the output head."""
+    bias: str = opt("none", choices=["none", "all", "lora_only"])
+    """Which biases to train alongside the adapters."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha / sqrt(r): keeps the update size steady when r grows."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA): often better at low rank, slower per step."""
+    init_weights: str = opt("default", choices=["default", "gaussian", "pissa", "olora"])
+    """Adapter initialisation. pissa/olora start from the base weights' principal directions (no quant)."""
+    modules_to_save: List[str] = opt([])
+    """Extra modules trained in full and saved with the adapter (e.g. [lm_head] for new tokens)."""
+
+
+@dataclass
+class DataConfig:
+    path: str = opt(example="data.path=/data/train.jsonl")
+    """JSONL file of conversations: {"conversations": [{"role": ..., "content": ...}, ...]} per line."""
+    val_path: Optional[str] = None
+    """Separate JSONL file for validation; when null, `val_size` of `path` is held out."""
+    val_size: float = opt(0.1, gt=0, example="data.val_size=0.1")
+    """Held-out share of `path` when `val_path` is null: a fraction below 1, or a row count."""
+    max_seq_len: int = opt(512, gt=0, example="data.max_seq_len=1024")
+    """Tokens per example after the chat template; longer examples are truncated."""
+    batch_size: int = opt(8, gt=0, example="data.batch_size=8")
+    """Examples per micro-batch (per device)."""
+    num_workers: int = opt(0, ge=0)
+    """DataLoader worker processes; 0 loads in the training process."""
+
+
+@dataclass
+class TrackerConfig:
+    name: str = opt("none", choices=["none"])
+    """Experiment tracker. none: metrics go to the run dir only."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adamw", choices=["adamw", "adamw_8bit"])
+    """Optimizer. adamw_8bit keeps its state in 8 bits (bitsandbytes)."""
+    lr: float = opt(2e-4, gt=0, example="optim.lr=2e-4")
+    """Peak learning rate."""
+    weight_decay: float = opt(0.0, ge=0)
+    """Decoupled weight decay on the adapter weights."""
+    betas: List[float] = opt([0.9, 0.999])
+    """Adam's moment decay rates."""
+    scheduler: str = opt("cosine", choices=["cosine", "linear", "constant"])
+    """Learning-rate decay after warmup."""
+    warmup_steps: int = opt(0, ge=0)
+    """Optimizer steps of linear warmup from zero."""
+    min_lr_ratio: float = opt(0.0, ge=0, le=1)
+    """Floor of the decay, as a fraction of `lr`."""
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = opt("cpu", choices=["cpu", "gpu", "auto"])
+    """Where to train."""
+    devices: int = opt(1, gt=0)
+    """Devices to train on."""
+    precision: str = opt("32-true", choices=["32-true", "bf16-mixed", "bf16-true", "16-mixed"])
+    """Numeric precision. bf16-mixed is faster on CPUs and GPUs with bfloat16; 16-mixed needs a GPU."""
+    max_steps: int = opt(-1, ge=-1, example="trainer.max_steps=100")
+    """Stop after this many optimizer steps; -1: run `max_epochs`."""
+    max_epochs: int = opt(1, ge=-1, example="trainer.max_epochs=3")
+    """Stop after this many passes over the data (when `max_steps` is -1)."""
+    accumulate_grad_batches: int = opt(1, gt=0, example="trainer.accumulate_grad_batches=4")
+    """Micro-batches per optimizer step; effective batch = batch_size x this x devices."""
+    gradient_clip_val: float = opt(1.0, ge=0)
+    """Clip the gradient norm to this; 0 turns clipping off."""
+    val_every_n_steps: int = opt(0, ge=0)
+    """Validate every N optimizer steps during training; 0: only before and after."""
+    log_every_n_steps: int = opt(5, gt=0)
+    """How often training metrics are recorded."""
+    checkpoint_every_n_steps: int = opt(25, gt=0)
+    """How often a resumable checkpoint (adapter + optimizer state) is written."""
+
+
+@dataclass
+class FTConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = opt(42, ge=0)
+    """Seeds data order, splits, adapter init and dropout: same seed, same config, same losses."""
+    resume: Optional[str] = None
+    """Continue an interrupted run from its last checkpoint: its run dir, or `last` for the newest."""
+    cache_dir: str = "~/.cache/ftlab"
+    """Where converted models (GGUF, random init) are cached between runs."""
+
+
+def register() -> None:
+    """Make the schema the base of `conf/config.yaml`, so Hydra type-checks every override."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="ftlab_schema", node=FTConfig)

@@ -1,0 +1,105 @@
+"""What a person sees: numbered stage lines, derived numbers, a progress bar with loss and tokens/s.
+
+Everything printed also goes, timestamped, to <run dir>/train.log. Library chatter that says nothing
+actionable on this path (Lightning's hardware banner, bitsandbytes' CPU kernel notices) is turned down.
+"""
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+log = logging.getLogger("ftlab")
+
+
+def setup_logging(run_dir: Path) -> None:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logfile = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    logfile.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+    log.addHandler(console)
+    log.addHandler(logfile)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "bitsandbytes", "transformers", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for pattern in (".*does not have many workers.*", ".*MatMul8bitLt.*", ".*gemm_4bit.*", ".*kernels.*",
+                    ".*LeafSpec.*", ".*Checkpoint directory.*", ".*is_gradient_checkpointing.*",
+                    ".*no `val_dataloader`.*", ".*in eval mode at the start of training.*",
+                    # resume restarts the data where the checkpoint stopped (data.EpochSampler), which
+                    # Lightning cannot see; a resumed run writes a new run dir, by design
+                    ".*dataloader is not resumable.*", ".*The dirpath has changed.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+class Stages:
+    """Prints `[k/n] name ...` and, when the next stage starts, how long the last one took."""
+
+    NAMES = ("Checking model source", "Loading tokenizer and data", "Loading base model",
+             "Adding LoRA adapters", "Training", "Saving artifacts")
+
+    def __init__(self):
+        self.started = None
+
+    def start(self, name: str, detail: str = "") -> None:
+        self.finish()
+        k = self.NAMES.index(name) + 1
+        log.info(f"[{k}/{len(self.NAMES)}] {name}{' ' + detail if detail else ''} ...")
+        self.started = time.perf_counter()
+
+    def finish(self) -> None:
+        if self.started is not None:
+            log.info(f"      done in {time.perf_counter() - self.started:.1f}s")
+            self.started = None
+
+
+def info(message: str) -> None:
+    log.info(f"      {message}")
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's training bar with loss and tokens/s; validation reports its loss in one line instead."""
+
+    def init_validation_tqdm(self):
+        bar = super().init_validation_tqdm()
+        bar.disable = True
+        return bar
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class Throughput(L.Callback):
+    """Counts tokens and wall time of training steps; logs tokens/s and keeps the loss history."""
+
+    def __init__(self):
+        self.tokens = self.supervised = 0
+        self.seconds = 0.0
+        self.losses = []
+        self._t0 = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seconds += time.perf_counter() - self._t0
+        self.tokens += int(batch["attention_mask"].sum())
+        self.supervised += int((batch["labels"] != -100).sum())
+        self.losses.append(float(trainer.callback_metrics["train/loss"]))
+        pl_module.log("tok/s", self.tokens / max(self.seconds, 1e-9), prog_bar=True, on_step=True)

@@ -1,0 +1,232 @@
+"""FineTune: the whole pipeline, one public method per stage, for the CLI and for notebooks.
+
+    stats = FineTune(compose(["model=tiny", "trainer.max_steps=2"])).run()
+
+run() reads top to bottom: model source ▶ tokenizer + data ▶ base model ▶ LoRA ▶ Lightning fit ▶ artifacts.
+Data comes before the base model on purpose: a bad data file fails in a second, not after a long load.
+Subclass and override a stage (say, `to_conversation` for another row format) to change one step.
+"""
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import List, Optional
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ftlab import artifacts, chat, console, data, model
+from ftlab.checks import validate
+from ftlab.configure import setup
+from ftlab.console import Stages, info
+from ftlab.errors import FtlabError
+from ftlab.module import LoRAModule
+
+
+def new_run_dir() -> Path:
+    """The same layout as CLI runs, outputs/DATE/TIME, with a suffix if that second is taken."""
+    base = Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+    run_dir, n = base, 1
+    while run_dir.exists():
+        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return run_dir
+
+
+class FineTune:
+    def __init__(self, cfg: DictConfig, run_dir: Optional[Path] = None):
+        setup()
+        self.cfg = validate(cfg)
+        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir()
+        self.stages = Stages()
+        self.tokenizer = self.model = self.datamodule = self.trainer = None
+        self.stats: dict = {}
+
+    # ── stages ─────────────────────────────────────────────────────────────────────────────────────
+    def model_source(self) -> str:
+        return model.resolve_source(self.cfg.model, self.cfg.cache_dir, self.cfg.seed)
+
+    def load_tokenizer(self, source: str):
+        return model.load_tokenizer(source, self.cfg.model)
+
+    def load_base_model(self, source: str):
+        return model.load_base_model(source, self.cfg.model, self.cfg.quant, self.cfg.trainer.accelerator)
+
+    def load_base_model_and_tokenizer(self) -> tuple:
+        source = self.model_source()
+        return self.load_base_model(source), self.load_tokenizer(source)
+
+    def get_peft_model(self, base):
+        return model.add_lora(base, self.cfg.lora, quantized=self.cfg.quant.bits is not None,
+                              gradient_checkpointing=self.cfg.model.gradient_checkpointing)
+
+    def to_conversation(self, row: dict, where: str) -> List[dict]:
+        """One data row to a list of {role, content} messages."""
+        return chat.to_conversation(row, where)
+
+    def apply_chat_template(self, messages: List[dict], where: str = "conversation") -> Optional[dict]:
+        """Messages to input_ids + assistant-only labels; None if truncation left nothing to learn."""
+        return chat.tokenize_conversation(self.tokenizer, messages, self.cfg.data.max_seq_len, where)
+
+    def prepare_data(self) -> data.ChatDataModule:
+        c = self.cfg.data
+        rows = data.read_jsonl(c.path)
+        train_rows, val_rows = (rows, data.read_jsonl(c.val_path)) if c.val_path else \
+            data.split(rows, c.val_size, self.cfg.seed)
+        train = data.tokenize_rows(train_rows, self.to_conversation, self.apply_chat_template)
+        val = data.tokenize_rows(val_rows, self.to_conversation, self.apply_chat_template)
+        for name, split in (("train", train), ("validation", val)):
+            if not split.items:
+                raise FtlabError(f"no {name} example survives data.max_seq_len={c.max_seq_len}: every "
+                                      "assistant turn is truncated away; raise data.max_seq_len")
+        info(f"examples: {len(train.items)} train, {len(val.items)} validation kept; "
+             f"{train.dropped_truncated + val.dropped_truncated} dropped (assistant turns truncated away "
+             f"by data.max_seq_len={c.max_seq_len})")
+        info(f"tokens: {train.tokens} train ({train.supervised} supervised, "
+             f"{train.tokens / len(train.items):.0f} per example)")
+        self.stats.update(train_examples=len(train.items), val_examples=len(val.items),
+                          dropped_examples=train.dropped_truncated + val.dropped_truncated)
+        self._tokens_per_example = train.tokens / len(train.items)
+        return data.ChatDataModule(train.items, val.items, c.batch_size, self.tokenizer.pad_token_id,
+                                   self.cfg.seed, c.num_workers)
+
+    def callbacks(self) -> list:
+        """Lightning callbacks of a run; extend in a subclass to add your own."""
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        self.throughput = console.Throughput()
+        every = self.cfg.trainer.checkpoint_every_n_steps
+        saver = ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                every_n_train_steps=every, save_on_train_epoch_end=False)
+        return [saver, self.throughput, console.ProgressBar(refresh_rate=1)]
+
+    def train(self) -> dict:
+        from lightning.pytorch.loggers import CSVLogger
+
+        c, t = self.cfg, self.cfg.trainer
+        module = LoRAModule(self.model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.name,
+                            c.optim.scheduler, c.optim.warmup_steps, c.optim.min_lr_ratio)
+        validate_during = t.val_every_n_steps > 0
+        self.trainer = L.Trainer(
+            accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_steps=t.max_steps,
+            max_epochs=t.max_epochs, accumulate_grad_batches=t.accumulate_grad_batches,
+            gradient_clip_val=t.gradient_clip_val or None, log_every_n_steps=t.log_every_n_steps,
+            # val_check_interval counts micro-batches; ours counts optimizer steps
+            val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches if validate_during else None,
+            check_val_every_n_epoch=None if validate_during else 1, num_sanity_val_steps=0,
+            logger=CSVLogger(self.run_dir, name="logs", version=""), callbacks=self.callbacks(),
+            enable_model_summary=False, deterministic=True, default_root_dir=self.run_dir)
+        effective = c.data.batch_size * t.accumulate_grad_batches * t.devices
+        info(f"effective batch size: {effective} = {c.data.batch_size} (data.batch_size) x "
+             f"{t.accumulate_grad_batches} (accumulation) x {t.devices} (devices); "
+             f"~{effective * self._tokens_per_example:.0f} tokens per step")
+        dm = self.datamodule
+        before = self.trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]["val/loss"]
+        info(f"validation loss before training: {before:.4f}")
+        ckpt = self._resume_checkpoint()
+        epoch, done = artifacts.resume_position(ckpt) if ckpt else (0, 0)
+        module.train()  # from_pretrained and validate() leave eval mode on, which would switch dropout off
+        started = time.perf_counter()
+        self.trainer.fit(module, train_dataloaders=dm.train_dataloader(epoch, done),
+                         val_dataloaders=dm.val_dataloader() if validate_during else None, ckpt_path=ckpt)
+        fit_seconds = time.perf_counter() - started
+        after = self.trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]["val/loss"]
+        info(f"validation loss after training:  {after:.4f} ({after - before:+.4f})")
+        losses, tp = self.throughput.losses, self.throughput
+        tail = losses[-max(1, len(losses) // 10):] if losses else []
+        self.stats.update(
+            val_loss_before=before, val_loss_after=after,
+            train_loss_first_step=losses[0] if losses else None,
+            train_loss_last_steps=sum(tail) / len(tail) if tail else None,
+            steps=self.trainer.global_step, tokens_seen=tp.tokens, supervised_tokens_seen=tp.supervised,
+            train_seconds=round(fit_seconds, 2), tokens_per_second=round(tp.tokens / tp.seconds, 1) if tp.seconds else None,
+            resumed_from=str(ckpt) if ckpt else None)
+        return self.stats
+
+    def save(self) -> None:
+        adapter = self.run_dir / "adapter"
+        self.model.save_pretrained(adapter)
+        # saved beside the adapter with its chat template, so inference renders prompts exactly as training did
+        self.tokenizer.save_pretrained(adapter)
+        self.stats.update(versions=artifacts.versions(), git_commit=artifacts.git_commit(),
+                          model=self.cfg.model.name, wall_seconds=round(time.perf_counter() - self._t0, 2))
+        artifacts.write_json(self.run_dir / "metrics.json", self.stats)
+        plot_losses(self.run_dir)
+
+    # ── the pipeline ───────────────────────────────────────────────────────────────────────────────
+    def run(self) -> dict:
+        self._t0 = time.perf_counter()
+        artifacts.claim_run_dir(self.run_dir)
+        try:
+            return self._run()
+        except FtlabError:
+            artifacts.discard_unfinished(self.run_dir)  # a run that failed before results leaves nothing
+            raise
+
+    def _run(self) -> dict:
+        self._save_config()
+        console.setup_logging(self.run_dir)
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        console.log.info(f"ftlab run dir: {self.run_dir}")
+        self.stages.start("Checking model source", self.cfg.model.name)
+        source = self.model_source()
+        self.stages.start("Loading tokenizer and data", str(self.cfg.data.path))
+        self.tokenizer = self.load_tokenizer(source)
+        self.datamodule = self.prepare_data()
+        self.stages.start("Loading base model", _describe_quant(self.cfg.quant))
+        base = self.load_base_model(source)
+        self.stages.start("Adding LoRA adapters", f"r={self.cfg.lora.r} alpha={self.cfg.lora.alpha}")
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)  # adapter init independent of loading
+        self.model = self.get_peft_model(base)
+        trainable, total = self.model.get_nb_trainable_parameters()
+        info(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+        self.stats.update(trainable_parameters=trainable, total_parameters=total)
+        self.stages.start("Training")
+        self.train()
+        self.stages.start("Saving artifacts", str(self.run_dir))
+        self.save()
+        self.stages.finish()
+        console.log.info(f"ftlab: done; adapter in {self.run_dir / 'adapter'}")
+        return self.stats
+
+    def _save_config(self) -> None:
+        """CLI runs get .hydra/ from Hydra; API runs write the same config.yaml, so both re-run alike."""
+        saved = self.run_dir / ".hydra" / "config.yaml"
+        if not saved.exists():
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(OmegaConf.to_yaml(self.cfg))
+
+    def _resume_checkpoint(self) -> Optional[Path]:
+        if self.cfg.resume is None:
+            return None
+        found = artifacts.find_resume_dir(self.cfg.resume, Path("outputs")) / artifacts.CHECKPOINT
+        info(f"resuming from {found}")
+        return found
+
+
+def _describe_quant(q) -> str:
+    if q.bits == 4:
+        return f"(4-bit {q.quant_type}{', double quant' if q.double_quant else ''}, compute {q.compute_dtype})"
+    return "(8-bit)" if q.bits == 8 else "(no quantization)"
+
+
+def plot_losses(run_dir: Path) -> None:
+    """loss.png from logs/metrics.csv: training loss per step, validation loss where measured."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(run_dir / "logs" / "metrics.csv")))
+    series = {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)] for k in ("train/loss", "val/loss")}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, points in series.items():
+        if points:
+            ax.plot(*zip(*points), marker="o" if name == "val/loss" else None, label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "loss.png", dpi=100)
+    plt.close(fig)

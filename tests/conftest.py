@@ -1,0 +1,43 @@
+"""Compose the real configs, then shrink them: tiny model, tiny data, a few steps, CPU, fp32."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+CHAT = ASSETS / "chat.jsonl"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One model cache for the session: the SmolLM2 conversion and tiny models are built once."""
+    return tmp_path_factory.mktemp("ftlab-cache")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """Each test runs in its own folder, so outputs/ (and resume=last) never sees another test's runs."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny(cache_dir):
+    """Overrides that turn the default config into a seconds-long CPU run of the tiny model."""
+    return ["model=tiny", f"data.path={CHAT}", "data.val_size=8", "data.batch_size=4", "trainer.max_steps=4",
+            "trainer.precision=32-true", "trainer.checkpoint_every_n_steps=2", f"cache_dir={cache_dir}"]
+
+
+def run_cli(*args, cwd: Path, env_extra=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "ftlab", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def run_dirs(root: Path) -> list:
+    """Run dirs under root/outputs, oldest first."""
+    return sorted(p.parent.parent for p in (root / "outputs").glob("*/*/.hydra/config.yaml"))

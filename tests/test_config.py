@@ -1,0 +1,97 @@
+"""Every shipped config composes and validates; bad input fails fast, in one line, leaving nothing."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from ftlab.checks import validate
+from ftlab.configure import compose, config_dir
+from ftlab.errors import ConfigError
+
+GROUPS = ["model", "quant", "lora", "data", "tracker", "optim", "trainer"]
+
+
+def shipped_options():
+    conf = Path(config_dir())
+    return [(g, f.stem) for g in GROUPS for f in sorted((conf / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", shipped_options())
+def test_every_shipped_option_composes_and_validates(group, option):
+    extra = ["data.path=/data/train.jsonl"] if (group, option) == ("data", "jsonl") else []
+    cfg = validate(compose([f"{group}={option}"] + extra))
+    assert cfg[group] is not None
+
+
+def test_canonical_invocation_composes():
+    cfg = validate(compose(["model=llama3", "quant=4bit"]))
+    assert cfg.model.name == "meta-llama/Llama-3.1-8B-Instruct"
+    assert (cfg.quant.bits, cfg.quant.quant_type, cfg.quant.double_quant) == (4, "nf4", True)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("lora.r=0", "lora.r must be > 0 (got 0)"),
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("lora.dropout=1.0", "lora.dropout must be < 1"),
+    ("lora.dropout=-0.1", "lora.dropout must be >= 0"),
+    ("data.batch_size=0", "data.batch_size must be > 0"),
+    ("quant.bits=3", "quant.bits must be one of null, 4, 8"),
+    ("trainer.precision=16-mixed", "trainer.precision=16-mixed needs a GPU"),
+    ("lora.target_modules=[]", "lora.target_modules is empty"),
+    ("lora.init_weights=pissa quant=4bit", "cannot be combined with quant.bits=4"),
+    ("trainer.max_steps=-1 trainer.max_epochs=-1", "trainer.max_steps and trainer.max_epochs"),
+])
+def test_out_of_range_and_incompatible_values_are_rejected(override, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        validate(compose(override.split()))
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("lora.r=0", "lora.r must be > 0 (got 0); e.g. lora.r=16"),
+    ("lora.r=abc", "lora.r: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("lora.rank=8", "unknown key lora.rank"),
+    ("model=gpt5", "model=gpt5: no such option; choose one of: llama3, mistral, qwen2.5, smollm2, tiny"),
+    ("data.val_size=abc", "data.val_size: Value 'abc'"),
+])
+def test_cli_rejects_bad_overrides_in_one_line_and_writes_nothing(override, expected, workdir):
+    started = time.perf_counter()
+    result = run_cli(override, cwd=workdir)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (workdir / "outputs").exists()
+    assert time.perf_counter() - started < 15  # no model or torch import on this path
+
+
+def test_cli_prints_composed_config_offline(workdir):
+    result = run_cli("model=llama3", "quant=4bit", "--cfg", "job", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "name: meta-llama/Llama-3.1-8B-Instruct" in result.stdout and "bits: 4" in result.stdout
+    assert not (workdir / "outputs").exists()
+
+
+def test_cli_help_lists_groups(workdir):
+    result = run_cli("--help", cwd=workdir)
+    assert result.returncode == 0
+    assert "model: llama3, mistral, qwen2.5, smollm2, tiny" in result.stdout
+
+
+def test_composing_and_validating_do_not_import_torch():
+    code = ("import sys; from ftlab.configure import compose; from ftlab.checks import validate; "
+            "import ftlab.cli; validate(compose(['model=llama3', 'quant=4bit'])); "
+            "heavy = [m for m in ('torch', 'transformers', 'lightning', 'peft') if m in sys.modules]; "
+            "print(heavy); assert not heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_python_api_rejects_invalid_config_before_writing(workdir):
+    from ftlab import FineTune
+
+    with pytest.raises(ConfigError, match="lora.r must be > 0"):
+        FineTune(compose(["lora.r=0"]))
+    assert not (workdir / "outputs").exists()

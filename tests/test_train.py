@@ -1,0 +1,171 @@
+"""End to end on CPU: tiny model in every quant mode, artifacts, determinism, resume, re-run, SmolLM2."""
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import run_cli, run_dirs
+from ftlab import FineTune, compose
+from ftlab.errors import FtlabError
+
+EXPECTED_FILES = {
+    ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
+    "adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+    "adapter/chat_template.jinja", "adapter/tokenizer.json", "adapter/tokenizer_config.json",
+    "checkpoints/last.ckpt", "logs/metrics.csv", "loss.png", "metrics.json", "train.log",
+}
+
+
+def files_under(run_dir: Path) -> set:
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+
+
+def train_losses(run_dir: Path) -> list:
+    rows = csv.DictReader(open(run_dir / "logs" / "metrics.csv"))
+    return [(int(r["step"]), float(r["train/loss"])) for r in rows if r["train/loss"]]
+
+
+@pytest.mark.parametrize("quant,layer", [("none", "Linear"), ("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
+def test_tiny_end_to_end_in_every_quant_mode(quant, layer, workdir, tiny):
+    ft = FineTune(compose(tiny + [f"quant={quant}", "trainer.log_every_n_steps=1"]))
+    stats = ft.run()
+    q_proj = ft.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert type(q_proj.base_layer).__name__ == layer
+    assert stats["steps"] == 4 and stats["tokens_seen"] > 0
+    assert torch.isfinite(torch.tensor([stats["val_loss_before"], stats["val_loss_after"]])).all()
+    assert stats["val_loss_after"] != stats["val_loss_before"]  # the adapters moved
+    assert any(p.abs().sum() > 0 for n, p in ft.model.named_parameters() if "lora_B" in n)  # B starts at 0
+    assert (ft.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_cli_run_writes_exactly_the_documented_artifacts(workdir, tiny):
+    result = run_cli(*tiny, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_dirs(workdir)
+    assert files_under(run_dir) == EXPECTED_FILES
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("val_loss_before", "val_loss_after", "train_loss_first_step", "train_loss_last_steps", "steps",
+                "tokens_seen", "train_seconds", "wall_seconds", "tokens_per_second", "git_commit", "versions"):
+        assert key in metrics
+    assert set(metrics["versions"]) >= {"ftlab", "torch", "transformers", "peft", "lightning"}
+    for stage in ("[1/6] Checking model source", "[3/6] Loading base model", "trainable parameters:",
+                  "effective batch size: 4", "validation loss before training", "[6/6] Saving artifacts"):
+        assert stage in result.stdout
+    assert "tok/s=" in result.stdout + result.stderr  # the progress bar shows throughput
+
+
+def test_adapter_loads_onto_the_base_model_with_peft(workdir, tiny):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ft = FineTune(compose(tiny))
+    ft.run()
+    batch = ft.datamodule.collate(ft.datamodule.val[:2])
+    ft.model.eval()
+    with torch.no_grad():
+        expected = ft.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        base = AutoModelForCausalLM.from_pretrained(ft.model_source())
+        loaded = PeftModel.from_pretrained(base, ft.run_dir / "adapter").eval()
+        got = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(got, expected)
+
+
+def test_same_config_same_seed_gives_identical_losses(workdir, tiny):
+    over = tiny + ["trainer.log_every_n_steps=1", "lora.dropout=0.1"]
+    first, second = FineTune(compose(over)).run(), FineTune(compose(over)).run()
+    assert first["val_loss_after"] == second["val_loss_after"]
+    a, b = run_dirs(workdir)
+    assert train_losses(a) == train_losses(b) and len(train_losses(a)) == 4
+    third = FineTune(compose(over + ["seed=7"])).run()
+    assert third["val_loss_after"] != first["val_loss_after"]
+
+
+class Interrupt(L.Callback):
+    """Stops training after `step` optimizer steps, as Ctrl+C would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+class InterruptedRun(FineTune):
+    def callbacks(self):
+        return super().callbacks() + [Interrupt(3)]
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(workdir, tiny):
+    # no dropout, so the only randomness is the data order: a resumed run must then retrace the
+    # uninterrupted one exactly, which it can only do if it picks up the data where it stopped
+    over = tiny + ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "lora.dropout=0"]
+    FineTune(compose(over)).run()
+    (uninterrupted,) = run_dirs(workdir)
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        InterruptedRun(compose(over)).run()
+    interrupted = run_dirs(workdir)[-1]
+    assert (interrupted / "checkpoints" / "last.ckpt").is_file() and not (interrupted / "metrics.json").exists()
+    stats = FineTune(compose(over + ["resume=last"])).run()
+    assert stats["steps"] == 6 and stats["resumed_from"] == str(interrupted.resolve() / "checkpoints/last.ckpt")
+    resumed = run_dirs(workdir)[-1]
+    assert [s for s, _ in train_losses(resumed)] == [2, 3, 4, 5]  # from the checkpoint at step 2 on
+    expected = dict(train_losses(uninterrupted))
+    for step, loss in train_losses(resumed):
+        assert loss == pytest.approx(expected[step], rel=1e-5)
+    assert files_under(interrupted) >= {"checkpoints/last.ckpt", ".hydra/config.yaml"}  # left as it was
+
+
+def test_cli_resume_uses_the_saved_config(workdir, tiny):
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        InterruptedRun(compose(tiny + ["trainer.max_steps=6", "lora.r=4"])).run()
+    (interrupted,) = run_dirs(workdir)
+    result = run_cli(f"resume={interrupted}", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = run_dirs(workdir)[-1]
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["steps"] == 6  # the saved trainer.max_steps, not the default
+    assert "r: 4" in (resumed / ".hydra" / "config.yaml").read_text()
+
+
+def test_a_run_never_writes_over_another(workdir, tiny):
+    FineTune(compose(tiny)).run()
+    (first,) = run_dirs(workdir)
+    before = (first / "metrics.json").read_text()
+    with pytest.raises(FtlabError, match="already holds a run"):
+        FineTune(compose(tiny), run_dir=first).run()
+    result = run_cli(*tiny, f"hydra.run.dir={first}", cwd=workdir)
+    assert result.returncode == 2 and "already holds files" in result.stderr
+    assert (first / "metrics.json").read_text() == before
+
+
+def test_rerun_from_saved_config_reproduces_the_losses(workdir, tiny):
+    assert run_cli(*tiny, "trainer.log_every_n_steps=1", cwd=workdir).returncode == 0
+    (original,) = run_dirs(workdir)
+    long_form = run_cli("--config-path", str(original / ".hydra"), "--config-name", "config",
+                        "hydra.run.dir=outputs/rerun/long", cwd=workdir)
+    assert long_form.returncode == 0, long_form.stderr[-3000:]
+    short_form = run_cli("--rerun", str(original), "hydra.run.dir=outputs/rerun/short", cwd=workdir)
+    assert short_form.returncode == 0, short_form.stderr[-3000:]
+    for again in ("long", "short"):
+        assert train_losses(workdir / "outputs" / "rerun" / again) == train_losses(original)
+
+
+def test_unreachable_hub_model_fails_before_training_in_one_line(workdir):
+    result = run_cli("model=llama3", "quant=4bit", cwd=workdir)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not fetch model 'meta-llama/Llama-3.1-8B-Instruct'" in lines[0]
+    assert "HF_TOKEN" in lines[0] and "model.path=" in lines[0]
+    assert not list((workdir / "outputs").glob("*/*"))
+
+
+@pytest.mark.slow
+def test_short_real_run_on_smollm2(workdir, cache_dir):
+    stats = FineTune(compose([f"cache_dir={cache_dir}", "trainer.max_steps=3", "data.batch_size=4",
+                              "data.val_size=16"])).run()
+    assert stats["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and stats["steps"] == 3
+    assert 0 < stats["val_loss_after"] < stats["val_loss_before"]  # even 3 steps move a real model
