@@ -78,6 +78,7 @@ def test_cli_help_lists_groups(workdir):
     result = run_cli("--help", cwd=workdir)
     assert result.returncode == 0
     assert "model: llama3, mistral, qwen2.5, smollm2, tiny" in result.stdout
+    assert "lora.r=16" in result.stdout and "Adapter rank." in result.stdout  # options with their docs
 
 
 def test_composing_and_validating_do_not_import_torch():

@@ -169,3 +169,33 @@ def test_short_real_run_on_smollm2(workdir, cache_dir):
                               "data.val_size=16"])).run()
     assert stats["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and stats["steps"] == 3
     assert 0 < stats["val_loss_after"] < stats["val_loss_before"]  # even 3 steps move a real model
+
+
+@pytest.mark.parametrize("options", [
+    ["lora=dora", "model.gradient_checkpointing=true"],
+    ["trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2", "optim.warmup_steps=2",
+     "optim.scheduler=linear"],
+    ["lora=attention", "optim.name=adamw_8bit", "trainer.val_every_n_steps=2", "lora.bias=lora_only"],
+], ids=["dora-rslora-checkpointing", "bf16-accumulation-warmup", "attention-adamw8bit-midval"])
+def test_tiny_runs_with_other_options(options, workdir, tiny):
+    ft = FineTune(compose(tiny + options))
+    stats = ft.run()
+    assert stats["steps"] == 4
+    assert torch.isfinite(torch.tensor(stats["val_loss_after"]))
+    rows = list(csv.DictReader(open(ft.run_dir / "logs" / "metrics.csv")))
+    val_steps = [int(r["step"]) for r in rows if r["val/loss"]]
+    if "trainer.val_every_n_steps=2" in options:
+        assert len(val_steps) >= 3  # before, during and after training
+    if "trainer.accumulate_grad_batches=2" in options:  # 4 steps of 2 micro-batches: 8 batches, ~2 epochs
+        assert ft.trainer.current_epoch >= 1 and stats["tokens_seen"] > 7 * 4 * 40
+
+
+def test_learning_rate_schedule():
+    from ftlab.module import lr_lambda
+
+    cosine = lr_lambda("cosine", warmup=2, total=10, floor=0.1)
+    assert [round(cosine(s), 3) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
+    assert cosine(10) == pytest.approx(0.1) and cosine(6) == pytest.approx(0.55)
+    linear = lr_lambda("linear", warmup=0, total=4, floor=0.0)
+    assert [linear(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert lr_lambda("constant", warmup=0, total=4, floor=0.0)(3) == 1.0

@@ -13,8 +13,8 @@ from typing import List, Optional
 
 from ftlab.errors import ConfigError, FtlabError
 
-# Hydra flags after which there is nothing of ours to check: help, info, completion, multirun
-_NO_PRECHECK = ("help", "hydra_help", "info", "shell_completion", "multirun")
+# Hydra flags after which there is nothing of ours to check: its help, info, completion, multirun
+_NO_PRECHECK = ("hydra_help", "info", "shell_completion", "multirun")
 
 
 def fail(error: Exception, code: int) -> None:
@@ -96,6 +96,11 @@ def task(cfg) -> float:
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        from ftlab.help import render
+
+        print(render())
+        return
     try:
         argv = expand_shortcuts(argv)
         precheck(argv)

@@ -38,7 +38,7 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     for pattern in (".*does not have many workers.*", ".*MatMul8bitLt.*", ".*gemm_4bit.*", ".*kernels.*",
-                    ".*LeafSpec.*", ".*Checkpoint directory.*", ".*is_gradient_checkpointing.*",
+                    ".*LeafSpec.*", ".*Checkpoint directory.*", ".*gradient_checkpointing.*deprecated.*",
                     ".*no `val_dataloader`.*", ".*in eval mode at the start of training.*",
                     # resume restarts the data where the checkpoint stopped (data.EpochSampler), which
                     # Lightning cannot see; a resumed run writes a new run dir, by design
@@ -75,9 +75,9 @@ class ProgressBar(TQDMProgressBar):
     """Lightning's training bar with loss and tokens/s; validation reports its loss in one line instead."""
 
     def init_validation_tqdm(self):
-        bar = super().init_validation_tqdm()
-        bar.disable = True
-        return bar
+        from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+        return Tqdm(disable=True)
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)

@@ -108,7 +108,8 @@ class FineTune:
         validate_during = t.val_every_n_steps > 0
         self.trainer = L.Trainer(
             accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_steps=t.max_steps,
-            max_epochs=t.max_epochs, accumulate_grad_batches=t.accumulate_grad_batches,
+            max_epochs=t.max_epochs if t.max_steps == -1 else -1,  # a step budget is not capped by epochs
+            accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.gradient_clip_val or None, log_every_n_steps=t.log_every_n_steps,
             # val_check_interval counts micro-batches; ours counts optimizer steps
             val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches if validate_during else None,

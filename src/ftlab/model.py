@@ -202,7 +202,7 @@ def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool):
     if quantized:  # casts norms to fp32 and makes inputs require grad, which k-bit training needs
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     targets = list(lora_cfg.target_modules)
     config = LoraConfig(
