@@ -31,7 +31,7 @@ def setup_logging(run_dir: Path) -> None:
 
 
 def quiet_libraries() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "bitsandbytes", "transformers", "peft"):
+    for name in ("lightning.pytorch", "lightning.fabric", "bitsandbytes", "transformers", "peft", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ftlab.console import info
 from ftlab.errors import FtlabError
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -49,14 +50,23 @@ def _check_reachable(source: str, model_cfg) -> None:
             "model is gated (accept its licence on the Hub first), or set model.path=/local/copy") from None
 
 
-def _publish(tmp: Path, final: Path) -> Path:
-    """Move a fully written cache entry into place; a concurrent writer that won first is fine."""
+def _cached(final: Path, build) -> Path:
+    """`final`, built first if absent: `build()` returns (model, tokenizer), saved into a temporary dir that
+    is moved into place whole, so a crash never leaves half a cache entry and concurrent builders are fine."""
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
     try:
+        model, tokenizer = build()
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         os.replace(tmp, final)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.is_dir():
+        if not (final / "config.json").is_file():  # not a concurrent builder that won the race
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -71,20 +81,17 @@ def _convert_gguf(directory: Path, gguf_file: str, cache: Path) -> Path:
     with open(gguf, "rb") as f:  # size + head of the file: cheap and changes whenever the file does
         key = hashlib.sha256(f"{gguf.stat().st_size}".encode() + f.read(1 << 20)).hexdigest()[:12]
     final = cache / "gguf" / f"{gguf.stem}-{key}"
-    if (final / "config.json").is_file():
-        return final
-    print(f"      converting {gguf.name} to safetensors in {final} (once; later runs load the cache)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file)
-    loaded = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file, dtype=torch.float32)
-    config = loaded.config
-    del config.quantization_config  # the cache holds plain weights; bitsandbytes may quantise them later
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    return _publish(tmp, final)
+
+    def build():
+        info(f"converting {gguf.name} to safetensors in {final} (once; later runs load the cache)")
+        loaded = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file, dtype=torch.float32)
+        config = loaded.config
+        del config.quantization_config  # the cache holds plain weights; bitsandbytes may quantise them later
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        return model, AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file)
+
+    return _cached(final, build)
 
 
 def byte_tokenizer():
@@ -115,22 +122,19 @@ def _build_random(model_cfg, cache: Path, seed: int) -> Path:
                                           "num_kv_heads", "max_position_embeddings")}
     key = hashlib.sha256(json.dumps([spec, model_cfg.path, seed], sort_keys=True).encode()).hexdigest()[:12]
     final = cache / "random" / key
-    if (final / "config.json").is_file():
-        return final
-    tokenizer = AutoTokenizer.from_pretrained(model_cfg.path) if model_cfg.path else byte_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=arch.hidden_size,
-                         intermediate_size=arch.intermediate_size, num_hidden_layers=arch.num_layers,
-                         num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_kv_heads,
-                         max_position_embeddings=arch.max_position_embeddings, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".tmp-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    return _publish(tmp, final)
+
+    def build():
+        tokenizer = AutoTokenizer.from_pretrained(model_cfg.path) if model_cfg.path else byte_tokenizer()
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=arch.hidden_size,
+                             intermediate_size=arch.intermediate_size, num_hidden_layers=arch.num_layers,
+                             num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_kv_heads,
+                             max_position_embeddings=arch.max_position_embeddings, tie_word_embeddings=True,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32), tokenizer
+
+    return _cached(final, build)
 
 
 def load_tokenizer(source: str, model_cfg):
