@@ -142,6 +142,14 @@ def test_a_run_never_writes_over_another(workdir, tiny):
     assert (first / "metrics.json").read_text() == before
 
 
+def test_runs_started_in_the_same_second_get_their_own_dirs(workdir):
+    from ftlab.artifacts import new_run_dir
+
+    dirs = [new_run_dir() for _ in range(3)]
+    assert len(set(dirs)) == 3 and all(d.is_dir() for d in dirs)
+    assert dirs[1].name == dirs[0].name + "-1" or dirs[1].name[:8] != dirs[0].name[:8]  # or the clock ticked
+
+
 def test_rerun_from_saved_config_reproduces_the_losses(workdir, tiny):
     assert run_cli(*tiny, "trainer.log_every_n_steps=1", cwd=workdir).returncode == 0
     (original,) = run_dirs(workdir)

@@ -9,11 +9,13 @@ A run dir holds, once training finished:
   metrics.json                 the run's numbers, versions and provenance
   train.log                    the console output, timestamped
 """
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
@@ -53,6 +55,21 @@ def resume_position(checkpoint: Path) -> tuple:
     loops = torch.load(checkpoint, map_location="cpu", weights_only=False)["loops"]["fit_loop"]
     return (loops["epoch_progress"]["current"]["completed"],
             loops["epoch_loop.batch_progress"]["current"]["processed"])
+
+
+def new_run_dir(root: Path = Path("outputs")) -> Path:
+    """Create and return root/DATE/TIME, or TIME-1, TIME-2 ... when that second is taken. mkdir is atomic, so
+    runs started in the same second, in one process or several, never share a directory."""
+    now = datetime.now()
+    base = root / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count():
+        candidate = base if n == 0 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
 
 
 def claim_run_dir(run_dir: Path) -> None:

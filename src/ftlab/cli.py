@@ -49,16 +49,11 @@ def expand_shortcuts(argv: List[str]) -> List[str]:
             "hydra/job_logging=none", "hydra.job.name=ftlab"] + argv
 
 
-def precheck(argv: List[str]) -> None:
+def precheck(args) -> None:
     """Compose and validate exactly what Hydra is about to run; raise ConfigError before any file exists."""
-    from hydra._internal.utils import get_args_parser
-
     from ftlab.checks import describe_compose_error, validate
     from ftlab.configure import compose
 
-    args = get_args_parser().parse_args(argv)
-    if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
-        return
     task_overrides = [o for o in args.overrides if not o.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
     try:
         cfg = compose(task_overrides, config_path=args.config_path, config_name=args.config_name or "config")
@@ -73,6 +68,23 @@ def precheck(argv: List[str]) -> None:
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise ConfigError(f"hydra.run.dir={run_dir} already holds files; ftlab never writes over "
                                   "a run: pick a new directory")
+
+
+def prepare(argv: List[str]) -> List[str]:
+    """The command line Hydra will run: shortcuts expanded, config validated, a fresh run dir claimed."""
+    from hydra._internal.utils import get_args_parser
+
+    from ftlab.artifacts import new_run_dir
+
+    argv = expand_shortcuts(argv)
+    args = get_args_parser().parse_args(argv)
+    if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
+        return argv
+    precheck(args)
+    if args.cfg is None and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
+        # Hydra's own outputs/DATE/TIME would put two runs started in the same second into one dir
+        argv.append(f"hydra.run.dir={new_run_dir()}")
+    return argv
 
 
 def task(cfg) -> float:
@@ -102,8 +114,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(render())
         return
     try:
-        argv = expand_shortcuts(argv)
-        precheck(argv)
+        argv = prepare(argv)
     except FtlabError as e:
         fail(e, 2 if isinstance(e, ConfigError) else 1)
     import hydra

@@ -51,7 +51,7 @@ class ModelConfig:
     random_init: Optional[RandomInit] = None
     """Build a random model of this shape; `path` then supplies only the tokenizer. For tests and smoke runs."""
     dtype: str = opt("auto", choices=["auto"] + DTYPES)
-    """Weight dtype. auto: float32 on CPU, bfloat16 on GPUs that support it, else float16."""
+    """Frozen weight dtype. auto: the dtype of trainer.precision (bfloat16 for bf16-*, float16 for 16-*, else float32)."""
     attn_implementation: str = opt("sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     """Attention kernel. flash_attention_2 needs a CUDA GPU and the flash-attn package."""
     gradient_checkpointing: bool = False

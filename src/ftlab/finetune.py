@@ -7,7 +7,6 @@ Data comes before the base model on purpose: a bad data file fails in a second, 
 Subclass and override a stage (say, `to_conversation` for another row format) to change one step.
 """
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
@@ -23,20 +22,11 @@ from ftlab.errors import FtlabError
 from ftlab.module import LoRAModule
 
 
-def new_run_dir() -> Path:
-    """The same layout as CLI runs, outputs/DATE/TIME, with a suffix if that second is taken."""
-    base = Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-    run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return run_dir
-
-
 class FineTune:
     def __init__(self, cfg: DictConfig, run_dir: Optional[Path] = None):
         setup()
         self.cfg = validate(cfg)
-        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir()
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # made by run(): outputs/DATE/TIME
         self.stages = Stages()
         self.tokenizer = self.model = self.datamodule = self.trainer = None
         self.stats: dict = {}
@@ -49,7 +39,8 @@ class FineTune:
         return model.load_tokenizer(source, self.cfg.model)
 
     def load_base_model(self, source: str):
-        return model.load_base_model(source, self.cfg.model, self.cfg.quant, self.cfg.trainer.accelerator)
+        t = self.cfg.trainer
+        return model.load_base_model(source, self.cfg.model, self.cfg.quant, t.accelerator, t.precision)
 
     def load_base_model_and_tokenizer(self) -> tuple:
         source = self.model_source()
@@ -156,6 +147,7 @@ class FineTune:
     # ── the pipeline ───────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict:
         self._t0 = time.perf_counter()
+        self.run_dir = self.run_dir or artifacts.new_run_dir()
         artifacts.claim_run_dir(self.run_dir)
         try:
             return self._run()

@@ -150,12 +150,11 @@ def load_tokenizer(source: str, model_cfg):
     return tokenizer
 
 
-def weight_dtype(model_cfg, accelerator: str) -> torch.dtype:
+def weight_dtype(model_cfg, precision: str) -> torch.dtype:
+    """auto: the frozen weights in the dtype the matmuls run in, so autocast need not cast them every step."""
     if model_cfg.dtype != "auto":
         return DTYPES[model_cfg.dtype]
-    if accelerator == "cpu" or not torch.cuda.is_available():
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0], torch.float32)
 
 
 def quantization_config(quant_cfg):
@@ -170,10 +169,10 @@ def quantization_config(quant_cfg):
     return None
 
 
-def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str):
+def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precision: str = "32-true"):
     from transformers import AutoModelForCausalLM
 
-    kwargs = dict(dtype=weight_dtype(model_cfg, accelerator), attn_implementation=model_cfg.attn_implementation,
+    kwargs = dict(dtype=weight_dtype(model_cfg, precision), attn_implementation=model_cfg.attn_implementation,
                   revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
     quant = quantization_config(quant_cfg)
     if quant is not None:

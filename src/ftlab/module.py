@@ -1,8 +1,10 @@
 """The LightningModule: a PEFT model, its loss, optimizer and schedule, and adapter-only checkpoints."""
+import inspect
 import math
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from ftlab.chat import IGNORE
 
@@ -30,13 +32,21 @@ class LoRAModule(L.LightningModule):
         # checkpoints hold only the trainable weights (see on_save_checkpoint), so loading is partial
         self.strict_loading = False
         self._val_sum = self._val_count = 0
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
 
-    def forward(self, batch):
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          labels=batch["labels"])
+    def forward(self, batch) -> torch.Tensor:
+        """Mean cross-entropy over the batch's supervised tokens (the same value as the model's own loss)."""
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        if not self._keeps_logits:
+            return self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        # Project onto the vocabulary only at positions that predict a label: with response-only labels
+        # that is a small share of the sequence, and the head is a large share of a small model's step.
+        positions = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
+        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), labels[:, positions + 1].flatten(), ignore_index=IGNORE)
 
     def training_step(self, batch, batch_idx):
-        loss = self(batch).loss
+        loss = self(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -47,7 +57,7 @@ class LoRAModule(L.LightningModule):
         # the model's loss is a mean over this batch's supervised tokens; weight it by their number so the
         # epoch's loss is the mean over all validation tokens, whatever the batch boundaries
         n = (batch["labels"][:, 1:] != IGNORE).sum()
-        self._val_sum += self(batch).loss.float().detach() * n
+        self._val_sum += self(batch).float().detach() * n
         self._val_count += n
 
     def on_validation_epoch_end(self):

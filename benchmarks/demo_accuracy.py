@@ -1,0 +1,66 @@
+"""Exact-match accuracy on the demo task, base model vs. a run's adapter, on that run's validation rows.
+
+    .venv/bin/python -m ftlab                                  # the default demo run
+    .venv/bin/python benchmarks/demo_accuracy.py outputs/DATE/TIME
+
+Rebuilds the run's split from its saved config (same data, seed and val_size), answers every validation
+prompt greedily with the base model and with the adapter, and scores answers with ftlab.demo.is_correct.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from peft import PeftModel
+
+from ftlab.checks import validate
+from ftlab.configure import setup
+from ftlab.data import read_jsonl, split
+from ftlab.demo import is_correct
+from ftlab.model import load_base_model, load_tokenizer, resolve_source
+
+
+def answers(model, tokenizer, rows, batch_size=16, max_new_tokens=16):
+    tokenizer.padding_side = "left"  # generation continues from the right edge of every prompt
+    out = []
+    for i in range(0, len(rows), batch_size):
+        prompts = [tokenizer.apply_chat_template(r["conversations"][:-1], tokenize=False, add_generation_prompt=True)
+                   for r in rows[i:i + batch_size]]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--show", type=int, default=3, help="print this many example answers")
+    args = parser.parse_args()
+    setup()
+    cfg = validate(OmegaConf.load(args.run_dir / ".hydra" / "config.yaml"))
+    rows = read_jsonl(cfg.data.path)
+    val = [row for _, row in (read_jsonl(cfg.data.val_path) if cfg.data.val_path else
+                              split(rows, cfg.data.val_size, cfg.seed)[1])]
+    source = resolve_source(cfg.model, cfg.cache_dir, cfg.seed)
+    tokenizer = load_tokenizer(source, cfg.model)
+    model = load_base_model(source, cfg.model, cfg.quant, "cpu").eval()
+    started = time.perf_counter()
+    base = answers(model, tokenizer, val)
+    tuned_model = PeftModel.from_pretrained(model, args.run_dir / "adapter").eval()
+    tuned = answers(tuned_model, tokenizer, val)
+    for name, outs in (("base model", base), ("fine-tuned", tuned)):
+        correct = sum(is_correct(r, o) for r, o in zip(val, outs))
+        print(f"{name:<11} exact match {correct}/{len(val)} ({100 * correct / len(val):.0f}%)")
+    for r, b, t in list(zip(val, base, tuned))[:args.show]:
+        print(f"  {r['conversations'][-2]['content']!r}: base {b.strip()!r}, tuned {t.strip()!r}, "
+              f"expected {r['conversations'][-1]['content']!r}")
+    print(f"({time.perf_counter() - started:.0f}s for {2 * len(val)} generations)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

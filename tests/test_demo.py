@@ -1,0 +1,29 @@
+"""The bundled demo data is what its generator makes, valid, and split without overlap."""
+import json
+from pathlib import Path
+
+from ftlab import demo
+from ftlab.chat import to_conversation
+from ftlab.checks import validate
+from ftlab.configure import compose
+
+SHIPPED = Path(demo.__file__).parent / "assets" / "demo.jsonl"
+
+
+def test_shipped_file_is_regenerated_exactly():
+    rows = [json.loads(line) for line in SHIPPED.read_text().splitlines()]
+    assert rows == demo.make_rows(500, seed=0)
+    for i, row in enumerate(rows):
+        to_conversation(row, f"demo.jsonl:{i + 1}")  # every row is a valid conversation
+
+
+def test_default_data_config_points_at_the_shipped_file():
+    assert Path(validate(compose([])).data.path) == SHIPPED
+
+
+def test_answers_are_unique_dates_and_scored_exactly():
+    rows = demo.make_rows(500, seed=0)
+    answers = [r["conversations"][-1]["content"] for r in rows]
+    assert len(set(answers)) == len(answers)  # no validation date is ever seen in training
+    assert demo.is_correct(rows[0], f"  {answers[0]}\n")
+    assert not demo.is_correct(rows[0], f"The date is {answers[0]}.")
