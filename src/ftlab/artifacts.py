@@ -122,3 +122,30 @@ def git_commit() -> Optional[str]:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def plot_losses(run_dir: Path) -> None:
+    """loss.png from logs/metrics.csv: training loss per step, validation loss where measured."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    with open(run_dir / "logs" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    series = {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)] for k in ("train/loss", "val/loss")}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, points in series.items():
+        if points:  # validation is measured rarely: dots, so no straight line suggests a path between them
+            ax.plot(*zip(*points), **({"marker": "o", "linestyle": ":"} if name == "val/loss" else {}), label=name)
+    values = [v for points in series.values() for _, v in points]
+    if values and min(values) > 0 and max(values) / min(values) > 10:
+        ax.set_yscale("log")  # a fine-tune often spans decades of loss; linear would flatten the end
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "loss.png", dpi=100)
+    plt.close(fig)

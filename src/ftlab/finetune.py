@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab import artifacts, chat, console, data, model
@@ -68,15 +67,15 @@ class FineTune:
         for name, split in (("train", train), ("validation", val)):
             if not split.items:
                 raise FtlabError(f"no {name} example survives data.max_seq_len={c.max_seq_len}: every "
-                                      "assistant turn is truncated away; raise data.max_seq_len")
+                                 "assistant turn is truncated away; raise data.max_seq_len")
         info(f"examples: {len(train.items)} train, {len(val.items)} validation kept; "
              f"{train.dropped_truncated + val.dropped_truncated} dropped (assistant turns truncated away "
              f"by data.max_seq_len={c.max_seq_len})")
         info(f"tokens: {train.tokens} train ({train.supervised} supervised, "
              f"{train.tokens / len(train.items):.0f} per example)")
         self.stats.update(train_examples=len(train.items), val_examples=len(val.items),
-                          dropped_examples=train.dropped_truncated + val.dropped_truncated)
-        self._tokens_per_example = train.tokens / len(train.items)
+                          dropped_examples=train.dropped_truncated + val.dropped_truncated,
+                          tokens_per_example=round(train.tokens / len(train.items), 1))
         return data.ChatDataModule(train.items, val.items, c.batch_size, self.tokenizer.pad_token_id,
                                    self.cfg.seed, c.num_workers)
 
@@ -110,7 +109,7 @@ class FineTune:
         effective = c.data.batch_size * t.accumulate_grad_batches * t.devices
         info(f"effective batch size: {effective} = {c.data.batch_size} (data.batch_size) x "
              f"{t.accumulate_grad_batches} (accumulation) x {t.devices} (devices); "
-             f"~{effective * self._tokens_per_example:.0f} tokens per step")
+             f"~{effective * self.stats['tokens_per_example']:.0f} tokens per step")
         dm = self.datamodule
         before = self.trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]["val/loss"]
         info(f"validation loss before training: {before:.4f}")
@@ -123,14 +122,15 @@ class FineTune:
         fit_seconds = time.perf_counter() - started
         after = self.trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]["val/loss"]
         info(f"validation loss after training:  {after:.4f} ({after - before:+.4f})")
-        losses, tp = self.throughput.losses, self.throughput
-        tail = losses[-max(1, len(losses) // 10):] if losses else []
+        tp = self.throughput
+        tail = tp.losses[-max(1, len(tp.losses) // 10):]  # the last tenth of the steps, smoothing noise
         self.stats.update(
             val_loss_before=before, val_loss_after=after,
-            train_loss_first_step=losses[0] if losses else None,
+            train_loss_first_step=tp.losses[0] if tp.losses else None,
             train_loss_last_steps=sum(tail) / len(tail) if tail else None,
             steps=self.trainer.global_step, tokens_seen=tp.tokens, supervised_tokens_seen=tp.supervised,
-            train_seconds=round(fit_seconds, 2), tokens_per_second=round(tp.tokens / tp.seconds, 1) if tp.seconds else None,
+            train_seconds=round(fit_seconds, 2),
+            tokens_per_second=round(tp.tokens / tp.seconds, 1) if tp.seconds else None,
             resumed_from=str(ckpt) if ckpt else None)
         return self.stats
 
@@ -142,7 +142,7 @@ class FineTune:
         self.stats.update(versions=artifacts.versions(), git_commit=artifacts.git_commit(),
                           model=self.cfg.model.name, wall_seconds=round(time.perf_counter() - self._t0, 2))
         artifacts.write_json(self.run_dir / "metrics.json", self.stats)
-        plot_losses(self.run_dir)
+        artifacts.plot_losses(self.run_dir)
 
     # ── the pipeline ───────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict:
@@ -165,7 +165,7 @@ class FineTune:
         self.stages.start("Loading tokenizer and data", str(self.cfg.data.path))
         self.tokenizer = self.load_tokenizer(source)
         self.datamodule = self.prepare_data()
-        self.stages.start("Loading base model", _describe_quant(self.cfg.quant))
+        self.stages.start("Loading base model", model.describe_quant(self.cfg.quant))
         base = self.load_base_model(source)
         self.stages.start("Adding LoRA adapters", f"r={self.cfg.lora.r} alpha={self.cfg.lora.alpha}")
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)  # adapter init independent of loading
@@ -194,32 +194,3 @@ class FineTune:
         found = artifacts.find_resume_dir(self.cfg.resume, Path("outputs")) / artifacts.CHECKPOINT
         info(f"resuming from {found}")
         return found
-
-
-def _describe_quant(q) -> str:
-    if q.bits == 4:
-        return f"(4-bit {q.quant_type}{', double quant' if q.double_quant else ''}, compute {q.compute_dtype})"
-    return "(8-bit)" if q.bits == 8 else "(no quantization)"
-
-
-def plot_losses(run_dir: Path) -> None:
-    """loss.png from logs/metrics.csv: training loss per step, validation loss where measured."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(open(run_dir / "logs" / "metrics.csv")))
-    series = {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)] for k in ("train/loss", "val/loss")}
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, points in series.items():
-        if points:
-            ax.plot(*zip(*points), marker="o" if name == "val/loss" else None, label=name)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "loss.png", dpi=100)
-    plt.close(fig)

@@ -169,6 +169,12 @@ def quantization_config(quant_cfg):
     return None
 
 
+def describe_quant(q) -> str:
+    if q.bits == 4:
+        return f"(4-bit {q.quant_type}{', double quant' if q.double_quant else ''}, compute {q.compute_dtype})"
+    return "(8-bit)" if q.bits == 8 else "(no quantization)"
+
+
 def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precision: str = "32-true"):
     from transformers import AutoModelForCausalLM
 
