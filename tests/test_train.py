@@ -99,7 +99,7 @@ class InterruptedRun(FineTune):
         return super().callbacks() + [Interrupt(3)]
 
 
-def test_interrupted_run_resumes_from_its_last_checkpoint(workdir, tiny):
+def test_interrupted_run_resumes_from_its_last_checkpoint(workdir, tiny, capsys):
     # no dropout, so the only randomness is the data order: a resumed run must then retrace the
     # uninterrupted one exactly, which it can only do if it picks up the data where it stopped
     over = tiny + ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "lora.dropout=0"]
@@ -108,6 +108,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(workdir, tiny):
     with pytest.raises((SystemExit, KeyboardInterrupt)):
         InterruptedRun(compose(over)).run()
     interrupted = run_dirs(workdir)[-1]
+    assert f"Continue with: python -m ftlab resume={interrupted.relative_to(workdir)}" in capsys.readouterr().out
     assert (interrupted / "checkpoints" / "last.ckpt").is_file() and not (interrupted / "metrics.json").exists()
     stats = FineTune(compose(over + ["resume=last"])).run()
     assert stats["steps"] == 6 and stats["resumed_from"] == str(interrupted.resolve() / "checkpoints/last.ckpt")

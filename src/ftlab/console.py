@@ -103,3 +103,20 @@ class Throughput(L.Callback):
         self.supervised += int((batch["labels"] != -100).sum())
         self.losses.append(float(trainer.callback_metrics["train/loss"]))
         pl_module.log("tok/s", self.tokens / max(self.seconds, 1e-9), prog_bar=True, on_step=True)
+
+
+class ResumeHint(L.Callback):
+    """On Ctrl+C, say what was kept and the command that continues the run."""
+
+    def __init__(self, run_dir: Path, checkpoint: Path):
+        self.run_dir, self.checkpoint = run_dir, checkpoint
+
+    def on_exception(self, trainer, pl_module, exception):
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        if self.checkpoint.is_file():
+            log.info(f"ftlab: interrupted at step {trainer.global_step}; the last checkpoint is kept in "
+                     f"{self.checkpoint}. Continue with: python -m ftlab resume={self.run_dir}")
+        else:
+            log.info(f"ftlab: interrupted at step {trainer.global_step}, before the first checkpoint "
+                     "(trainer.checkpoint_every_n_steps); nothing to resume")

@@ -87,7 +87,8 @@ class FineTune:
         every = self.cfg.trainer.checkpoint_every_n_steps
         saver = ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
                                 every_n_train_steps=every, save_on_train_epoch_end=False)
-        return [saver, self.throughput, console.ProgressBar(refresh_rate=1)]
+        hint = console.ResumeHint(self.run_dir, self.run_dir / artifacts.CHECKPOINT)
+        return [saver, self.throughput, console.ProgressBar(refresh_rate=1), hint]
 
     def train(self) -> dict:
         from lightning.pytorch.loggers import CSVLogger

@@ -1,0 +1,34 @@
+"""A wheel install finds its configs and demo data without the source tree (editable installs are the rest)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.slow
+def test_wheel_install_finds_configs_and_assets(tmp_path):
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                            str(ROOT)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("ftlab-*.whl")
+    site = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                                str(wheel)], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    # the wheel's ftlab comes first on the path, ahead of the editable install of this checkout
+    env = dict(os.environ, PYTHONPATH=str(site))
+    where = subprocess.run([sys.executable, "-c", "import ftlab.configure as c; print(c.config_dir())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert where.stdout.strip() == str(site / "ftlab" / "conf"), where.stderr
+    cfg = subprocess.run([sys.executable, "-m", "ftlab", "model=llama3", "quant=4bit", "--cfg", "job"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert cfg.returncode == 0 and "bits: 4" in cfg.stdout, cfg.stderr
+    demo = subprocess.run([sys.executable, "-c", "from ftlab.configure import compose; from ftlab.checks import "
+                           "validate; print(validate(compose([])).data.path)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert Path(demo.stdout.strip()) == site / "ftlab" / "assets" / "demo.jsonl"
+    assert Path(demo.stdout.strip()).is_file()
