@@ -208,3 +208,9 @@ def test_learning_rate_schedule():
     linear = lr_lambda("linear", warmup=0, total=4, floor=0.0)
     assert [linear(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
     assert lr_lambda("constant", warmup=0, total=4, floor=0.0)(3) == 1.0
+
+
+def test_unknown_target_module_names_the_model_layers(workdir, tiny):
+    with pytest.raises(FtlabError, match=r"lora.target_modules=\['nope_proj'\].*linear layers: .*q_proj"):
+        FineTune(compose(tiny + ["lora.target_modules=[nope_proj]"])).run()
+    assert not list((workdir / "outputs").glob("*/*"))
