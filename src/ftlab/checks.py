@@ -41,6 +41,8 @@ def _combination_errors(c: FTConfig):
         yield "trainer.max_steps and trainer.max_epochs are both -1 (unbounded); set one, e.g. trainer.max_steps=100"
     if c.trainer.accelerator == "cpu" and c.trainer.precision == "16-mixed":
         yield "trainer.precision=16-mixed needs a GPU; on CPU use trainer.precision=bf16-mixed or 32-true"
+    if c.trainer.accelerator == "cpu" and c.model.attn_implementation == "flash_attention_2":
+        yield "model.attn_implementation=flash_attention_2 needs a CUDA GPU; on CPU use sdpa (or trainer=gpu)"
     if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
         yield (f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
                f"with quant.bits={c.quant.bits}; use quant=none or lora.init_weights=default")
