@@ -129,9 +129,11 @@ class ChatDataModule(L.LightningDataModule):
     def train_dataloader(self, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
         """Batches in an order set by the seed alone; `epoch`/`skip_batches` start where a checkpoint left off."""
         sampler = EpochSampler(len(self.train), self.seed, epoch, skip_batches * self.batch_size)
+        # its own generator: without one, every new iterator draws a seed from the global generator, which
+        # dropout also draws from, so a resumed run (new iterator after the restore) would drift
         return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
