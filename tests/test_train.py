@@ -214,3 +214,29 @@ def test_unknown_target_module_names_the_model_layers(workdir, tiny):
     with pytest.raises(FtlabError, match=r"lora.target_modules=\['nope_proj'\].*linear layers: .*q_proj"):
         FineTune(compose(tiny + ["lora.target_modules=[nope_proj]"])).run()
     assert not list((workdir / "outputs").glob("*/*"))
+
+
+def test_stages_are_public_and_callable_one_by_one(workdir, tiny):
+    ft = FineTune(compose(tiny))
+    base, ft.tokenizer = ft.load_base_model_and_tokenizer()
+    peft_model = ft.get_peft_model(base)
+    assert peft_model.get_nb_trainable_parameters()[0] > 0
+    messages = ft.to_conversation({"conversations": [{"role": "user", "content": "2+2?"},
+                                                     {"role": "assistant", "content": "4"}]}, "row 1")
+    example = ft.apply_chat_template(messages)
+    supervised = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
+    assert ft.tokenizer.decode(supervised) == "4<|im_end|>"
+
+
+class QuestionAnswerRows(FineTune):
+    """A user's own row format, by overriding one stage."""
+
+    def to_conversation(self, row, where):
+        return [{"role": "user", "content": row["q"]}, {"role": "assistant", "content": row["a"]}]
+
+
+def test_a_stage_can_be_overridden_in_a_subclass(workdir, tiny, tmp_path):
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text("".join(json.dumps({"q": f"{i} + 1?", "a": str(i + 1)}) + "\n" for i in range(30)))
+    stats = QuestionAnswerRows(compose(tiny + [f"data.path={rows}"])).run()
+    assert stats["train_examples"] == 22 and stats["steps"] == 4

@@ -226,8 +226,3 @@ def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool):
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if "Linear" in type(m).__name__})
         raise FtlabError(f"lora.target_modules={targets}: {str(e).splitlines()[0]} This model's linear layers: "
                          f"{', '.join(linear)}; e.g. lora.target_modules=[all-linear]") from None
-
-
-def count_parameters(model) -> tuple:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
