@@ -91,14 +91,11 @@ def task(cfg) -> float:
     """What Hydra runs for each job; returns the objective a sweeper minimises (validation loss)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from ftlab.checks import validate
+    from ftlab.finetune import FineTune
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        typed = validate(cfg)
-        from ftlab.finetune import FineTune
-
-        return FineTune(typed, run_dir=run_dir).run()["val_loss_after"]
+    try:  # FineTune validates the config (a multirun job's was not prechecked)
+        return FineTune(cfg, run_dir=run_dir).run()["val_loss_after"]
     except FtlabError as e:
         from ftlab.artifacts import discard_unfinished
 

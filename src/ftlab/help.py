@@ -43,7 +43,7 @@ def _docs() -> dict:
 
 def _default(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
-        return "???" if f.default == "???" else ("null" if f.default is None else str(f.default))
+        return "null" if f.default is None else str(f.default)
     return str(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "???"
 
 
