@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from peft import PeftModel
+from transformers import AutoTokenizer
 
 from ftlab.checks import validate
 from ftlab.configure import setup
-from ftlab.data import read_jsonl, split
 from ftlab.demo import is_correct
-from ftlab.model import load_base_model, load_tokenizer, resolve_source
+from ftlab.model import load_base_model, resolve_source
+from ftlab.sources import Problems, assign_splits, open_source
 
 
 def answers(model, tokenizer, rows, batch_size=16, max_new_tokens=16):
@@ -43,11 +44,11 @@ def main() -> None:
     args = parser.parse_args()
     setup()
     cfg = validate(OmegaConf.load(args.run_dir / ".hydra" / "config.yaml"))
-    rows = read_jsonl(cfg.data.path)
-    val = [row for _, row in (read_jsonl(cfg.data.val_path) if cfg.data.val_path else
-                              split(rows, cfg.data.val_size, cfg.seed)[1])]
+    d = cfg.data
+    splits = assign_splits(open_source(d).read(Problems()), d.val_size, d.test_size, cfg.seed)
+    val = [row for _, row in splits["validation"]]
     source = resolve_source(cfg.model, cfg.cache_dir, cfg.seed)
-    tokenizer = load_tokenizer(source, cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.run_dir / "adapter")  # with the chat template training used
     model = load_base_model(source, cfg.model, cfg.quant, "cpu").eval()
     started = time.perf_counter()
     base = answers(model, tokenizer, val)

@@ -41,3 +41,30 @@ def run_cli(*args, cwd: Path, env_extra=None) -> subprocess.CompletedProcess:
 def run_dirs(root: Path) -> list:
     """Run dirs under root/outputs, oldest first."""
     return sorted(p.parent.parent for p in (root / "outputs").glob("*/*/.hydra/config.yaml"))
+
+
+def write_rows(path: Path, rows: list) -> Path:
+    """Rows (dicts) written in the format the suffix names: .jsonl, .json, .csv or .parquet."""
+    import csv
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows), encoding="utf-8")
+    elif path.suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def qa_rows(n: int, question="question", answer="answer") -> list:
+    return [{question: f"What is {i} plus {i}?", answer: str(2 * i)} for i in range(n)]

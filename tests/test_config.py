@@ -20,9 +20,15 @@ def shipped_options():
 
 @pytest.mark.parametrize("group,option", shipped_options())
 def test_every_shipped_option_composes_and_validates(group, option):
-    extra = ["data.path=/data/train.jsonl"] if (group, option) == ("data", "jsonl") else []
+    extra = {("data", "local"): ["data.path=/data/train.jsonl"], ("data", "hub"): ["data.name=org/set"]}.get(
+        (group, option), [])
     cfg = validate(compose([f"{group}={option}"] + extra))
     assert cfg[group] is not None
+
+
+def test_shipped_sweeps_compose_and_validate():
+    cfg = validate(compose(["sweep=lora", "lora.r=8"]))
+    assert cfg.lora.alpha == 16  # tied to the rank by the sweep definition
 
 
 def test_canonical_invocation_composes():

@@ -1,12 +1,10 @@
-"""Labels cover exactly the assistant turns and their end-of-turn tokens; bad data fails in one line."""
-import json
-
+"""Labels cover exactly the trained assistant turns and their end-of-turn markers, for every shipped template
+and for SmolLM2's own, in every train_on mode."""
 import pytest
 
 from conftest import CHAT
-from ftlab import FineTune, compose
-from ftlab.chat import IGNORE, to_conversation, tokenize_conversation
-from ftlab.data import read_jsonl, split
+from ftlab import FineTune, compose, templates
+from ftlab.chat import IGNORE, tokenize_conversation
 from ftlab.errors import FtlabError
 from ftlab.model import byte_tokenizer
 
@@ -17,6 +15,11 @@ MULTI_TURN = [
     {"role": "user", "content": "And of Italy? Answer with a full sentence."},
     {"role": "assistant", "content": "The capital of Italy is Rome."},
 ]
+ANSWERS = ["Paris.", "The capital of Italy is Rome."]
+END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "mistral": "eos",
+               "own": "<|im_end|>"}
+CONVERSATIONS = pytest.mark.parametrize("messages", [MULTI_TURN, MULTI_TURN[1:]], ids=["system", "no-system"])
+TRAIN_ON = pytest.mark.parametrize("train_on", ["assistant", "last_assistant"])
 
 
 def supervised_runs(tokenizer, example):
@@ -34,30 +37,64 @@ def supervised_runs(tokenizer, example):
     return [tokenizer.decode(run) for run in runs]
 
 
+def expected_runs(tokenizer, template, train_on):
+    end = tokenizer.eos_token if END_OF_TURN[template] == "eos" else END_OF_TURN[template]
+    runs = [answer + end for answer in ANSWERS]
+    return runs[-1:] if train_on == "last_assistant" else runs
+
+
+def with_template(tokenizer, template):
+    if template != "own":
+        tokenizer.chat_template = templates.read(template)
+    return tokenizer
+
+
+@pytest.mark.parametrize("template", templates.shipped())
+@CONVERSATIONS
+@TRAIN_ON
+def test_labels_are_exactly_assistant_contents_and_end_of_turn_byte_tokenizer(template, messages, train_on):
+    tok = with_template(byte_tokenizer(), template)
+    example = tokenize_conversation(tok, messages, 4096, "test", train_on)
+    assert supervised_runs(tok, example) == expected_runs(tok, template, train_on)
+
+
 @pytest.fixture(scope="session")
-def smollm2_tokenizer(cache_dir):
-    from ftlab.model import load_tokenizer, resolve_source
+def smollm2_source(cache_dir):
+    from ftlab.model import resolve_source
 
     cfg = compose(["model=smollm2", f"cache_dir={cache_dir}"])
-    return load_tokenizer(resolve_source(cfg.model, str(cache_dir), cfg.seed), cfg.model)
-
-
-@pytest.mark.parametrize("messages", [MULTI_TURN, MULTI_TURN[1:]], ids=["with-system", "without-system"])
-def test_labels_are_exactly_assistant_contents_and_end_of_turn_byte_tokenizer(messages):
-    tok = byte_tokenizer()
-    example = tokenize_conversation(tok, messages, 1024, "test")
-    assert supervised_runs(tok, example) == ["Paris.<|im_end|>", "The capital of Italy is Rome.<|im_end|>"]
+    return resolve_source(cfg.model, str(cache_dir), cfg.seed), cfg.model
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("messages", [MULTI_TURN, MULTI_TURN[1:]], ids=["with-system", "without-system"])
-def test_labels_are_exactly_assistant_contents_and_end_of_turn_smollm2(messages, smollm2_tokenizer):
-    example = tokenize_conversation(smollm2_tokenizer, messages, 1024, "test")
-    assert supervised_runs(smollm2_tokenizer, example) == [
-        "Paris.<|im_end|>", "The capital of Italy is Rome.<|im_end|>"]
-    # without a system turn SmolLM2's template adds its own; it is context, never a label
-    assert "You are a helpful AI assistant" in smollm2_tokenizer.decode(example["input_ids"]) or messages[0][
-        "role"] == "system"
+@pytest.mark.parametrize("template", ["own"] + templates.shipped())
+@CONVERSATIONS
+@TRAIN_ON
+def test_labels_are_exactly_assistant_contents_and_end_of_turn_smollm2(template, messages, train_on,
+                                                                        smollm2_source):
+    from ftlab.model import load_tokenizer
+
+    tok = with_template(load_tokenizer(*smollm2_source), template)
+    example = tokenize_conversation(tok, messages, 4096, "test", train_on)
+    assert supervised_runs(tok, example) == expected_runs(tok, template, train_on)
+    if template == "own" and messages[0]["role"] != "system":
+        # SmolLM2's template adds its own system prompt then; it is context, never a label
+        assert "You are a helpful AI assistant" in tok.decode(example["input_ids"])
+
+
+def test_train_on_all_supervises_the_whole_rendered_text():
+    tok = byte_tokenizer()
+    example = tokenize_conversation(tok, MULTI_TURN, 4096, "test", "all")
+    assert supervised_runs(tok, example) == [tok.apply_chat_template(MULTI_TURN, tokenize=False)]
+
+
+def test_template_that_refuses_a_conversation_names_the_row(tmp_path):
+    refusing = tmp_path / "strict.jinja"
+    refusing.write_text("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system "
+                        "role') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    tok = with_template(byte_tokenizer(), str(refusing))
+    with pytest.raises(FtlabError, match="row 3: the chat template refuses this conversation .*no system role"):
+        tokenize_conversation(tok, MULTI_TURN, 4096, "row 3")
 
 
 def test_truncation_keeps_partial_answers_and_drops_fully_cut_ones():
@@ -73,59 +110,39 @@ def test_dropped_examples_are_counted(workdir, tiny):
     ft = FineTune(compose(tiny + ["data.max_seq_len=60"]))
     ft.tokenizer = byte_tokenizer()
     ft.prepare_data()
-    rows = len(read_jsonl(str(CHAT)))
+    rows = len(CHAT.read_text().splitlines())
     assert ft.stats["dropped_examples"] > 0
     assert ft.stats["train_examples"] + ft.stats["val_examples"] + ft.stats["dropped_examples"] == rows
 
 
-def test_split_is_seeded_and_disjoint():
-    rows = list(range(50))
-    train, val = split(rows, 0.2, seed=1)
-    assert (train, val) == split(rows, 0.2, seed=1)
-    assert len(val) == 10 and not set(train) & set(val) and sorted(train + val) == rows
-    assert split(rows, 0.2, seed=2)[1] != val
-    assert len(split(rows, 7, seed=1)[1]) == 7
 
 
-def write(path, lines):
-    path.write_text("".join(line + "\n" for line in lines))
-    return str(path)
+def test_base_model_without_a_template_needs_one_configured(tmp_path):
+    tok = byte_tokenizer()
+    tok.chat_template = None
+    with pytest.raises(FtlabError, match="the tokenizer of base-model has no chat template .*set data.chat_template "
+                                         "to one of chatml, gemma, llama3, mistral or a path to a .jinja file"):
+        templates.apply(tok, None, "base-model")
+    templates.apply(tok, "gemma", "base-model")
+    assert tok.chat_template == templates.read("gemma")
+    own = tmp_path / "mine.jinja"
+    own.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}<|im_end|>\n{% endfor %}")
+    templates.apply(tok, str(own), "base-model")
+    assert tok.apply_chat_template(MULTI_TURN[1:3], tokenize=False) == "user: Capital of France?<|im_end|>\n" \
+                                                                      "assistant: Paris.<|im_end|>\n"
+    with pytest.raises(FtlabError, match="data.chat_template=nope: neither a shipped template"):
+        templates.apply(tok, "nope", "base-model")
 
 
-@pytest.mark.parametrize("content,expected", [
-    ([], "is empty"),
-    (["", "   "], "is empty"),
-    (['{"conversations": []}', "{not json"], ":2: not valid JSON"),
-])
-def test_unreadable_files_name_the_file_and_line(tmp_path, content, expected):
-    path = write(tmp_path / "d.jsonl", content)
-    with pytest.raises(FtlabError, match=expected) as err:
-        read_jsonl(path)
-    assert str(tmp_path / "d.jsonl") in str(err.value) and "\n" not in str(err.value)
+def test_the_template_used_in_training_is_saved_with_the_adapter(workdir, tiny):
+    from transformers import AutoTokenizer
 
-
-def test_missing_and_binary_files(tmp_path):
-    with pytest.raises(FtlabError, match="not found; set data.path="):
-        read_jsonl(str(tmp_path / "nope.jsonl"))
-    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(FtlabError, match="cannot be read as UTF-8"):
-        read_jsonl(str(tmp_path / "bin.jsonl"))
-
-
-@pytest.mark.parametrize("row,expected", [
-    ({"messages": []}, "expected a non-empty 'conversations' list"),
-    ({"conversations": [{"role": "robot", "content": "hi"}]}, "conversations\\[0\\] must be"),
-    ({"conversations": [{"role": "user", "content": 3}]}, "conversations\\[0\\] must be"),
-    ({"conversations": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
-])
-def test_bad_rows_name_the_row(row, expected):
-    with pytest.raises(FtlabError, match=expected) as err:
-        to_conversation(row, "train.jsonl:7")
-    assert str(err.value).startswith("train.jsonl:7: ")
-
-
-def test_bad_row_stops_the_run_before_the_model_loads(workdir, tiny, tmp_path):
-    bad = write(tmp_path / "bad.jsonl", [json.dumps({"conversations": [{"role": "user", "content": "x"}]})] * 20)
-    with pytest.raises(FtlabError, match="bad.jsonl:1: the conversation has no assistant turn"):
-        FineTune(compose(tiny + [f"data.path={bad}"])).run()
-    assert not list((workdir / "outputs").glob("*/*"))  # nothing half-written left behind
+    ft = FineTune(compose(tiny + ["data.chat_template=llama3", "trainer.max_steps=1"]))
+    ft.run()
+    saved = AutoTokenizer.from_pretrained(ft.run_dir / "adapter")
+    assert saved.chat_template == templates.read("llama3")
+    prompt = MULTI_TURN[:2]  # inference renders exactly the tokens training saw before the answer
+    trained = ft.apply_chat_template(MULTI_TURN[:3])
+    first_label = next(i for i, label in enumerate(trained["labels"]) if label != IGNORE)
+    rendered = saved.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    assert saved(rendered, add_special_tokens=False)["input_ids"] == trained["input_ids"][:first_label]

@@ -3,7 +3,8 @@ import json
 from pathlib import Path
 
 from ftlab import demo
-from ftlab.chat import to_conversation
+from ftlab.config import ColumnsConfig
+from ftlab.formats import to_messages
 from ftlab.checks import validate
 from ftlab.configure import compose
 
@@ -14,7 +15,7 @@ def test_shipped_file_is_regenerated_exactly():
     rows = [json.loads(line) for line in SHIPPED.read_text().splitlines()]
     assert rows == demo.make_rows(500, seed=0)
     for i, row in enumerate(rows):
-        to_conversation(row, f"demo.jsonl:{i + 1}")  # every row is a valid conversation
+        to_messages(row, f"demo.jsonl:{i + 1}", "conversation", ColumnsConfig(), None)  # every row is valid
 
 
 def test_default_data_config_points_at_the_shipped_file():

@@ -1,4 +1,5 @@
-"""A wheel install finds its configs and demo data without the source tree (editable installs are the rest)."""
+"""A wheel install finds its configs, chat templates and demo data without the source tree (editable installs
+are the rest)."""
 import os
 import subprocess
 import sys
@@ -32,3 +33,10 @@ def test_wheel_install_finds_configs_and_assets(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert Path(demo.stdout.strip()) == site / "ftlab" / "assets" / "demo.jsonl"
     assert Path(demo.stdout.strip()).is_file()
+    shipped = subprocess.run([sys.executable, "-c", "from ftlab import templates; print(templates.shipped(), "
+                              "templates.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert shipped.stdout.startswith("['chatml', 'gemma', 'llama3', 'mistral'] " + str(site)), shipped.stderr
+    sweep = subprocess.run([sys.executable, "-m", "ftlab", "sweep=lora", "--cfg", "hydra"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)  # the sweep group and the Optuna sweeper plugin
+    assert sweep.returncode == 0 and "FtlabOptunaSweeper" in sweep.stdout and "study_name: lora" in sweep.stdout, \
+        sweep.stderr

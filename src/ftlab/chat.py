@@ -7,68 +7,82 @@ tokenizer's own template, not by searching for marker strings a template may spe
 Turn i supervises the characters from len(prefix) to the end of the last special token in `through`
 (the end-of-turn token: <|im_end|>, <|eot_id|>, </s> ...), so the model learns to stop, but not the
 separator whitespace after it. Tokens whose characters start in a supervised span get labels; all
-others get IGNORE.
+others get IGNORE. The rows themselves are checked before this, in formats.py.
 """
 from typing import List, Optional
 
 from ftlab.errors import FtlabError
 
 IGNORE = -100  # the label value Hugging Face losses skip
-ROLES = ("system", "user", "assistant")
 
 
-def to_conversation(row: dict, where: str) -> List[dict]:
-    """A row in the conversation format, checked: `{"conversations": [{"role", "content"}, ...]}`."""
-    messages = row.get("conversations") if isinstance(row, dict) else None
-    if not isinstance(messages, list) or not messages:
-        keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
-        raise FtlabError(f"{where}: expected a non-empty 'conversations' list of {{role, content}} "
-                         f"(found: {keys})")
-    for j, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise FtlabError(f"{where}: conversations[{j}] must be {{\"role\": one of {'/'.join(ROLES)}, "
-                             f"\"content\": text}} (got {str(m)[:80]})")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise FtlabError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+def _render(tokenizer, messages, generation_prompt: bool, where: str) -> str:
+    from jinja2 import TemplateError
 
-
-def _render(tokenizer, messages, generation_prompt: bool) -> str:
     if not messages:
         return ""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except TemplateError as e:  # templates raise on shapes they refuse (e.g. roles that do not alternate)
+        raise FtlabError(f"{where}: the chat template refuses this conversation ({e}); fix the row or set "
+                         "data.chat_template") from None
 
 
-def supervised_spans(tokenizer, messages: List[dict], where: str) -> tuple:
-    """The full rendered text and the (start, end) character spans of every assistant turn to learn."""
-    full = _render(tokenizer, messages, False)
+def supervised_spans(tokenizer, messages: List[dict], where: str, train_on: str = "assistant") -> tuple:
+    """The full rendered text and the (start, end) character spans to learn: every assistant turn (with its
+    end-of-turn marker), only the last one, or (train_on="all") the whole text."""
+    full = _render(tokenizer, messages, False, where)
+    if train_on == "all":
+        return full, [(0, len(full))]
     specials = [s for s in tokenizer.all_special_tokens if s]
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prefix, through = _render(tokenizer, messages[:i], True), _render(tokenizer, messages[:i + 1], False)
+        prefix = _render(tokenizer, messages[:i], True, where)
+        through = _render(tokenizer, messages[:i + 1], False, where)
         if not (through.startswith(prefix) and full.startswith(through)):
             raise FtlabError(f"{where}: the chat template does not render turn {i} as a continuation of the "
-                             "turns before it, so its assistant tokens cannot be located")
+                             "turns before it, so its assistant tokens cannot be located; set data.chat_template")
         turn = through[len(prefix):]
+        # the end-of-turn marker: the last special token in the turn; a template whose marker is not a special
+        # token of this vocabulary (see templates.py) ends the turn where its trailing whitespace starts
         ends = [turn.rfind(s) + len(s) for s in specials if s in turn]
-        end = max(ends) if ends else len(turn.rstrip())  # a template without an end token: the text itself
+        end = max(ends) if ends else len(turn.rstrip())
         spans.append((len(prefix), len(prefix) + end))
-    return full, spans
+    return full, spans[-1:] if train_on == "last_assistant" else spans
 
 
-def tokenize_conversation(tokenizer, messages: List[dict], max_len: int, where: str) -> Optional[dict]:
+def tokenize_conversation(tokenizer, messages: List[dict], max_len: int, where: str,
+                          train_on: str = "assistant") -> Optional[dict]:
     """input_ids and labels for one conversation, truncated to `max_len`; None when truncation removed
     every supervised token (the caller counts it as dropped: an all-masked example teaches nothing)."""
-    full, spans = supervised_spans(tokenizer, messages, where)
-    # the template already wrote BOS and friends into the text, so the tokenizer must not add them again
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids, labels = enc["input_ids"], []
-    for token, (start, _end) in zip(ids, enc["offset_mapping"]):
+    full, spans = supervised_spans(tokenizer, messages, where, train_on)
+    ids, offsets = _encode(tokenizer, full, {b for span in spans for b in span})
+    labels = []
+    for token, (start, _end) in zip(ids, offsets):
         inside = any(s <= start < e for s, e in spans)
         labels.append(token if inside else IGNORE)
     ids, labels = ids[:max_len], labels[:max_len]
     if all(label == IGNORE for label in labels):
         return None
     return {"input_ids": ids, "labels": labels}
+
+
+def _encode(tokenizer, text: str, bounds: set) -> tuple:
+    """Token ids and character offsets of `text`. Usually one pass; but where a template's markers are plain
+    text in this vocabulary, a token can straddle the end of a turn (SmolLM2 merges the "|><" of
+    "<|eot_id|><|start_header_id|>"), so the pieces between span boundaries are encoded one by one: no token
+    then mixes a label with context, and the answer starts on a token boundary, as it does at inference."""
+    # the template already wrote BOS and friends into the text, so the tokenizer must not add them again
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if not any(s < b < e for s, e in offsets for b in bounds):
+        return ids, offsets
+    ids, offsets = [], []
+    cuts = sorted({0, len(text), *bounds})
+    for a, b in zip(cuts, cuts[1:]):
+        piece = tokenizer(text[a:b], add_special_tokens=False, return_offsets_mapping=True)
+        ids += piece["input_ids"]
+        offsets += [(a + s, a + e) for s, e in piece["offset_mapping"]]
+    return ids, offsets

@@ -52,8 +52,21 @@ def _combination_errors(c: FTConfig):
     if arch is not None and (arch.hidden_size % arch.num_heads or arch.num_heads % arch.num_kv_heads):
         yield ("model.random_init: num_heads must divide hidden_size and num_kv_heads must divide num_heads "
                f"(got {arch.hidden_size}, {arch.num_heads}, {arch.num_kv_heads})")
-    if c.data.val_path is None and c.data.val_size >= 1 and c.data.val_size != int(c.data.val_size):
-        yield f"data.val_size is a fraction below 1 or a whole row count (got {c.data.val_size})"
+    d = c.data
+    if (d.path is None) == (d.name is None):
+        yield (f"data needs exactly one source: data.path=FILE_OR_FOLDER or data.name=HUB_DATASET (got "
+               f"{'both' if d.path else 'neither'})")
+    if d.subset is not None and d.name is None:
+        yield "data.subset selects a configuration of a Hub dataset, so it needs data.name"
+    for key in ("val_path", "test_path"):
+        if getattr(d, key) is not None and d.path is None:
+            yield f"data.{key} is a local file, used with data.path; with data.name the dataset's own splits are used"
+    for key in ("val_size", "test_size"):
+        size = getattr(d, key)
+        if size >= 1 and size != int(size):
+            yield f"data.{key} is a fraction below 1 or a whole row count (got {size})"
+    if d.packing and d.group_by_length:
+        yield "data.group_by_length only applies without packing; set one of them to false"
     if not c.lora.target_modules:
         yield "lora.target_modules is empty; e.g. lora.target_modules=[all-linear]"
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):

@@ -13,8 +13,8 @@ from typing import List, Optional
 
 from ftlab.errors import ConfigError, FtlabError
 
-# Hydra flags after which there is nothing of ours to check: its help, info, completion, multirun
-_NO_PRECHECK = ("hydra_help", "info", "shell_completion", "multirun")
+# Hydra flags after which there is nothing of ours to check: its help, info, completion
+_NO_PRECHECK = ("hydra_help", "info", "shell_completion")
 
 
 def fail(error: Exception, code: int) -> None:
@@ -70,6 +70,34 @@ def precheck(args) -> None:
                                   "a run: pick a new directory")
 
 
+def precheck_sweep(args) -> None:
+    """A multirun's sweeper settings and search space, checked before Hydra starts any job (each job's own
+    config is validated as it starts, so one bad combination fails that trial, not the sweep)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from ftlab.checks import describe_compose_error
+    from ftlab.configure import config_dir, setup
+    from ftlab.sweeps import space, sweeper
+
+    setup()
+    try:
+        fixed, swept = space.split_arguments(args.overrides)
+        directory = str(Path(args.config_path or config_dir()).expanduser().resolve())
+        with initialize_config_dir(config_dir=directory, version_base="1.3"):
+            cfg = hydra_compose(config_name=args.config_name or "config", overrides=fixed, return_hydra_config=True)
+    except FtlabError:
+        raise
+    except Exception as e:  # Hydra's composition errors: bad override, unknown key or group option
+        raise ConfigError(describe_compose_error(e)) from None
+    if cfg.hydra.sweeper._target_.endswith("FtlabOptunaSweeper"):
+        sweeper.check_settings(cfg.hydra.sweeper)
+        space.parse({**cfg.hydra.sweeper.params, **swept})
+        if cfg.hydra.sweeper.pruner.name != "none" and cfg.trainer.val_every_n_steps == 0:
+            raise ConfigError(f"hydra.sweeper.pruner.name={cfg.hydra.sweeper.pruner.name} prunes on intermediate "
+                              "validation losses; set trainer.val_every_n_steps, e.g. trainer.val_every_n_steps=5")
+
+
 def prepare(argv: List[str]) -> List[str]:
     """The command line Hydra will run: shortcuts expanded, config validated, a fresh run dir claimed."""
     from hydra._internal.utils import get_args_parser
@@ -80,6 +108,9 @@ def prepare(argv: List[str]) -> List[str]:
     args = get_args_parser().parse_args(argv)
     if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
         return argv
+    if args.multirun:
+        precheck_sweep(args)
+        return argv
     precheck(args)
     if args.cfg is None and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
         # Hydra's own outputs/DATE/TIME would put two runs started in the same second into one dir
@@ -87,19 +118,24 @@ def prepare(argv: List[str]) -> List[str]:
     return argv
 
 
-def task(cfg) -> float:
-    """What Hydra runs for each job; returns the objective a sweeper minimises (validation loss)."""
+def task(cfg) -> dict:
+    """What Hydra runs for each job; returns the run's metrics, from which a sweeper reads its objective."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from ftlab.finetune import FineTune
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:  # FineTune validates the config (a multirun job's was not prechecked)
-        return FineTune(cfg, run_dir=run_dir).run()["val_loss_after"]
+        return FineTune(cfg, run_dir=run_dir).run()
     except FtlabError as e:
         from ftlab.artifacts import discard_unfinished
 
         discard_unfinished(run_dir)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweeper records the failure and goes on
+            print(f"ftlab: error: {e}", file=sys.stderr)
+            raise
         fail(e, 2 if isinstance(e, ConfigError) else 1)
 
 

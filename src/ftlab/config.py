@@ -51,7 +51,8 @@ class ModelConfig:
     random_init: Optional[RandomInit] = None
     """Build a random model of this shape; `path` then supplies only the tokenizer. For tests and smoke runs."""
     dtype: str = opt("auto", choices=["auto"] + DTYPES)
-    """Frozen weight dtype. auto: the dtype of trainer.precision (bfloat16 for bf16-*, float16 for 16-*, else float32)."""
+    """Frozen weight dtype. auto: the dtype of trainer.precision (bfloat16 for bf16-*, float16 for 16-*, else
+    float32)."""
     attn_implementation: str = opt("sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     """Attention kernel. flash_attention_2 needs a CUDA GPU and the flash-attn package."""
     gradient_checkpointing: bool = False
@@ -70,8 +71,8 @@ class QuantConfig:
     """4-bit data type; NF4 suits normally distributed weights."""
     double_quant: bool = True
     """Also quantise the 4-bit quantisation constants (saves ~0.4 bits per weight)."""
-    compute_dtype: str = opt("bfloat16", choices=DTYPES)
-    """Dtype the 4-bit layers dequantise to for their matmuls."""
+    compute_dtype: str = opt("auto", choices=["auto"] + DTYPES)
+    """Dtype the 4-bit layers dequantise to for their matmuls. auto: the dtype of trainer.precision."""
 
 
 @dataclass
@@ -97,17 +98,65 @@ class LoraConfig:
 
 
 @dataclass
+class ColumnsConfig:
+    """Which column of your data holds each field: map yours, e.g. data.columns.question=prompt."""
+
+    question: str = "question"
+    """Q&A format: the user's question."""
+    answer: str = "answer"
+    """Q&A format: the answer to learn."""
+    system: str = "system"
+    """Q&A and instruction formats: an optional per-row system prompt."""
+    instruction: str = "instruction"
+    """Instruction format: the task."""
+    input: str = "input"
+    """Instruction format: optional input the task applies to, appended to the instruction."""
+    output: str = "output"
+    """Instruction format: the response to learn."""
+    messages: Optional[str] = None
+    """Conversation format: the list of turns; null finds `conversations` or `messages`."""
+
+
+@dataclass
 class DataConfig:
-    path: str = opt(example="data.path=/data/train.jsonl")
-    """JSONL file of conversations: {"conversations": [{"role": ..., "content": ...}, ...]} per line."""
+    path: Optional[str] = opt(None, example="data.path=/data/train.jsonl")
+    """Local data: a .jsonl, .json, .csv or .parquet file, or a folder of them (train*/validation*/test* files
+    become those splits)."""
+    name: Optional[str] = opt(None, example="data.name=tatsu-lab/alpaca")
+    """Hugging Face Hub dataset (or a local dataset folder) loaded with the datasets library, instead of `path`."""
+    subset: Optional[str] = None
+    """Configuration (subset) of the Hub dataset `name`."""
     val_path: Optional[str] = None
-    """Separate JSONL file for validation; when null, `val_size` of `path` is held out."""
+    """A separate validation file; otherwise a named validation split, else `val_size` of the training rows."""
+    test_path: Optional[str] = None
+    """A separate test file; otherwise a named test split, else `test_size` of the training rows."""
     val_size: float = opt(0.1, gt=0, example="data.val_size=0.1")
-    """Held-out share of `path` when `val_path` is null: a fraction below 1, or a row count."""
+    """Validation rows carved from the training rows when the source has no validation split: a fraction
+    below 1, or a row count."""
+    test_size: float = opt(0.0, ge=0, example="data.test_size=0.1")
+    """Test rows carved from the training rows when the source has no test split (fraction or count; 0: none)."""
+    format: str = opt("auto", choices=["auto", "qa", "instruction", "conversation"], example="data.format=qa")
+    """Row format. auto: detected from the columns (and printed)."""
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    """Column names of each format's fields."""
+    system_prompt: Optional[str] = None
+    """System prompt for rows that bring none."""
+    chat_template: Optional[str] = opt(None, example="data.chat_template=chatml")
+    """null: the tokenizer's own. Or a shipped template (chatml, llama3, mistral, gemma), or a .jinja file path."""
+    train_on: str = opt("assistant", choices=["assistant", "last_assistant", "all"])
+    """Tokens that get a loss: every assistant turn (and its end-of-turn token), the last one only, or all."""
     max_seq_len: int = opt(512, gt=0, example="data.max_seq_len=1024")
-    """Tokens per example after the chat template; longer examples are truncated."""
+    """Tokens per example after the chat template (per packed row with packing); longer ones are truncated."""
+    packing: bool = False
+    """Pack several examples into each row of up to max_seq_len tokens; attention stays inside each example."""
+    group_by_length: bool = False
+    """Without packing: batch examples of similar length together, so less of each batch is padding."""
+    skip_bad_rows: bool = False
+    """Skip rows that fail checks (printing the count and the first reasons) instead of stopping at the first."""
+    cache: bool = True
+    """Cache tokenized data in cache_dir, keyed by everything that shapes it, so re-runs skip tokenizing."""
     batch_size: int = opt(8, gt=0, example="data.batch_size=8")
-    """Examples per micro-batch (per device)."""
+    """Examples (or packed rows) per micro-batch, per device."""
     num_workers: int = opt(0, ge=0)
     """DataLoader worker processes; 0 loads in the training process."""
 
@@ -142,8 +191,9 @@ class TrainerConfig:
     """Where to train."""
     devices: int = opt(1, gt=0)
     """Devices to train on."""
-    precision: str = opt("32-true", choices=["32-true", "bf16-mixed", "bf16-true", "16-mixed"])
-    """Numeric precision. bf16-mixed is faster on CPUs and GPUs with bfloat16; 16-mixed needs a GPU."""
+    precision: str = opt("auto", choices=["auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"])
+    """Numeric precision. auto: bf16-mixed where the hardware computes in bfloat16 natively (recent GPUs, CPUs
+    with AVX512-BF16 or AMX), 16-mixed on older GPUs, else 32-true (bfloat16 emulated on a CPU is ~100x slower)."""
     max_steps: int = opt(-1, ge=-1, example="trainer.max_steps=100")
     """Stop after this many optimizer steps; -1: run `max_epochs`."""
     max_epochs: int = opt(1, ge=-1, example="trainer.max_epochs=3")
@@ -174,7 +224,7 @@ class FTConfig:
     resume: Optional[str] = None
     """Continue an interrupted run from its last checkpoint: its run dir, or `last` for the newest."""
     cache_dir: str = "~/.cache/ftlab"
-    """Where converted models (GGUF, random init) are cached between runs."""
+    """Where converted models (GGUF, random init) and tokenized data are cached between runs."""
 
 
 def register() -> None:

@@ -30,10 +30,29 @@ def package_dir(name: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]))
 
 
+def sweeps_dir() -> str:
+    """sweeps/ ships as the package `ftlab.sweep_configs`."""
+    return str(importlib.resources.files("ftlab.sweep_configs"))
+
+
 def setup() -> None:
-    """Register ftlab's schema and resolvers; idempotent, call before composing or resolving."""
+    """Register ftlab's schema, sweep definitions and resolvers; idempotent, call before composing or resolving."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    # Hydra finds plugins by scanning the hydra_plugins namespace, which an editable install hides behind
+    # an import hook; importing the sweeper's module (its config) and registering its class works either way
+    import hydra_plugins.ftlab_optuna_sweeper.ftlab_optuna_sweeper as plugin
+
+    Plugins.instance().register(plugin.FtlabOptunaSweeper)
     config.register()
+    # sweeps/ lives at the top level for people; Hydra sees each file as an option of the `sweep` group
+    for path in sorted(Path(sweeps_dir()).glob("*.yaml")):
+        ConfigStore.instance().store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_",
+                                     provider="ftlab")
     OmegaConf.register_new_resolver("ftlab.package", package_dir, replace=True)
+    # for values tied to a swept one, e.g. lora.alpha: ${ftlab.mul:${lora.r},2}
+    OmegaConf.register_new_resolver("ftlab.mul", lambda a, b: a * b, replace=True)
 
 
 def compose(overrides: Optional[List[str]] = None, config_path: Optional[str] = None,

@@ -8,6 +8,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -15,18 +16,32 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 log = logging.getLogger("ftlab")
 
 
-def setup_logging(run_dir: Path) -> None:
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (pytest and notebooks swap it), not the one at set-up."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def setup_logging(run_dir: Optional[Path] = None) -> None:
+    """Messages to stdout and, for a run, to its train.log."""
     log.setLevel(logging.INFO)
     log.propagate = False
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
-    console = logging.StreamHandler(sys.stdout)
+    console = _Stdout()
     console.setFormatter(logging.Formatter("%(message)s"))
-    logfile = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
-    logfile.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
     log.addHandler(console)
-    log.addHandler(logfile)
+    if run_dir is not None:
+        logfile = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        logfile.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+        log.addHandler(logfile)
     quiet_libraries()
 
 
@@ -68,6 +83,8 @@ class Stages:
 
 
 def info(message: str) -> None:
+    if not log.handlers:  # used from Python without a run (preview, a notebook): print to stdout
+        setup_logging()
     log.info(f"      {message}")
 
 
@@ -86,20 +103,22 @@ class ProgressBar(TQDMProgressBar):
 
 
 class Throughput(L.Callback):
-    """Counts tokens and wall time of training steps; logs tokens/s and keeps the loss history."""
+    """Counts real (non-padding) tokens and wall time of training steps; logs tokens/s, keeps the history."""
 
     def __init__(self):
         self.tokens = self.supervised = 0
         self.seconds = 0.0
-        self.losses = []
+        self.losses, self.steps = [], []  # steps: (real tokens, seconds) of each training batch
         self._t0 = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.seconds += time.perf_counter() - self._t0
-        self.tokens += int(batch["attention_mask"].sum())
+        seconds, tokens = time.perf_counter() - self._t0, int(batch["attention_mask"].sum())
+        self.seconds += seconds
+        self.tokens += tokens
+        self.steps.append((tokens, seconds))
         self.supervised += int((batch["labels"] != -100).sum())
         self.losses.append(float(trainer.callback_metrics["train/loss"]))
         pl_module.log("tok/s", self.tokens / max(self.seconds, 1e-9), prog_bar=True, on_step=True)

@@ -1,134 +1,140 @@
-"""Rows on disk to batches: read JSONL, split, tokenize (chat.py), pad per batch, serve to Lightning.
+"""Rows to tokenized splits to batches served to Lightning.
 
-rows (JSONL) ─▶ conversations ─▶ input_ids + labels (dropped if truncation left nothing to learn)
-             ─▶ train/val lists ─▶ DataModule: shuffled (seeded) batches padded to their longest example
+  source rows (sources.py) ─▶ messages (formats.py) ─▶ input_ids + labels (chat.py) ─▶ Split
+  Split ─▶ packed rows or single examples (batching.py) ─▶ ChatDataModule: seeded batches, padded per batch
+
+FineTune.prepare_data drives this, with the preprocessing cache (cache.py) around the tokenizing part.
 """
-import json
-import random
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from ftlab import batching
 from ftlab.chat import IGNORE
-from ftlab.errors import FtlabError
-
-
-def read_jsonl(path: str) -> List[tuple]:
-    """(where, row) pairs from a JSONL file, where = "file:line" for error messages."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FtlabError(f"data file {file} not found; set data.path=/path/to/train.jsonl")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise FtlabError(f"data file {file} cannot be read as UTF-8 text ({e.__class__.__name__}: {e})") from None
-    rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"{file}:{n}", json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise FtlabError(f"{file}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
-                             "one JSON object") from None
-    if not rows:
-        raise FtlabError(f"data file {file} is empty; it needs one JSON conversation per line")
-    return rows
-
-
-def split(rows: list, val_size: float, seed: int) -> tuple:
-    """Hold out `val_size` (fraction or count) of rows, chosen by a seeded shuffle."""
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_val = int(val_size) if val_size >= 1 else max(1, round(len(rows) * val_size))
-    if n_val >= len(rows):
-        raise FtlabError(f"data.val_size={val_size} leaves no training rows out of {len(rows)}; lower it")
-    val = set(order[:n_val])
-    return [r for i, r in enumerate(rows) if i not in val], [r for i, r in enumerate(rows) if i in val]
+from ftlab.console import info
+from ftlab.errors import ConfigError, FtlabError
+from ftlab.sources import Problems
 
 
 @dataclass
-class Examples:
-    """Tokenized examples of one split and what happened to the rows that are not among them."""
+class Split:
+    """Tokenized examples of one split."""
 
     items: List[dict] = field(default_factory=list)
-    dropped_truncated: int = 0
+    dropped: int = 0
+    """Rows whose every supervised token truncation to data.max_seq_len removed (nothing left to learn)."""
+
+    @property
+    def lengths(self) -> List[int]:
+        return [len(x["input_ids"]) for x in self.items]
 
     @property
     def tokens(self) -> int:
-        return sum(len(x["input_ids"]) for x in self.items)
+        return sum(self.lengths)
 
     @property
     def supervised(self) -> int:
         return sum(sum(label != IGNORE for label in x["labels"]) for x in self.items)
 
 
-def tokenize_rows(rows: list, to_messages: Callable, tokenize: Callable) -> Examples:
-    """`to_messages(row, where)` and `tokenize(messages, where)` are FineTune's overridable stages."""
-    out = Examples()
-    for where, row in rows:
-        example = tokenize(to_messages(row, where), where)
-        if example is None:
-            out.dropped_truncated += 1
-        else:
-            out.items.append(example)
+@dataclass
+class Prepared:
+    """What tokenizing a data source produced: the cache stores exactly this."""
+
+    format: str
+    splits: Dict[str, Split]
+    skipped: List[str] = field(default_factory=list)
+    """Reasons for the bad rows skipped under data.skip_bad_rows=true, in order."""
+
+
+def tokenize_splits(rows: Dict[str, list], to_messages: Callable, tokenize: Callable, problems: Problems) -> dict:
+    """{split: Split}. `to_messages(row, where)` and `tokenize(messages, where)` are FineTune's stages; a row
+    either of them rejects goes to `problems` (raised, or skipped and counted)."""
+    out = {}
+    for name, split_rows in rows.items():
+        split = out[name] = Split()
+        for where, row in split_rows:
+            try:
+                example = tokenize(to_messages(row, where), where)
+            except ConfigError:  # not the row's fault (e.g. no format matches the columns): skipping can't help
+                raise
+            except FtlabError as e:
+                problems.report(str(e))
+                continue
+            if example is None:
+                split.dropped += 1
+            else:
+                split.items.append(example)
     return out
 
 
-class Collator:
-    """Pads a batch to its longest example: labels with IGNORE, inputs with pad_id (masked from attention)."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, batch: List[dict]) -> dict:
-        width = max(len(x["input_ids"]) for x in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, x in enumerate(batch):
-            n = len(x["input_ids"])
-            ids[i, :n] = torch.tensor(x["input_ids"])
-            labels[i, :n] = torch.tensor(x["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+def check_not_empty(prepared: Prepared, max_seq_len: int) -> None:
+    for name in ("train", "validation"):
+        split = prepared.splits[name]
+        if split.items:
+            continue
+        if split.dropped:
+            raise FtlabError(f"no {name} example survives data.max_seq_len={max_seq_len}: every assistant turn "
+                             "is truncated away; raise data.max_seq_len")
+        raise FtlabError(f"no {name} rows are left after skipping {len(prepared.skipped)} bad rows; first: "
+                         f"{prepared.skipped[0] if prepared.skipped else 'none'}")
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """A seeded shuffle per epoch that can start part-way into one, so a resumed run sees exactly the
-    batches the interrupted run had not reached, rather than replaying the epoch from its start."""
+def describe(prepared: Prepared, rows: List[dict], data_cfg, seed: int) -> dict:
+    """Print what the data became (counts, drops, lengths, padding both ways) once; return it for metrics.json."""
+    c, splits = data_cfg, prepared.splits
+    train = splits["train"]
+    dropped = sum(s.dropped for s in splits.values())
+    info(f"examples: {len(train.items)} train, {len(splits['validation'].items)} validation"
+         + (f", {len(splits['test'].items)} test" if "test" in splits else "") + f"; {dropped} dropped"
+         + (f" (every supervised token truncated away by data.max_seq_len={c.max_seq_len})" if dropped else ""))
+    if prepared.skipped:
+        info(f"skipped {len(prepared.skipped)} bad rows (data.skip_bad_rows=true); first: "
+             + " | ".join(prepared.skipped[:3]))
+    info(f"tokens per example: {_length_summary(train.lengths)}; {train.tokens} train tokens, "
+         f"{train.supervised} supervised")
+    lengths = train.lengths
+    order = batching.epoch_order(len(lengths), seed, 0, lengths if c.group_by_length else None, c.batch_size)
+    unpacked = batching.padding_fraction(lengths, order, c.batch_size)
+    packed_lengths = [len(x["input_ids"]) for x in (rows if c.packing else batching.pack(train.items, c.max_seq_len))]
+    packed = batching.padding_fraction(packed_lengths, batching.epoch_order(len(packed_lengths), seed, 0), c.batch_size)
+    if c.packing:
+        info(f"packing: {len(train.items)} examples in {len(rows)} rows of <= {c.max_seq_len} tokens; "
+             f"padding {packed:.0%} of batch tokens (unpacked: {unpacked:.0%})")
+    else:
+        info(f"padding: {unpacked:.0%} of batch tokens (data.packing=true would make it {packed:.0%})")
+    return dict(data_format=prepared.format, train_examples=len(train.items),
+                val_examples=len(splits["validation"].items), dropped_examples=dropped,
+                skipped_rows=len(prepared.skipped), tokens_per_example=round(train.tokens / len(train.items), 1),
+                tokens_per_row=round(train.tokens / len(rows), 1),
+                padding_fraction=round(packed if c.packing else unpacked, 4))
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, skip: int = 0):
-        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
 
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
-        self.epoch = epoch
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        skip, self.skip = self.skip, 0
-        return iter(order[skip:])
-
-    def __len__(self) -> int:
-        # the full epoch: Lightning counts the skipped batches as done from the checkpoint it restored
-        return self.n
+def _length_summary(lengths: List[int]) -> str:
+    ordered = sorted(lengths)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return (f"min {ordered[0]}, median {pick(0.5)}, p95 {pick(0.95)}, max {ordered[-1]}, "
+            f"mean {sum(ordered) / len(ordered):.0f}")
 
 
 class ChatDataModule(L.LightningDataModule):
+    """Training rows (examples, or packed rows of several) in a seeded order; validation examples in file order."""
+
     def __init__(self, train: List[dict], val: List[dict], batch_size: int, pad_id: int, seed: int,
-                 num_workers: int = 0):
+                 num_workers: int = 0, group_by_length: bool = False):
         super().__init__()
         self.train, self.val = train, val
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.collate = Collator(pad_id)
+        self.lengths = [len(x["input_ids"]) for x in train] if group_by_length else None
+        self.collate = batching.Collator(pad_id)
 
     def train_dataloader(self, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
         """Batches in an order set by the seed alone; `epoch`/`skip_batches` start where a checkpoint left off."""
-        sampler = EpochSampler(len(self.train), self.seed, epoch, skip_batches * self.batch_size)
+        sampler = batching.EpochSampler(len(self.train), self.seed, epoch, skip_batches * self.batch_size,
+                                        self.lengths, self.batch_size)
         # its own generator: without one, every new iterator draws a seed from the global generator, which
         # dropout also draws from, so a resumed run (new iterator after the restore) would drift
         return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate,

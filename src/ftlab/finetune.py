@@ -13,12 +13,13 @@ from typing import List, Optional
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab import artifacts, chat, console, data, model
+from ftlab import artifacts, batching, cache, chat, console, data, formats, model, sources, templates
 from ftlab.checks import validate
 from ftlab.configure import setup
 from ftlab.console import Stages, info
 from ftlab.errors import FtlabError
 from ftlab.module import LoRAModule
+from ftlab.sweeps.trial import Pruning
 
 
 class FineTune:
@@ -27,19 +28,26 @@ class FineTune:
         self.cfg = validate(cfg)
         self.run_dir = Path(run_dir) if run_dir is not None else None  # made by run(): outputs/DATE/TIME
         self.stages = Stages()
+        self.precision, self._precision_why = model.resolve_precision(self.cfg.trainer.precision,
+                                                                      self.cfg.trainer.accelerator)
         self.tokenizer = self.model = self.datamodule = self.trainer = None
+        self.data_format = None  # qa, instruction or conversation: data.format, or detected by detect_format
+        self.prepared = None  # the tokenized splits (data.Prepared), kept for preview and evaluation
         self.stats: dict = {}
 
     # ── stages ─────────────────────────────────────────────────────────────────────────────────────
     def model_source(self) -> str:
         return model.resolve_source(self.cfg.model, self.cfg.cache_dir, self.cfg.seed)
 
-    def load_tokenizer(self, source: str):
-        return model.load_tokenizer(source, self.cfg.model)
+    def load_tokenizer(self, source, gguf_file=None):
+        """The model's tokenizer with the chat template training (and later inference) renders with."""
+        tokenizer = model.load_tokenizer(source, self.cfg.model, gguf_file)
+        templates.apply(tokenizer, self.cfg.data.chat_template, self.cfg.model.name)
+        return tokenizer
 
     def load_base_model(self, source: str):
         t = self.cfg.trainer
-        return model.load_base_model(source, self.cfg.model, self.cfg.quant, t.accelerator, t.precision)
+        return model.load_base_model(source, self.cfg.model, self.cfg.quant, t.accelerator, self.precision)
 
     def load_base_model_and_tokenizer(self) -> tuple:
         source = self.model_source()
@@ -49,35 +57,73 @@ class FineTune:
         return model.add_lora(base, self.cfg.lora, quantized=self.cfg.quant.bits is not None,
                               gradient_checkpointing=self.cfg.model.gradient_checkpointing)
 
+    def detect_format(self, row: dict, where: str) -> str:
+        """data.format, or the format whose columns `row` has (printed either way)."""
+        c = self.cfg.data
+        if c.format != "auto":
+            info(f"data format: {c.format} (data.format)")
+            return c.format
+        fmt = formats.detect(row.keys(), c.columns, where)
+        info(f"data format: {fmt} (detected from the columns {', '.join(map(str, row))}; set data.format to fix it)")
+        return fmt
+
     def to_conversation(self, row: dict, where: str) -> List[dict]:
-        """One data row to a list of {role, content} messages."""
-        return chat.to_conversation(row, where)
+        """One data row to a list of {role, content} messages; the first row settles the format."""
+        c = self.cfg.data
+        if self.data_format is None:
+            self.data_format = self.detect_format(row, where)
+        return formats.to_messages(row, where, self.data_format, c.columns, c.system_prompt)
 
     def apply_chat_template(self, messages: List[dict], where: str = "conversation") -> Optional[dict]:
-        """Messages to input_ids + assistant-only labels; None if truncation left nothing to learn."""
-        return chat.tokenize_conversation(self.tokenizer, messages, self.cfg.data.max_seq_len, where)
+        """Messages to input_ids + labels (data.train_on); None if truncation left nothing to learn."""
+        c = self.cfg.data
+        return chat.tokenize_conversation(self.tokenizer, messages, c.max_seq_len, where, c.train_on)
+
+    def tokenize_data(self) -> data.Prepared:
+        """Read, check and tokenize every split, or load the result from the preprocessing cache."""
+        c = self.cfg.data
+        source = sources.open_source(c)
+        stages = [self.detect_format, self.to_conversation, self.apply_chat_template]
+        entry = cache.entry(self.cfg.cache_dir, cache.key(c, self.cfg.seed, source.fingerprint, self.tokenizer,
+                                                          stages)) if c.cache else None
+        prepared = cache.load(entry) if entry else None
+        if prepared is not None:
+            info(f"tokenized data: from the cache ({entry}); nothing re-read")
+            if prepared.format:
+                info(f"data format: {prepared.format}")
+            self.data_format = prepared.format
+            return prepared
+        problems = sources.Problems(skip=c.skip_bad_rows)
+        rows = sources.assign_splits(source.read(problems), c.val_size, c.test_size, self.cfg.seed)
+        splits = data.tokenize_splits(rows, self.to_conversation, self.apply_chat_template, problems)
+        prepared = data.Prepared(self.data_format, splits, problems.reasons)
+        data.check_not_empty(prepared, c.max_seq_len)
+        if entry:
+            cache.save(entry, prepared)
+        return prepared
 
     def prepare_data(self) -> data.ChatDataModule:
+        """Tokenized splits (tokenize_data) into training rows, packed if asked, served by a LightningDataModule."""
         c = self.cfg.data
-        rows = data.read_jsonl(c.path)
-        train_rows, val_rows = (rows, data.read_jsonl(c.val_path)) if c.val_path else \
-            data.split(rows, c.val_size, self.cfg.seed)
-        train = data.tokenize_rows(train_rows, self.to_conversation, self.apply_chat_template)
-        val = data.tokenize_rows(val_rows, self.to_conversation, self.apply_chat_template)
-        for name, split in (("train", train), ("validation", val)):
-            if not split.items:
-                raise FtlabError(f"no {name} example survives data.max_seq_len={c.max_seq_len}: every "
-                                 "assistant turn is truncated away; raise data.max_seq_len")
-        info(f"examples: {len(train.items)} train, {len(val.items)} validation kept; "
-             f"{train.dropped_truncated + val.dropped_truncated} dropped (assistant turns truncated away "
-             f"by data.max_seq_len={c.max_seq_len})")
-        info(f"tokens: {train.tokens} train ({train.supervised} supervised, "
-             f"{train.tokens / len(train.items):.0f} per example)")
-        self.stats.update(train_examples=len(train.items), val_examples=len(val.items),
-                          dropped_examples=train.dropped_truncated + val.dropped_truncated,
-                          tokens_per_example=round(train.tokens / len(train.items), 1))
-        return data.ChatDataModule(train.items, val.items, c.batch_size, self.tokenizer.pad_token_id,
-                                   self.cfg.seed, c.num_workers)
+        self.prepared = self.tokenize_data()
+        train = self.prepared.splits["train"].items
+        rows = batching.pack(train, c.max_seq_len) if c.packing else train
+        self.stats.update(data.describe(self.prepared, rows, c, self.cfg.seed))
+        return data.ChatDataModule(rows, self.prepared.splits["validation"].items, c.batch_size,
+                                   self.tokenizer.pad_token_id, self.cfg.seed, c.num_workers, c.group_by_length)
+
+    def check_packing(self) -> None:
+        """Packed rows are only sound if this model's attention restarts at every example; test it on the model."""
+        if self.cfg.model.attn_implementation == "flash_attention_2":  # its kernels need the GPU the model isn't on yet
+            info("packing: flash-attention runs each packed example as its own sequence (variable-length kernel)")
+            return
+        ok, leak, diff = batching.attention_stays_inside(self.model)
+        if not ok:
+            raise FtlabError(f"data.packing=true: {self.cfg.model.name} with attention "
+                             f"{self.cfg.model.attn_implementation} lets packed examples attend to each other "
+                             f"(logits moved by {diff:.2g}); set data.packing=false")
+        info(f"packing: attention stays inside each example (checked on this model: logits moved by "
+             f"{diff:.1g} vs {leak:.1g} across a boundary)")
 
     def callbacks(self) -> list:
         """Lightning callbacks of a run; extend in a subclass to add your own."""
@@ -88,7 +134,9 @@ class FineTune:
         saver = ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
                                 every_n_train_steps=every, save_on_train_epoch_end=False)
         hint = console.ResumeHint(self.run_dir, self.run_dir / artifacts.CHECKPOINT)
-        return [saver, self.throughput, console.ProgressBar(refresh_rate=1), hint]
+        self.pruning = Pruning.from_environment()  # set when this run is a trial of an Optuna sweep
+        return [saver, self.throughput, console.ProgressBar(refresh_rate=1), hint] + \
+            ([self.pruning] if self.pruning else [])
 
     def train(self) -> dict:
         from lightning.pytorch.loggers import CSVLogger
@@ -98,7 +146,7 @@ class FineTune:
                             c.optim.scheduler, c.optim.warmup_steps, c.optim.min_lr_ratio)
         validate_during = t.val_every_n_steps > 0
         self.trainer = L.Trainer(
-            accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_steps=t.max_steps,
+            accelerator=t.accelerator, devices=t.devices, precision=self.precision, max_steps=t.max_steps,
             max_epochs=t.max_epochs if t.max_steps == -1 else -1,  # a step budget is not capped by epochs
             accumulate_grad_batches=t.accumulate_grad_batches,
             gradient_clip_val=t.gradient_clip_val or None, log_every_n_steps=t.log_every_n_steps,
@@ -110,7 +158,7 @@ class FineTune:
         effective = c.data.batch_size * t.accumulate_grad_batches * t.devices
         info(f"effective batch size: {effective} = {c.data.batch_size} (data.batch_size) x "
              f"{t.accumulate_grad_batches} (accumulation) x {t.devices} (devices); "
-             f"~{effective * self.stats['tokens_per_example']:.0f} tokens per step")
+             f"~{effective * self.stats['tokens_per_row']:.0f} tokens per step")
         dm = self.datamodule
         before = self.trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]["val/loss"]
         info(f"validation loss before training: {before:.4f}")
@@ -132,7 +180,8 @@ class FineTune:
             steps=self.trainer.global_step, tokens_seen=tp.tokens, supervised_tokens_seen=tp.supervised,
             train_seconds=round(fit_seconds, 2),
             tokens_per_second=round(tp.tokens / tp.seconds, 1) if tp.seconds else None,
-            resumed_from=str(ckpt) if ckpt else None)
+            resumed_from=str(ckpt) if ckpt else None,
+            pruned_at_step=self.pruning.pruned_at if self.pruning else None)
         return self.stats
 
     def save(self) -> None:
@@ -163,14 +212,18 @@ class FineTune:
         console.log.info(f"ftlab run dir: {self.run_dir}")
         self.stages.start("Checking model source", self.cfg.model.name)
         source = self.model_source()
-        self.stages.start("Loading tokenizer and data", str(self.cfg.data.path))
+        self.stages.start("Loading tokenizer and data", str(self.cfg.data.path or self.cfg.data.name))
         self.tokenizer = self.load_tokenizer(source)
         self.datamodule = self.prepare_data()
-        self.stages.start("Loading base model", model.describe_quant(self.cfg.quant))
+        self.stages.start("Loading base model", model.describe_quant(self.cfg.quant, self.precision))
+        info(f"precision: {self.precision} ({self._precision_why})")
+        self.stats["precision"] = self.precision
         base = self.load_base_model(source)
         self.stages.start("Adding LoRA adapters", f"r={self.cfg.lora.r} alpha={self.cfg.lora.alpha}")
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)  # adapter init independent of loading
         self.model = self.get_peft_model(base)
+        if self.cfg.data.packing:
+            self.check_packing()
         trainable, total = self.model.get_nb_trainable_parameters()
         info(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
         self.stats.update(trainable_parameters=trainable, total_parameters=total)

@@ -23,7 +23,8 @@ usage: python -m ftlab [group=option ...] [key=value ...]
 examples:
        python -m ftlab model=llama3 quant=4bit lora.r=32 optim.lr=1e-4
        python -m ftlab model=tiny trainer.max_steps=5
-       python -m ftlab data=jsonl data.path=train.jsonl trainer.max_epochs=3
+       python -m ftlab data=local data.path=train.jsonl trainer.max_epochs=3
+       python -m ftlab.preview data=local data.path=train.csv -n 3   check data before training
 """
 
 
@@ -36,7 +37,7 @@ def _docs() -> dict:
         for stmt, after in zip(body, body[1:] + [None]):
             if isinstance(stmt, ast.AnnAssign) and isinstance(after, ast.Expr) and \
                     isinstance(getattr(after, "value", None), ast.Constant) and isinstance(after.value.value, str):
-                docs[stmt.target.id] = after.value.value
+                docs[stmt.target.id] = " ".join(after.value.value.split())  # one line each
         out[cls.name] = docs
     return out
 

@@ -137,50 +137,89 @@ def _build_random(model_cfg, cache: Path, seed: int) -> Path:
     return _cached(final, build)
 
 
-def load_tokenizer(source: str, model_cfg):
+def tokenizer_source(model_cfg, cache_dir: str) -> tuple:
+    """(source, gguf_file) to load only the tokenizer from, never weights: for data preview."""
+    cache = Path(cache_dir).expanduser()
+    if model_cfg.random_init is not None:
+        return model_cfg.path, None  # None: the built-in byte tokenizer
+    if model_cfg.gguf_file is not None:
+        converted = sorted((cache / "gguf").glob(f"{Path(model_cfg.gguf_file).stem}-*/tokenizer_config.json"))
+        if converted:
+            return str(converted[-1].parent), None
+        return str(Path(model_cfg.path or model_cfg.name).expanduser()), model_cfg.gguf_file
+    return resolve_source(model_cfg, cache_dir, seed=0), None
+
+
+def load_tokenizer(source, model_cfg, gguf_file=None):
+    """The tokenizer, padding on the right; its chat template is settled by templates.apply."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=model_cfg.revision,
-                                              trust_remote_code=model_cfg.trust_remote_code)
-    if not tokenizer.chat_template:
-        raise FtlabError(f"the tokenizer of {model_cfg.name} has no chat template; use an instruct/chat model")
+    if source is None:
+        tokenizer = byte_tokenizer()
+    else:
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=model_cfg.revision,
+                                                  trust_remote_code=model_cfg.trust_remote_code, **kwargs)
     if tokenizer.pad_token_id is None:  # padding is masked out of loss and attention, so any id will do
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
 
 
+def resolve_precision(precision: str, accelerator: str) -> tuple:
+    """(precision, why) with trainer.precision=auto settled for this machine."""
+    if precision != "auto":
+        return precision, "trainer.precision"
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return "bf16-mixed", "auto: this CPU computes in bfloat16 natively"
+        return "32-true", "auto: this CPU has no native bfloat16; emulated, it is ~100x slower than float32"
+    if torch.cuda.is_bf16_supported():
+        return "bf16-mixed", "auto: this GPU supports bfloat16"
+    return "16-mixed", "auto: this GPU has no bfloat16"
+
+
+def _precision_dtype(precision: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0], torch.float32)
+
+
 def weight_dtype(model_cfg, precision: str) -> torch.dtype:
     """auto: the frozen weights in the dtype the matmuls run in, so autocast need not cast them every step."""
     if model_cfg.dtype != "auto":
         return DTYPES[model_cfg.dtype]
-    return {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0], torch.float32)
+    return _precision_dtype(precision)
 
 
-def quantization_config(quant_cfg):
+def compute_dtype(quant_cfg, precision: str) -> torch.dtype:
+    return _precision_dtype(precision) if quant_cfg.compute_dtype == "auto" else DTYPES[quant_cfg.compute_dtype]
+
+
+def quantization_config(quant_cfg, precision: str):
     from transformers import BitsAndBytesConfig
 
     if quant_cfg.bits == 4:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_cfg.quant_type,
                                   bnb_4bit_use_double_quant=quant_cfg.double_quant,
-                                  bnb_4bit_compute_dtype=DTYPES[quant_cfg.compute_dtype])
+                                  bnb_4bit_compute_dtype=compute_dtype(quant_cfg, precision))
     if quant_cfg.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
 
 
-def describe_quant(q) -> str:
+def describe_quant(q, precision: str) -> str:
     if q.bits == 4:
-        return f"(4-bit {q.quant_type}{', double quant' if q.double_quant else ''}, compute {q.compute_dtype})"
+        dtype = str(compute_dtype(q, precision)).replace("torch.", "")
+        return f"(4-bit {q.quant_type}{', double quant' if q.double_quant else ''}, compute {dtype})"
     return "(8-bit)" if q.bits == 8 else "(no quantization)"
 
 
 def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precision: str = "32-true"):
+    """`precision`: trainer.precision as resolve_precision settled it."""
     from transformers import AutoModelForCausalLM
 
     kwargs = dict(dtype=weight_dtype(model_cfg, precision), attn_implementation=model_cfg.attn_implementation,
                   revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
-    quant = quantization_config(quant_cfg)
+    quant = quantization_config(quant_cfg, precision)
     if quant is not None:
         # bitsandbytes places quantised weights at load time, so the target device is chosen here
         kwargs.update(quantization_config=quant,

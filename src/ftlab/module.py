@@ -36,13 +36,16 @@ class LoRAModule(L.LightningModule):
 
     def forward(self, batch) -> torch.Tensor:
         """Mean cross-entropy over the batch's supervised tokens (the same value as the model's own loss)."""
-        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        ids, labels = batch["input_ids"], batch["labels"]
+        # packed rows: restarting position ids, and no mask, keep each example's attention to itself (batching.py)
+        inputs = {"position_ids": batch["position_ids"]} if "position_ids" in batch else \
+            {"attention_mask": batch["attention_mask"]}
         if not self._keeps_logits:
-            return self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            return self.model(input_ids=ids, labels=labels, **inputs).loss
         # Project onto the vocabulary only at positions that predict a label: with response-only labels
         # that is a small share of the sequence, and the head is a large share of a small model's step.
         positions = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
-        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits
+        logits = self.model(input_ids=ids, logits_to_keep=positions, **inputs).logits
         return F.cross_entropy(logits.float().flatten(0, 1), labels[:, positions + 1].flatten(), ignore_index=IGNORE)
 
     def training_step(self, batch, batch_idx):

@@ -1,0 +1,73 @@
+"""The search space: `params` entries in Hydra's sweep syntax to Optuna distributions, checked up front.
+
+    lora.r: choice(4, 8, 16)                      CategoricalDistribution
+    optim.lr: tag(log, interval(1e-5, 1e-3))      FloatDistribution(log=True)
+    data.batch_size: range(2, 9, step=2)          IntDistribution(step=2)
+    lora.dropout: interval(0.0, 0.2)              FloatDistribution (IntDistribution for whole bounds)
+
+Every key must be an ftlab option, every choice non-empty, every log range positive: a bad space is
+rejected before any trial starts, in one line naming the key.
+"""
+from typing import Dict, List
+
+from ftlab.errors import ConfigError
+
+
+def split_arguments(arguments: List[str]) -> tuple:
+    """Command-line overrides: (fixed ones, {key: text} of sweep ones such as key=choice(...), which join the space)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed, swept = [], {}
+    for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
+        if override.is_sweep_override():
+            swept[override.get_key_element()] = text.split("=", 1)[1]
+        else:
+            fixed.append(text)
+    return fixed, swept
+
+
+def parse(params: Dict[str, str]) -> dict:
+    """{key: optuna distribution}; ConfigError on anything a trial could not use."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from hydra.errors import HydraException
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from ftlab.checks import _schema_field
+
+    if not params:
+        raise ConfigError("hydra.sweeper.params is empty; give the search space, e.g. "
+                          "hydra.sweeper.params={lora.r:'choice(8,16)'}")
+    parser = OverridesParser.create()
+    space = {}
+    for key, text in params.items():
+        if _schema_field(key) is None:
+            raise ConfigError(f"hydra.sweeper.params.{key}: {key} is not an ftlab option; see python -m ftlab --help")
+        try:
+            override = parser.parse_override(f"{key}={text}")
+        except HydraException as e:
+            raise ConfigError(f"hydra.sweeper.params.{key}: cannot parse '{text}' ({str(e).splitlines()[0]}); "
+                              "use choice(a,b), interval(lo,hi), tag(log, interval(lo,hi)) or range(lo,hi)") from None
+        sweep = override.value()
+        where = f"hydra.sweeper.params.{key}={text}"
+        if isinstance(sweep, ChoiceSweep):
+            if not sweep.list:
+                raise ConfigError(f"{where}: an empty choice; list at least one value")
+            space[key] = CategoricalDistribution(list(sweep.list))
+        elif isinstance(sweep, RangeSweep):
+            values = list(range(int(sweep.start), int(sweep.stop), int(sweep.step)))
+            if not values:
+                raise ConfigError(f"{where}: the range holds no values")
+            space[key] = IntDistribution(values[0], values[-1], step=int(sweep.step))
+        elif isinstance(sweep, IntervalSweep):
+            lo, hi, log = sweep.start, sweep.end, "log" in sweep.tags
+            if not lo < hi:
+                raise ConfigError(f"{where}: the lower bound must be below the upper one")
+            if log and lo <= 0:
+                raise ConfigError(f"{where}: a log-scale interval needs a positive lower bound (got {lo})")
+            whole = isinstance(lo, int) and isinstance(hi, int)
+            space[key] = IntDistribution(lo, hi, log=log) if whole else FloatDistribution(lo, hi, log=log)
+        else:
+            raise ConfigError(f"{where}: not a search range; use choice(...), interval(...) or range(...) "
+                              "(fixed values go on the command line as key=value)")
+    return space

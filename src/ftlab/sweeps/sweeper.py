@@ -1,0 +1,221 @@
+"""The Optuna sweeper behind `hydra/sweeper=ftlab_optuna` (registered in hydra_plugins.ftlab_optuna_sweeper);
+how workers share a study is in workers.py, pruning in pruning.py, the report in report.py.
+
+One study in a storage (a SQLite file by default, any database URL for several workers) holds the sweep:
+
+  - n_trials counts the study's trials in all, so re-running a killed sweep with the same command runs only
+    the missing ones; a trial whose worker died (workers.py: by pid here, by heartbeat elsewhere) is marked
+    FAILED first.
+  - each trial asks the sampler for params, runs as a normal Hydra job (its own run dir under the sweep dir,
+    numbered by the trial), and reports the `objective` value from its metrics.
+  - a trial that raises (out of memory, NaN loss, an invalid sampled combination) is recorded FAILED with
+    its reason and the sweep goes on, until failures pass max_failure_rate of n_trials.
+"""
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+
+from ftlab.errors import ConfigError
+from ftlab.sweeps import pruning, report, workers
+
+log = logging.getLogger("ftlab.sweep")  # its own stdout handler: not into a trial's train.log (see sweep())
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, n_trials: int, storage: Optional[str], study_name: str, direction: str, objective: str,
+                 sampler: DictConfig, pruner: DictConfig, max_failure_rate: float, params: DictConfig):
+        super().__init__()
+        self.n_trials, self.storage_url, self.study_name = n_trials, storage, study_name
+        self.direction, self.objective, self.max_failure_rate = direction, objective, max_failure_rate
+        self.sampler = sampler
+        self.pruner = OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else dict(pruner)
+        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else dict(params or {})
+        self.config = self.launcher = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    # ── the sweep ──────────────────────────────────────────────────────────────────────────────────
+    def sweep(self, arguments: List[str]) -> list:
+        from ftlab.sweeps import space as search_space
+
+        _console()
+        fixed, swept = search_space.split_arguments(arguments)
+        params = {**self.params, **swept}
+        space = search_space.parse(params)
+        check_settings(self)
+        with workers.budget_lock(self.storage_url, self.study_name):  # workers starting together: one at a time
+            study = self._study(params)
+            workers.fail_orphans(study, log)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info(f"ftlab sweep: study '{self.study_name}' in {self.storage_url}, {self._count(study)} of "
+                 f"{self.n_trials} trials already there; trial run dirs in {sweep_dir}")
+        returns = []
+        while True:
+            # counting and asking under one lock: workers sharing the study never run more than n_trials
+            with workers.budget_lock(self.storage_url, self.study_name):
+                if self._count(study) >= self.n_trials:
+                    break
+                if self._failed(study) > self.max_failure_rate * self.n_trials:
+                    log.info(f"ftlab sweep: stopping, {self._failed(study)} trials failed (more than "
+                             f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of {self.n_trials})")
+                    break
+                trial = study.ask(space)
+                trial.set_user_attr(workers.WORKER, workers.me())
+                trial.set_user_attr(workers.BEAT, time.time())
+            overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()]
+            trial.set_user_attr(report.COMMAND, " ".join(overrides))
+            if self.storage_url:  # pruning reaches the trial through the storage (an in-memory study: no pruning)
+                overrides += pruning.job_environment(self.storage_url, self.study_name, trial.number)
+            started = time.perf_counter()
+            try:
+                with workers.Heartbeat(trial):
+                    (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            except Exception as e:  # the job could not even start, e.g. its overrides do not compose
+                result = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=e)
+            returns.append(result)
+            self._record(study, trial, result, time.perf_counter() - started)
+        self._summary(study)
+        return returns
+
+    def _record(self, study, trial, result, seconds: float) -> None:
+        from optuna.trial import TrialState
+
+        shown = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        run_dir = Path(result.hydra_cfg.hydra.runtime.output_dir) if result.hydra_cfg else None
+        if run_dir is not None and run_dir.is_dir():  # a failed run removes its dir: nothing to point at
+            trial.set_user_attr("run_dir", str(run_dir))
+        if result.status == JobStatus.COMPLETED and result.return_value.get("pruned_at_step") is not None:
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info(f"ftlab sweep: trial {trial.number}: {shown} PRUNED at step "
+                     f"{result.return_value['pruned_at_step']} ({seconds:.0f}s)")
+            return
+        if result.status == JobStatus.COMPLETED:
+            value = result.return_value[self.objective]
+            study.tell(trial, value)
+            log.info(f"ftlab sweep: trial {trial.number}: {shown} -> {self.objective}={value:.4f} ({seconds:.0f}s)")
+            return
+        error = result._return_value
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        trial.set_user_attr("fail_reason", f"{type(error).__name__}: {reason}")
+        study.tell(trial, state=TrialState.FAIL)
+        log.info(f"ftlab sweep: trial {trial.number}: {shown} FAILED ({type(error).__name__}: {reason})")
+
+    def _summary(self, study) -> None:
+        """The report (report.py) into the sweep dir, and its table on the console."""
+        try:
+            text, files = report.write(study)
+        except Exception as e:  # the trials are safe in the storage; `python -m ftlab.sweeps report` retries
+            log.info(f"ftlab sweep: could not write the report ({type(e).__name__}: {e}); the trials are in "
+                     f"{self.storage_url}: python -m ftlab.sweeps report --study {self.study_name}")
+            return
+        log.info(f"ftlab sweep: {self._count(study)} of {self.n_trials} trials in the study\n{text}\n"
+                 f"report and plots: {', '.join(str(f) for f in files)}")
+
+    # ── study and storage ──────────────────────────────────────────────────────────────────────────
+    def _study(self, params: dict):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = None
+        if self.storage_url:
+            storage = optuna.storages.RDBStorage(self.storage_url)
+        study = optuna.create_study(storage=storage, study_name=self.study_name, direction=self.direction,
+                                    sampler=self._sampler(params), pruner=pruning.make_pruner(self.pruner),
+                                    load_if_exists=True)
+        study.set_user_attr(pruning.PRUNER_ATTR, self.pruner)  # for trials running elsewhere
+        study.set_user_attr(report.SWEEP_DIR, str(self.config.hydra.sweep.dir))
+        return study
+
+    def _sampler(self, params: dict):
+        import optuna
+
+        name, seed = self.sampler.name, self.sampler.seed
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        grid = {key: _grid_values(key, text) for key, text in params.items()}
+        size = 1
+        for values in grid.values():
+            size *= len(values)
+        if size < self.n_trials:
+            log.info(f"ftlab sweep: the grid has {size} points; running {size} trials, not {self.n_trials}")
+            self.n_trials = size
+        return _grid_sampler(grid, seed)
+
+    def _count(self, study) -> int:
+        return len(study.get_trials(deepcopy=False))
+
+    def _failed(self, study) -> int:
+        from optuna.trial import TrialState
+
+        return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+    # ── arguments ──────────────────────────────────────────────────────────────────────────────────
+
+def check_settings(c) -> None:
+    """The sweeper's own settings (its config node, or the sweeper itself), each error naming its key."""
+    if c.n_trials <= 0:
+        raise ConfigError(f"hydra.sweeper.n_trials must be > 0 (got {c.n_trials})")
+    if c.direction not in ("minimize", "maximize"):
+        raise ConfigError(f"hydra.sweeper.direction must be minimize or maximize (got {c.direction})")
+    if c.sampler["name"] not in ("tpe", "random", "grid"):
+        raise ConfigError(f"hydra.sweeper.sampler.name must be tpe, random or grid (got {c.sampler['name']})")
+    if c.pruner["name"] not in ("none", "median", "hyperband"):
+        raise ConfigError(f"hydra.sweeper.pruner.name must be none, median or hyperband (got {c.pruner['name']})")
+    if not 0 <= c.max_failure_rate <= 1:
+        raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1] (got {c.max_failure_rate})")
+
+
+def _console() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _grid_sampler(grid: dict, seed):
+    import optuna
+
+    class Grid(optuna.samplers.GridSampler):
+        """Optuna's grid sampler stops the study once every point ran, which only works inside optimize();
+        this sweeper asks and tells by itself and stops at the grid's size instead."""
+
+        def after_trial(self, study, trial, state, values):
+            pass
+
+    return Grid(grid, seed=seed)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _grid_values(key: str, text: str) -> list:
+    """The values a grid sampler walks for one param: only choice(...) and range(...) have a finite list."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from ftlab.sweeps.space import parse
+
+    dist = parse({key: text})[key]
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution) and not dist.log:
+        return list(range(dist.low, dist.high + 1, dist.step))
+    raise ConfigError(f"hydra.sweeper.params.{key}={text}: the grid sampler needs choice(...) or range(...), "
+                      "not a continuous interval")

@@ -1,0 +1,40 @@
+"""The trial's side of pruning (see pruning.py): a Lightning callback that reports to the trial's study."""
+import os
+from typing import Optional
+
+import lightning as L
+
+from ftlab.console import info
+from ftlab.sweeps.pruning import ENV_STORAGE, ENV_STUDY, ENV_TRIAL, PRUNER_ATTR, make_pruner
+
+
+class Pruning(L.Callback):
+    """Reports val/loss at each validation during fit; asks the pruner; stops training when told to."""
+
+    def __init__(self, storage: str, study_name: str, number: int):
+        import optuna
+
+        probe = optuna.load_study(study_name=study_name, storage=storage)
+        self.study = optuna.load_study(study_name=study_name, storage=storage,
+                                       pruner=make_pruner(probe.user_attrs.get(PRUNER_ATTR)))
+        trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        self.trial = optuna.trial.Trial(self.study, trial_id)
+        self.number, self.pruned_at = number, None
+
+    @classmethod
+    def from_environment(cls) -> Optional["Pruning"]:
+        if ENV_TRIAL not in os.environ:
+            return None
+        return cls(os.environ[ENV_STORAGE], os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL]))
+
+    def on_validation_end(self, trainer, pl_module):
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return  # the validations before and after training are not intermediate results
+        value = float(trainer.callback_metrics["val/loss"])
+        self.trial.report(value, step=trainer.global_step)
+        if self.trial.should_prune():
+            self.pruned_at = trainer.global_step
+            trainer.should_stop = True
+            info(f"trial {self.number} pruned at step {trainer.global_step} (val/loss {value:.4f} lags the study)")
