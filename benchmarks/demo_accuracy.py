@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import AutoTokenizer
@@ -19,22 +18,9 @@ from transformers import AutoTokenizer
 from ftlab.checks import validate
 from ftlab.configure import setup
 from ftlab.demo import is_correct
+from ftlab.generate import answers
 from ftlab.model import load_base_model, resolve_source
 from ftlab.sources import Problems, assign_splits, open_source
-
-
-def answers(model, tokenizer, rows, batch_size=16, max_new_tokens=16):
-    tokenizer.padding_side = "left"  # generation continues from the right edge of every prompt
-    out = []
-    for i in range(0, len(rows), batch_size):
-        prompts = [tokenizer.apply_chat_template(r["conversations"][:-1], tokenize=False, add_generation_prompt=True)
-                   for r in rows[i:i + batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
 
 
 def main() -> None:
@@ -51,9 +37,10 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.run_dir / "adapter")  # with the chat template training used
     model = load_base_model(source, cfg.model, cfg.quant, "cpu").eval()
     started = time.perf_counter()
-    base = answers(model, tokenizer, val)
+    prompts = [r["conversations"][:-1] for r in val]
+    base = answers(model, tokenizer, prompts, max_new_tokens=16)
     tuned_model = PeftModel.from_pretrained(model, args.run_dir / "adapter").eval()
-    tuned = answers(tuned_model, tokenizer, val)
+    tuned = answers(tuned_model, tokenizer, prompts, max_new_tokens=16)
     for name, outs in (("base model", base), ("fine-tuned", tuned)):
         correct = sum(is_correct(r, o) for r, o in zip(val, outs))
         print(f"{name:<11} exact match {correct}/{len(val)} ({100 * correct / len(val):.0f}%)")

@@ -33,7 +33,7 @@ def tiny(cache_dir):
 
 
 def run_cli(*args, cwd: Path, env_extra=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "ftlab", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 

@@ -15,7 +15,7 @@ EXPECTED_FILES = {
     ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
     "adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
     "adapter/chat_template.jinja", "adapter/tokenizer.json", "adapter/tokenizer_config.json",
-    "checkpoints/last.ckpt", "logs/metrics.csv", "loss.png", "metrics.json", "train.log",
+    "checkpoints/last.ckpt", "logs/metrics.csv", "loss.png", "metrics.json", "README.md", "train.log",
 }
 
 

@@ -67,6 +67,8 @@ def _combination_errors(c: FTConfig):
             yield f"data.{key} is a fraction below 1 or a whole row count (got {size})"
     if d.packing and d.group_by_length:
         yield "data.group_by_length only applies without packing; set one of them to false"
+    if c.hub.push and not c.hub.repo_id:
+        yield "hub.push=true needs hub.repo_id, e.g. hub.repo_id=your-name/smollm2-demo-lora"
     if not c.lora.target_modules:
         yield "lora.target_modules is empty; e.g. lora.target_modules=[all-linear]"
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):

@@ -96,15 +96,20 @@ def precheck_sweep(args) -> None:
         if cfg.hydra.sweeper.pruner.name != "none" and cfg.trainer.val_every_n_steps == 0:
             raise ConfigError(f"hydra.sweeper.pruner.name={cfg.hydra.sweeper.pruner.name} prunes on intermediate "
                               "validation losses; set trainer.val_every_n_steps, e.g. trainer.val_every_n_steps=5")
+    if cfg.tracker.name in ("mlflow", "all"):  # the sweeper opens the sweep's parent run before any trial
+        from ftlab.tracking.mlflow_backend import MlflowBackend
+
+        MlflowBackend(cfg.tracker).check()
 
 
 def prepare(argv: List[str]) -> List[str]:
     """The command line Hydra will run: shortcuts expanded, config validated, a fresh run dir claimed."""
     from hydra._internal.utils import get_args_parser
 
+    from ftlab import secrets
     from ftlab.artifacts import new_run_dir
 
-    argv = expand_shortcuts(argv)
+    argv = secrets.take_from_overrides(expand_shortcuts(argv))  # before Hydra records the overrides anywhere
     args = get_args_parser().parse_args(argv)
     if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
         return argv
@@ -127,8 +132,9 @@ def task(cfg) -> dict:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    command = " ".join(["python -m ftlab", *hydra_cfg.overrides.task])
     try:  # FineTune validates the config (a multirun job's was not prechecked)
-        return FineTune(cfg, run_dir=run_dir).run()
+        return FineTune(cfg, run_dir=run_dir, command=command).run()
     except FtlabError as e:
         from ftlab.artifacts import discard_unfinished
 

@@ -162,9 +162,56 @@ class DataConfig:
 
 
 @dataclass
+class MlflowConfig:
+    uri: Optional[str] = opt(None, example="tracker.mlflow.uri=http://127.0.0.1:5000")
+    """Tracking server or store. null: a local SQLite store, sqlite:///outputs/mlflow.db (artifacts beside it
+    in outputs/mlartifacts); browse it with `mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db`."""
+    log_model: bool = True
+    """Also log the adapter as an MLflow model that `mlflow.pyfunc.load_model(...).predict(prompts)` answers."""
+
+
+@dataclass
+class WandbConfig:
+    project: str = "ftlab"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B team or user; null: your default entity."""
+    mode: str = opt("offline", choices=["online", "offline", "disabled"], example="tracker.wandb.mode=online")
+    """offline writes the run into <run dir>/wandb for a later `wandb sync`; online needs an API key."""
+    api_key: Optional[str] = None
+    """Secret. Prefer the WANDB_API_KEY environment variable; either way it is never written to any file."""
+
+
+@dataclass
 class TrackerConfig:
-    name: str = opt("none", choices=["none"])
-    """Experiment tracker. none: metrics go to the run dir only."""
+    name: str = opt("none", choices=["none", "mlflow", "wandb", "all"], example="tracker=mlflow")
+    """Experiment tracker: none (metrics stay in the run dir), mlflow, wandb, or all (both)."""
+    experiment: str = "ftlab"
+    """MLflow experiment of the run; a sweep's trials go there too, under a parent run named after the study."""
+    run_name: Optional[str] = None
+    """Name of the run in the trackers; null: <experiment>-YYYYMMDD-HHMMSS (sweep trials: <study>-trial-N)."""
+    tags: List[str] = opt([], example="tracker.tags=[baseline,v2]")
+    """Extra tags on the run (model, quant, LoRA rank and data are always tagged)."""
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    """MLflow settings, used with tracker=mlflow or tracker=all."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases settings, used with tracker=wandb or tracker=all."""
+
+
+@dataclass
+class HubConfig:
+    push: bool = False
+    """Upload the adapter, tokenizer and model card to the Hugging Face Hub after training."""
+    repo_id: Optional[str] = opt(None, example="hub.repo_id=your-name/smollm2-demo-lora")
+    """Model repo to push to (created if missing)."""
+    private: bool = True
+    """Create the repo private. An existing repo keeps its visibility."""
+    token: Optional[str] = None
+    """Secret. Prefer the HF_TOKEN environment variable or `hf auth login`; never written to any file."""
+    retries: int = opt(4, ge=0)
+    """Retries of an upload that failed on a network error, a timeout, 429 or 5xx, with doubling waits."""
+    retry_wait: float = opt(2.0, ge=0)
+    """Seconds before the first retry; each next wait doubles."""
 
 
 @dataclass
@@ -217,6 +264,7 @@ class FTConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = opt(42, ge=0)

@@ -13,6 +13,8 @@ from typing import Optional
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from ftlab.secrets import Redact
+
 log = logging.getLogger("ftlab")
 
 
@@ -37,11 +39,14 @@ def setup_logging(run_dir: Optional[Path] = None) -> None:
         handler.close()
     console = _Stdout()
     console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
+    handlers = [console]
     if run_dir is not None:
         logfile = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
         logfile.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
-        log.addHandler(logfile)
+        handlers.append(logfile)
+    for handler in handlers:
+        handler.addFilter(Redact())  # W&B records the console too: a secret must not reach either
+        log.addHandler(handler)
     quiet_libraries()
 
 
@@ -64,16 +69,17 @@ def quiet_libraries() -> None:
 class Stages:
     """Prints `[k/n] name ...` and, when the next stage starts, how long the last one took."""
 
-    NAMES = ("Checking model source", "Loading tokenizer and data", "Loading base model",
+    NAMES = ("Checking model source and access", "Loading tokenizer and data", "Loading base model",
              "Adding LoRA adapters", "Training", "Saving artifacts")
 
-    def __init__(self):
+    def __init__(self, publish: bool = False):
+        self.names = self.NAMES + (("Publishing to the Hub",) if publish else ())
         self.started = None
 
     def start(self, name: str, detail: str = "") -> None:
         self.finish()
-        k = self.NAMES.index(name) + 1
-        log.info(f"[{k}/{len(self.NAMES)}] {name}{' ' + detail if detail else ''} ...")
+        k = self.names.index(name) + 1
+        log.info(f"[{k}/{len(self.names)}] {name}{' ' + detail if detail else ''} ...")
         self.started = time.perf_counter()
 
     def finish(self) -> None:

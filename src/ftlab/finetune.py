@@ -2,10 +2,13 @@
 
     stats = FineTune(compose(["model=tiny", "trainer.max_steps=2"])).run()
 
-run() reads top to bottom: model source ▶ tokenizer + data ▶ base model ▶ LoRA ▶ Lightning fit ▶ artifacts.
-Data comes before the base model on purpose: a bad data file fails in a second, not after a long load.
+run() reads top to bottom: checks (model source, trackers, Hub access) ▶ tokenizer + data ▶ base model ▶ LoRA
+▶ Lightning fit ▶ artifacts (and trackers) ▶ Hub upload. Data comes before the base model on purpose: a bad
+data file fails in a second, not after a long load; trackers and Hub access are checked before both.
 Subclass and override a stage (say, `to_conversation` for another row format) to change one step.
 """
+import os
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -13,7 +16,8 @@ from typing import List, Optional
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab import artifacts, batching, cache, chat, console, data, formats, model, sources, templates
+from ftlab import (artifacts, batching, cache, chat, console, data, formats, model, secrets, sources, telemetry,
+                   templates, tracking)
 from ftlab.checks import validate
 from ftlab.configure import setup
 from ftlab.console import Stages, info
@@ -23,11 +27,13 @@ from ftlab.sweeps.trial import Pruning
 
 
 class FineTune:
-    def __init__(self, cfg: DictConfig, run_dir: Optional[Path] = None):
+    def __init__(self, cfg: DictConfig, run_dir: Optional[Path] = None, command: Optional[str] = None):
         setup()
-        self.cfg = validate(cfg)
+        self.cfg = validate(secrets.take_from_config(cfg))  # tokens move to the environment, out of every file
         self.run_dir = Path(run_dir) if run_dir is not None else None  # made by run(): outputs/DATE/TIME
-        self.stages = Stages()
+        self.command = command  # what the user typed, for the model card; None: the --rerun command
+        self.stages = Stages(publish=self.cfg.hub.push)
+        self.trackers = None  # tracking.Trackers, made by run()
         self.precision, self._precision_why = model.resolve_precision(self.cfg.trainer.precision,
                                                                       self.cfg.trainer.accelerator)
         self.tokenizer = self.model = self.datamodule = self.trainer = None
@@ -135,7 +141,7 @@ class FineTune:
                                 every_n_train_steps=every, save_on_train_epoch_end=False)
         hint = console.ResumeHint(self.run_dir, self.run_dir / artifacts.CHECKPOINT)
         self.pruning = Pruning.from_environment()  # set when this run is a trial of an Optuna sweep
-        return [saver, self.throughput, console.ProgressBar(refresh_rate=1), hint] + \
+        return [saver, self.throughput, telemetry.Telemetry(), console.ProgressBar(refresh_rate=1), hint] + \
             ([self.pruning] if self.pruning else [])
 
     def train(self) -> dict:
@@ -153,7 +159,8 @@ class FineTune:
             # val_check_interval counts micro-batches; ours counts optimizer steps
             val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches if validate_during else None,
             check_val_every_n_epoch=None if validate_during else 1, num_sanity_val_steps=0,
-            logger=CSVLogger(self.run_dir, name="logs", version=""), callbacks=self.callbacks(),
+            logger=[CSVLogger(self.run_dir, name="logs", version="")] + self.trackers.start(),
+            callbacks=self.callbacks(),
             enable_model_summary=False, deterministic=True, default_root_dir=self.run_dir)
         effective = c.data.batch_size * t.accumulate_grad_batches * t.devices
         info(f"effective batch size: {effective} = {c.data.batch_size} (data.batch_size) x "
@@ -194,6 +201,32 @@ class FineTune:
         artifacts.write_json(self.run_dir / "metrics.json", self.stats)
         artifacts.plot_losses(self.run_dir)
 
+    def check_access(self) -> None:
+        """Reach the trackers and, when pushing, the Hub now: a wrong URI or token fails in seconds."""
+        self.trackers = tracking.Trackers(self.cfg, self.run_dir)
+        self.trackers.check()
+        if self.cfg.hub.push:
+            from ftlab import hub
+
+            h = self.cfg.hub
+            info(hub.preflight(h.repo_id, os.environ.get("HF_TOKEN"), retries=h.retries, retry_wait=h.retry_wait,
+                               log=info))
+
+    def write_card(self) -> Path:
+        from ftlab import card
+
+        command = self.command or f"python -m ftlab --rerun {self.run_dir}"
+        return card.write(self.run_dir, self.cfg, self.stats, secrets.redact(command))
+
+    def publish(self) -> str:
+        from ftlab import hub
+
+        h = self.cfg.hub
+        url = hub.push(self.run_dir, h.repo_id, private=h.private, token=os.environ.get("HF_TOKEN"),
+                       retries=h.retries, retry_wait=h.retry_wait, log=info)
+        self.stats["hub_url"] = url
+        return url
+
     # ── the pipeline ───────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict:
         self._t0 = time.perf_counter()
@@ -204,14 +237,19 @@ class FineTune:
         except FtlabError:
             artifacts.discard_unfinished(self.run_dir)  # a run that failed before results leaves nothing
             raise
+        finally:
+            if self.trackers is not None and self.trackers.open:  # ended by an error or Ctrl+C
+                self.trackers.finish(self.stats, "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt)
+                                     else "FAILED")
 
     def _run(self) -> dict:
         self._save_config()
         console.setup_logging(self.run_dir)
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         console.log.info(f"ftlab run dir: {self.run_dir}")
-        self.stages.start("Checking model source", self.cfg.model.name)
+        self.stages.start("Checking model source and access", self.cfg.model.name)
         source = self.model_source()
+        self.check_access()
         self.stages.start("Loading tokenizer and data", str(self.cfg.data.path or self.cfg.data.name))
         self.tokenizer = self.load_tokenizer(source)
         self.datamodule = self.prepare_data()
@@ -231,6 +269,12 @@ class FineTune:
         self.train()
         self.stages.start("Saving artifacts", str(self.run_dir))
         self.save()
+        info(f"model card: {self.write_card()}")
+        self.trackers.finish(self.stats, "FINISHED")
+        if self.cfg.hub.push:
+            self.stages.start("Publishing to the Hub", self.cfg.hub.repo_id)
+            info(f"published: {self.publish()}")
+            artifacts.write_json(self.run_dir / "metrics.json", self.stats)  # now with hub_url
         self.stages.finish()
         console.log.info(f"ftlab: done; adapter in {self.run_dir / 'adapter'}")
         return self.stats

@@ -25,7 +25,8 @@ def make_pruner(settings: Optional[dict]):
     return optuna.pruners.NopPruner()
 
 
-def job_environment(storage: str, study_name: str, number: int) -> list:
-    """Overrides that give one trial's job its place in the study."""
-    return [f"+hydra.job.env_set.{ENV_STORAGE}='{storage}'", f"+hydra.job.env_set.{ENV_STUDY}='{study_name}'",
-            f"+hydra.job.env_set.{ENV_TRIAL}={number}"]
+def job_environment(storage: Optional[str], study_name: str, number: int, more: Optional[dict] = None) -> list:
+    """Overrides that give one trial's job its place in the study (the storage only when there is one to
+    report to) and any `more` variables, such as the trackers' parent run."""
+    env = {ENV_STUDY: study_name, ENV_TRIAL: number, **({ENV_STORAGE: storage} if storage else {}), **(more or {})}
+    return [f"+hydra.job.env_set.{k}='{v}'" for k, v in env.items()]

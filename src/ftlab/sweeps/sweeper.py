@@ -22,7 +22,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.errors import ConfigError
-from ftlab.sweeps import pruning, report, workers
+from ftlab.sweeps import pruning, report, tracking_parent, workers
 
 log = logging.getLogger("ftlab.sweep")  # its own stdout handler: not into a trial's train.log (see sweep())
 
@@ -57,6 +57,8 @@ class OptunaSweeper(Sweeper):
         with workers.budget_lock(self.storage_url, self.study_name):  # workers starting together: one at a time
             study = self._study(params)
             workers.fail_orphans(study, log)
+            parent = tracking_parent.start(self.config, study)  # one parent run for all trials, all workers
+        tracking_env = {tracking_parent.ENV: parent} if parent else {}
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -77,8 +79,8 @@ class OptunaSweeper(Sweeper):
                 trial.set_user_attr(workers.BEAT, time.time())
             overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()]
             trial.set_user_attr(report.COMMAND, " ".join(overrides))
-            if self.storage_url:  # pruning reaches the trial through the storage (an in-memory study: no pruning)
-                overrides += pruning.job_environment(self.storage_url, self.study_name, trial.number)
+            # pruning reaches the trial through the storage (an in-memory study: no pruning); trackers nest it
+            overrides += pruning.job_environment(self.storage_url, self.study_name, trial.number, tracking_env)
             started = time.perf_counter()
             try:
                 with workers.Heartbeat(trial):
@@ -88,6 +90,7 @@ class OptunaSweeper(Sweeper):
             returns.append(result)
             self._record(study, trial, result, time.perf_counter() - started)
         self._summary(study)
+        tracking_parent.finish(self.config, parent, study, self.objective)
         return returns
 
     def _record(self, study, trial, result, seconds: float) -> None:

@@ -23,7 +23,7 @@ class Pruning(L.Callback):
 
     @classmethod
     def from_environment(cls) -> Optional["Pruning"]:
-        if ENV_TRIAL not in os.environ:
+        if ENV_STORAGE not in os.environ:  # not a trial, or one of an in-memory study (no storage to report to)
             return None
         return cls(os.environ[ENV_STORAGE], os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL]))
 

@@ -1,0 +1,110 @@
+"""Experiment trackers (tracker=mlflow|wandb|all|none): one run per training run, nested under the sweep
+when the run is a sweep trial.
+
+A run's life: check() before any data or model is loaded, so a wrong URI or key fails in seconds;
+start() just before training, logging the flattened resolved config and tags; the Lightning loggers
+stream every logged metric (loss, val loss, lr, grad norm, tokens/s, peak memory); finish() logs the
+final numbers, the run dir's artifacts and the MLflow model, and closes the run with its status.
+Every param and tag goes through secrets.redact_values on the way out.
+"""
+from datetime import datetime
+from pathlib import Path
+from typing import List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftlab import secrets
+from ftlab.console import info
+ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log")
+
+
+def flatten(cfg: DictConfig) -> dict:
+    """The resolved config as {"lora.r": 16, ...}; lists become their text."""
+    out = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) or value is None \
+                    else str(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return secrets.redact_values(out)
+
+
+def run_tags(cfg: DictConfig) -> dict:
+    """What runs are filtered by: model, quantization, LoRA rank, data, and the user's own tags."""
+    tags = {"model": cfg.model.name, "quant": f"{cfg.quant.bits}bit" if cfg.quant.bits else "none",
+            "lora.r": str(cfg.lora.r), "data": Path(str(cfg.data.path)).name if cfg.data.path else cfg.data.name}
+    tags.update({t: "" for t in cfg.tracker.tags})
+    return secrets.redact_values(tags)
+
+
+class Sweep:
+    """Where a trial belongs, read from the environment the sweeper gave its job (or None outside a sweep)."""
+
+    def __init__(self, study: str, trial: int, mlflow_parent: Optional[str]):
+        self.study, self.trial, self.mlflow_parent = study, trial, mlflow_parent
+
+    @classmethod
+    def from_environment(cls) -> Optional["Sweep"]:
+        import os
+
+        from ftlab.sweeps import tracking_parent
+        from ftlab.sweeps.pruning import ENV_STUDY, ENV_TRIAL
+
+        if ENV_TRIAL not in os.environ:
+            return None
+        return cls(os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL]), os.environ.get(tracking_parent.ENV))
+
+
+class Trackers:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.sweep = Sweep.from_environment()
+        self.open = False  # between start() and finish()
+        name = cfg.tracker.name
+        self.backends = []
+        if name in ("mlflow", "all"):
+            from ftlab.tracking.mlflow_backend import MlflowBackend
+
+            self.backends.append(MlflowBackend(cfg.tracker))
+        if name in ("wandb", "all"):
+            from ftlab.tracking.wandb_backend import WandbBackend
+
+            self.backends.append(WandbBackend(cfg.tracker, run_dir))
+
+    def run_name(self) -> str:
+        t = self.cfg.tracker
+        if self.sweep is not None:
+            return f"{t.run_name or self.sweep.study}-trial-{self.sweep.trial}"
+        return t.run_name or f"{t.experiment}-{datetime.now():%Y%m%d-%H%M%S}"
+
+    def check(self) -> None:
+        """Reach every tracker now; raises ConfigError with one line naming the setting to fix."""
+        for backend in self.backends:
+            info(backend.check())
+
+    def start(self) -> List:
+        """Open the runs; returns their Lightning loggers."""
+        params, tags, name = flatten(self.cfg), run_tags(self.cfg), self.run_name()
+        if self.sweep is not None:
+            params.update({"sweep.study": self.sweep.study, "sweep.trial": self.sweep.trial})
+        loggers = []
+        for backend in self.backends:
+            loggers.append(backend.start(name, params, tags, self.sweep))
+            self.open = True
+            info(backend.where())
+        return loggers
+
+    def finish(self, stats: dict, status: str) -> None:
+        """Final numbers and artifacts, then close the runs. status: FINISHED, FAILED or KILLED."""
+        if not self.open:
+            return
+        self.open = False
+        final = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        files = [self.run_dir / a for a in ARTIFACTS if (self.run_dir / a).exists()]
+        for backend in self.backends:
+            backend.finish(final, files, self.run_dir, status)

@@ -1,0 +1,140 @@
+"""MLflow: a local SQLite store under outputs/ by default (no server), or any tracking server."""
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from lightning.pytorch.loggers import MLFlowLogger
+
+from ftlab.console import log
+from ftlab.errors import ConfigError
+
+# MLflow sets its loggers up on import, at INFO: table migrations and serialization notices on every run.
+# Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings the rest back.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+
+DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+DEFAULT_ARTIFACTS = Path("outputs") / "mlartifacts"  # the embedded store's artifacts, beside it
+
+
+def tracking_uri(tracker) -> str:
+    return tracker.mlflow.uri or DEFAULT_URI
+
+
+@contextmanager
+def quick_failure(seconds: int = 10):
+    """MLflow retries an unreachable server for minutes by default; a pre-flight check should answer fast."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(seconds))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = DEFAULT_ARTIFACTS.resolve().as_uri() if uri == DEFAULT_URI else None  # a server picks its own
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another worker of the sweep created it a moment ago
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_run(uri: str, experiment: str, name: str, tags: dict) -> str:
+    """A new run with MLflow's usual context tags (user, source, git commit) added; returns its id."""
+    from mlflow import MlflowClient
+    from mlflow.tracking.context.registry import resolve_tags
+
+    client = MlflowClient(uri)
+    return client.create_run(experiment_id(client, experiment, uri), run_name=name,
+                             tags=resolve_tags(tags)).info.run_id
+
+
+class _Logger(MLFlowLogger):
+    """Lightning's MLflow logger, except that the run is ftlab's to end (one run spans the validation before,
+    the fit and the validation after), and a tracker failing mid-training costs a warning, not the training."""
+
+    _failed = False
+
+    def finalize(self, status: str) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if self._failed:
+            return
+        try:
+            super().log_metrics(metrics, step)
+        except Exception as e:
+            self._failed = True
+            log.info(f"MLflow: logging failed ({_one_line(e)}); training goes on, every metric stays in "
+                     "logs/metrics.csv")
+
+
+class MlflowBackend:
+    def __init__(self, tracker):
+        self.tracker, self.uri = tracker, tracking_uri(tracker)
+        self.client = self.run_id = None
+
+    def check(self) -> str:
+        from mlflow import MlflowClient
+
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with quick_failure():
+                MlflowClient(self.uri).search_experiments(max_results=1)
+        except Exception as e:
+            raise ConfigError(f"tracker.mlflow.uri={self.uri} cannot be reached ({_one_line(e)}); start the "
+                              "tracking server, fix the URI, or use tracker=none") from None
+        return f"MLflow: {self.uri}, experiment '{self.tracker.experiment}'"
+
+    def start(self, name: str, params: dict, tags: dict, sweep) -> MLFlowLogger:
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        tags = dict(tags)
+        if sweep is not None:
+            tags.update({"ftlab.sweep": sweep.study, "ftlab.trial": str(sweep.trial)})
+            if sweep.mlflow_parent:
+                tags[MLFLOW_PARENT_RUN_ID] = sweep.mlflow_parent
+        self.run_id = start_run(self.uri, self.tracker.experiment, name, tags)
+        self.client = MlflowClient(self.uri)
+        batch = [Param(k, str(v)[:6000]) for k, v in params.items()]  # 6000: MLflow's longest param value
+        for i in range(0, len(batch), 100):  # and at most 100 params per call
+            self.client.log_batch(self.run_id, params=batch[i:i + 100])
+        return _Logger(experiment_name=self.tracker.experiment, tracking_uri=self.uri, run_id=self.run_id)
+
+    def where(self) -> str:
+        return f"MLflow: run {self.run_id} in experiment '{self.tracker.experiment}' ({self.uri})"
+
+    def finish(self, final: dict, files: list, run_dir: Path, status: str) -> None:
+        from mlflow.entities import Metric
+
+        if self.run_id is None:  # never started
+            return
+        try:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in final.items()])
+            for f in files:
+                if f.is_dir():
+                    self.client.log_artifacts(self.run_id, str(f), f.name)
+                else:
+                    self.client.log_artifact(self.run_id, str(f))
+            if self.tracker.mlflow.log_model and status == "FINISHED" and (run_dir / "adapter").is_dir():
+                from ftlab.tracking.mlflow_model import log_model
+
+                log_model(self.uri, self.run_id, run_dir / "adapter")
+        except Exception as e:
+            log.info(f"MLflow: could not log the final results ({_one_line(e)}); they are all in {run_dir}")
+        finally:
+            self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,83 @@
+"""Weights & Biases: offline by default, into <run dir>/wandb, for a later `wandb sync`; online with a key."""
+import netrc
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ftlab.console import log
+from ftlab.errors import ConfigError
+
+_BAD_NAME = re.compile(r"[/\\#?%:]")  # characters W&B refuses in project and entity names
+
+
+def has_api_key() -> bool:
+    """WANDB_API_KEY (where secrets.py also puts tracker.wandb.api_key), or a `wandb login` entry."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class WandbBackend:
+    def __init__(self, tracker, run_dir: Path):
+        self.tracker, self.c, self.run_dir = tracker, tracker.wandb, run_dir
+        self.run = None
+
+    def check(self) -> str:
+        for key in ("project", "entity"):
+            value = getattr(self.c, key)
+            if value is not None and (not value or _BAD_NAME.search(value)):
+                raise ConfigError(f"tracker.wandb.{key}={value!r} is not a valid W&B name; use letters, digits, "
+                                  "- _ and . only")
+        if self.c.mode == "online" and not has_api_key():
+            raise ConfigError("tracker.wandb.mode=online needs an API key: set WANDB_API_KEY (or run `wandb "
+                              "login`), or use tracker.wandb.mode=offline and `wandb sync` later")
+        try:
+            import wandb  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(f"tracker={self.tracker.name} needs the wandb package ({e}); pip install wandb") from None
+        return f"W&B: project '{self.c.project}', {self.c.mode}"
+
+    def start(self, name: str, params: dict, tags: dict, sweep):
+        import wandb
+        from lightning.pytorch.loggers import WandbLogger
+
+        labels = [(f"{k}:{v}" if v else k)[:64] for k, v in tags.items()]  # 64: W&B's longest tag
+        self.run = wandb.init(project=self.c.project, entity=self.c.entity, name=name, mode=self.c.mode,
+                              dir=str(self.run_dir), tags=labels, config=dict(params),
+                              group=sweep.study if sweep else None, job_type="trial" if sweep else "train",
+                              settings=wandb.Settings(silent=True))
+        # Lightning's axis, as its WandbLogger sets when it starts the run itself
+        self.run.define_metric("trainer/global_step")
+        self.run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+        return WandbLogger(experiment=self.run)
+
+    def where(self) -> str:
+        if self.c.mode == "offline":
+            return f"W&B: offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with `wandb sync " \
+                   f"{self.run.dir.rsplit('/files', 1)[0]}`"
+        return f"W&B: {self.c.mode} run {self.run.name}" + (f" at {self.run.url}" if self.run.url else "")
+
+    def finish(self, final: dict, files: list, run_dir: Path, status: str) -> None:
+        import wandb
+
+        if self.run is None:  # never started
+            return
+        try:
+            self.run.summary.update(final)
+            adapter = run_dir / "adapter"
+            if adapter.is_dir() and status == "FINISHED":
+                artifact = wandb.Artifact(f"adapter-{self.run.id}", type="model")
+                artifact.add_dir(str(adapter))
+                self.run.log_artifact(artifact)
+            for f in files:  # the run's files dir is uploaded with the run (wandb.save would only link them)
+                if f.is_file():  # W&B's own config.yaml is taken: ours goes in as ftlab-config.yaml
+                    shutil.copy2(f, Path(self.run.dir) / ("ftlab-config.yaml" if f.name == "config.yaml" else f.name))
+        except Exception as e:
+            log.info(f"W&B: could not log the final results ({type(e).__name__}: {e}); they are all in {run_dir}")
+        finally:
+            self.run.finish(exit_code=0 if status == "FINISHED" else 1)
