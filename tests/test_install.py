@@ -1,6 +1,7 @@
 """A wheel install finds its configs, chat templates and demo data without the source tree (editable installs
 are the rest)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,14 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.mark.slow
 def test_wheel_install_finds_configs_and_assets(tmp_path):
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"),
                             str(ROOT)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
+    # pyproject.toml lists packages by hand; one left out still ships, as data, with this warning, until it doesn't
+    # (config group folders draw the same warning, rightly: they ship as package data)
+    packages = {".".join(p.parent.relative_to(ROOT / "src").parts) for p in (ROOT / "src").rglob("__init__.py")}
+    unlisted = set(re.findall(r"Package '([\w.]+)' is absent", built.stdout + built.stderr))
+    assert packages & unlisted == set()
     (wheel,) = (tmp_path / "dist").glob("ftlab-*.whl")
     site = tmp_path / "site"
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
