@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ftlab.config import FTConfig
-from ftlab.errors import ConfigError
+from ftlab.errors import ConfigError, first_line
 
 _OPS = {"gt": (">", lambda v, b: v > b), "ge": (">=", lambda v, b: v >= b),
         "lt": ("<", lambda v, b: v < b), "le": ("<=", lambda v, b: v <= b)}
@@ -111,7 +111,7 @@ def describe_compose_error(e: Exception) -> str:
 
 def describe_omegaconf_error(e: OmegaConfBaseException) -> str:
     """OmegaConf explains type and key errors over several lines; keep the line that matters and the key."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = first_line(e)
     key = getattr(e, "full_key", None) or ""
     if first.startswith("Key '") and "not in" in first:
         parent = key.rsplit(".", 1)[0] if "." in key else ""

@@ -12,7 +12,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from ftlab.errors import FtlabError
+from ftlab import secrets
+from ftlab.errors import FtlabError, first_line
 
 LOGIN_FIX = "set HF_TOKEN or hub.token, or run `hf auth login`"
 # exception classes, by HTTP client module, that mean the request never got an answer: worth retrying.
@@ -170,8 +171,7 @@ class _Failure:
 
     def __init__(self, endpoint: str, repo_id: str, token: Optional[str], doing: str, again: str):
         self.endpoint, self.repo_id, self.doing, self.again = endpoint, repo_id, doing, again
-        # whichever token was used must never reach a message, even inside a server's error text
-        self.secrets = [s for s in (token, os.environ.get("HF_TOKEN")) if s]
+        self.token = token  # whichever token was used must never reach a message, even in a server's error text
 
     def exhausted(self, reason: str, retries: int) -> str:
         return self._clean(f"could not {self.doing} {self.repo_id}: {self.endpoint} still failing after {retries} "
@@ -204,12 +204,9 @@ class _Failure:
         return self._clean(message)
 
     def _clean(self, message: str) -> str:
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        return message
+        message = secrets.redact(message)  # every token the process holds
+        return message.replace(self.token, secrets.MASK) if self.token else message
 
 
 def _first_line(error: Exception) -> str:
-    """The gist of a library error, whose message often runs over several lines (URL, request id ...)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0].rstrip(".") if lines else type(error).__name__
+    return first_line(error).rstrip(".")  # it goes inside parentheses

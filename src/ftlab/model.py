@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ftlab.console import info
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, first_line
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
           "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
@@ -44,7 +44,7 @@ def _check_reachable(source: str, model_cfg) -> None:
     try:
         AutoConfig.from_pretrained(source, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
     except (OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0][:160]
+        reason = first_line(e, 160)
         raise FtlabError(
             f"could not fetch model '{source}' ({reason}). Connect to the network, export HF_TOKEN if the "
             "model is gated (accept its licence on the Hub first), or set model.path=/local/copy") from None
@@ -227,7 +227,7 @@ def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precisi
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ImportError as e:
-        raise FtlabError(f"quant.bits={quant_cfg.bits} needs bitsandbytes: {str(e).splitlines()[0]}") from None
+        raise FtlabError(f"quant.bits={quant_cfg.bits} needs bitsandbytes: {first_line(e)}") from None
     model.config.use_cache = False  # the KV cache only costs memory in training
     if quant_cfg.bits == 4:
         keep_4bit_trainable_on_cpu(model)
@@ -263,5 +263,5 @@ def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool):
         return get_peft_model(model, config)
     except ValueError as e:
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if "Linear" in type(m).__name__})
-        raise FtlabError(f"lora.target_modules={targets}: {str(e).splitlines()[0]} This model's linear layers: "
+        raise FtlabError(f"lora.target_modules={targets}: {first_line(e)} This model's linear layers: "
                          f"{', '.join(linear)}; e.g. lora.target_modules=[all-linear]") from None

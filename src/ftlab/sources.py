@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, first_line
 
 SPLITS = ("train", "validation", "test")
 # file stems and Hub split names that mean a split; anything else in a folder is training data
@@ -186,7 +186,7 @@ def _read_parquet(path: Path) -> List[tuple]:
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
-        raise FtlabError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+        raise FtlabError(f"{path}: not a readable Parquet file ({first_line(e, 120)})") from None
     return [(f"{path} row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
 
 

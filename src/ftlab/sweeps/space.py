@@ -10,7 +10,7 @@ rejected before any trial starts, in one line naming the key.
 """
 from typing import Dict, List
 
-from ftlab.errors import ConfigError
+from ftlab.errors import ConfigError, first_line
 
 
 def split_arguments(arguments: List[str]) -> tuple:
@@ -46,7 +46,7 @@ def parse(params: Dict[str, str]) -> dict:
         try:
             override = parser.parse_override(f"{key}={text}")
         except HydraException as e:
-            raise ConfigError(f"hydra.sweeper.params.{key}: cannot parse '{text}' ({str(e).splitlines()[0]}); "
+            raise ConfigError(f"hydra.sweeper.params.{key}: cannot parse '{text}' ({first_line(e)}); "
                               "use choice(a,b), interval(lo,hi), tag(log, interval(lo,hi)) or range(lo,hi)") from None
         sweep = override.value()
         where = f"hydra.sweeper.params.{key}={text}"

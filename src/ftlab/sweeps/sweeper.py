@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.errors import ConfigError
+from ftlab.errors import ConfigError, first_line
 from ftlab.sweeps import pruning, report, tracking_parent, workers
 
 log = logging.getLogger("ftlab.sweep")  # its own stdout handler: not into a trial's train.log (see sweep())
@@ -111,7 +111,7 @@ class OptunaSweeper(Sweeper):
             log.info(f"ftlab sweep: trial {trial.number}: {shown} -> {self.objective}={value:.4f} ({seconds:.0f}s)")
             return
         error = result._return_value
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {reason}")
         study.tell(trial, state=TrialState.FAIL)
         log.info(f"ftlab sweep: trial {trial.number}: {shown} FAILED ({type(error).__name__}: {reason})")

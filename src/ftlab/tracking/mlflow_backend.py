@@ -7,7 +7,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import MLFlowLogger
 
 from ftlab.console import log
-from ftlab.errors import ConfigError
+from ftlab.errors import ConfigError, first_line
 
 # MLflow sets its loggers up on import, at INFO: table migrations and serialization notices on every run.
 # Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings the rest back.
@@ -34,8 +34,7 @@ def quick_failure(seconds: int = 10):
 
 
 def _one_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {first_line(error, 200)}"
 
 
 def experiment_id(client, name: str, uri: str) -> str:

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from ftlab.console import log
-from ftlab.errors import ConfigError
+from ftlab.errors import ConfigError, first_line
 
 _BAD_NAME = re.compile(r"[/\\#?%:]")  # characters W&B refuses in project and entity names
 
@@ -78,6 +78,6 @@ class WandbBackend:
                 if f.is_file():  # W&B's own config.yaml is taken: ours goes in as ftlab-config.yaml
                     shutil.copy2(f, Path(self.run.dir) / ("ftlab-config.yaml" if f.name == "config.yaml" else f.name))
         except Exception as e:
-            log.info(f"W&B: could not log the final results ({type(e).__name__}: {e}); they are all in {run_dir}")
+            log.info(f"W&B: could not log the final results ({type(e).__name__}: {first_line(e)}); they are all in {run_dir}")
         finally:
             self.run.finish(exit_code=0 if status == "FINISHED" else 1)
