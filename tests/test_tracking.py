@@ -210,3 +210,16 @@ def test_sweep_trials_nest_under_one_parent_run(workdir, cache_dir):
         (run,) = [r.run for r in wandb_records(workdir / "outputs" / "sweeps" / "lora" / f"trial-{n}")
                   if r.WhichOneof("record_type") == "run"]
         assert (run.run_group, run.job_type, run.display_name) == ("lora", "trial", f"lora-trial-{n}")
+
+
+def test_an_interrupted_run_is_closed_as_killed(workdir, tiny):
+    from mlflow import MlflowClient
+
+    from ftlab import compose
+    from test_train import InterruptedRun  # Ctrl+C at step 3
+
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        InterruptedRun(compose(tiny + ["trainer.max_steps=6", "trainer.log_every_n_steps=1", "tracker=mlflow"])).run()
+    client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])
+    assert run.info.status == "KILLED" and len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1

@@ -239,8 +239,9 @@ class FineTune:
             raise
         finally:
             if self.trackers is not None and self.trackers.open:  # ended by an error or Ctrl+C
-                self.trackers.finish(self.stats, "KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt)
-                                     else "FAILED")
+                # Lightning turns Ctrl+C during fit into sys.exit(1), after its own clean shutdown
+                stopped = isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit))
+                self.trackers.finish(self.stats, "KILLED" if stopped else "FAILED")
 
     def _run(self) -> dict:
         self._save_config()
