@@ -1,4 +1,4 @@
-# make demo: set up .venv and run the default fine-tune.  make test: set up .venv and run every test.
+# make demo: set up .venv, run the default fine-tune and score it against the base model.  make test: set up .venv and run every test.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m ftlab
+	$(BIN)/python -m ftlab eval.after_train=true
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu" tests

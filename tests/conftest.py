@@ -32,10 +32,36 @@ def tiny(cache_dir):
             "trainer.precision=32-true", "trainer.checkpoint_every_n_steps=2", f"cache_dir={cache_dir}"]
 
 
-def run_cli(*args, cwd: Path, env_extra=None) -> subprocess.CompletedProcess:
+def run_cli(*args, cwd: Path, env_extra=None, module: str = "ftlab", stdin: str = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "ftlab", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, input=stdin)
+
+
+def train_tiny(run_dir: Path, cache_dir: Path, *overrides) -> Path:
+    """A finished tiny run with an adapter that moved (30 steps at a high rate), and a test split of 6 rows."""
+    from ftlab import FineTune, compose
+
+    FineTune(compose(["model=tiny", f"data.path={CHAT}", "data.val_size=6", "data.test_size=6",
+                      "data.batch_size=4", "trainer.max_steps=30", "optim.lr=3e-3", "trainer.precision=32-true",
+                      "trainer.checkpoint_every_n_steps=1000", f"cache_dir={cache_dir}", *overrides]),
+             run_dir=run_dir).run()
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, cache_dir) -> Path:
+    """One finished tiny run for the tests that use a run (infer, evaluate, export); they must not write into it
+    (each test that does works on a copy: see `fresh_run`)."""
+    return train_tiny(tmp_path_factory.mktemp("trained") / "run", cache_dir)
+
+
+@pytest.fixture
+def fresh_run(trained, tmp_path) -> Path:
+    """A copy of the trained run that a test may write reports and exports into."""
+    import shutil
+
+    return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
 def run_dirs(root: Path) -> list:

@@ -1,11 +1,12 @@
-"""A fake Hugging Face Hub on 127.0.0.1: just the HTTP API huggingface_hub uses to check a token, create a repo
-and commit small files, so pushes are tested without the network.
+"""A fake Hugging Face Hub on 127.0.0.1: just the HTTP API huggingface_hub uses to check a token, create a repo,
+commit small files and download them again, so pushes and `run=<Hub id>` are tested without the network.
 
 It records every request and the files each commit carries, and can be told to fail: the first N commits with
 a status (e.g. 503), or every request with one (401: a bad token). Use the `fake_hub` fixture:
 `from hubserver import fake_hub  # noqa: F401` in a test module.
 """
 import base64
+import hashlib
 import json
 import re
 import threading
@@ -90,6 +91,16 @@ def route(hub: FakeHub, method: str, path: str, body: bytes):
                                for f in files]}
     if method == "POST" and (m := re.fullmatch(REPO + r"/commit/[^/]+", path)):
         return commit(hub, m["repo"], body)
+    if method == "GET" and (m := re.fullmatch(REPO + r"/tree/[^/]+", path)):  # snapshot_download's file list
+        if m["repo"] not in hub.repos:
+            return 404, {"error": "Repository not found"}
+        return 200, [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                     for name, data in sorted(hub.files.items())]
+    if method == "GET" and (m := re.fullmatch(REPO + r"(/revision/[^/]+)?", path)):
+        if m["repo"] not in hub.repos:
+            return 404, {"error": "Repository not found"}
+        return 200, {"id": m["repo"], "sha": COMMIT_OID, "private": hub.repos[m["repo"]]["private"],
+                     "siblings": [{"rfilename": name} for name in sorted(hub.files)]}
     return 404, {"error": f"fake hub: no route for {method} {path}"}
 
 
@@ -120,6 +131,24 @@ def commit(hub: FakeHub, repo_id: str, body: bytes):
                  "pullRequestUrl": None}
 
 
+def send_file(handler: BaseHTTPRequestHandler, hub: FakeHub, repo_id: str, name: str) -> None:
+    """A file download (`/{repo}/resolve/{revision}/{path}`), with the headers huggingface_hub's cache keys on."""
+    data = hub.files.get(name) if repo_id in hub.repos else None
+    if data is None:
+        handler.send_response(404)
+        handler.send_header("X-Error-Code", "EntryNotFound" if repo_id in hub.repos else "RepositoryNotFound")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return
+    handler.send_response(200)
+    handler.send_header("X-Repo-Commit", COMMIT_OID)
+    handler.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    if handler.command == "GET":
+        handler.wfile.write(data)
+
+
 def make_handler(hub: FakeHub):
     class Handler(BaseHTTPRequestHandler):
         def handle_any(self):
@@ -127,6 +156,9 @@ def make_handler(hub: FakeHub):
             path = self.path.split("?", 1)[0]
             with hub.lock:
                 hub.requests.append(Request(self.command, path, self.headers.get("Authorization"), body))
+                download = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/[^/]+/(?P<name>.+)", path)
+                if download and not hub.reject_all:
+                    return send_file(self, hub, download["repo"], download["name"])
                 status, payload = route(hub, self.command, path, body)
             json_body(self, status, payload)
 

@@ -112,7 +112,8 @@ def test_dropped_examples_are_counted(workdir, tiny):
     ft.prepare_data()
     rows = len(CHAT.read_text().splitlines())
     assert ft.stats["dropped_examples"] > 0
-    assert ft.stats["train_examples"] + ft.stats["val_examples"] + ft.stats["dropped_examples"] == rows
+    assert ft.stats["train_examples"] + ft.stats["val_examples"] + ft.stats["test_examples"] + \
+        ft.stats["dropped_examples"] == rows
 
 
 

@@ -49,7 +49,8 @@ def carded(run_dir) -> Path:
 
 def pushed_files(run: Path) -> dict:
     files = {name: data for name, data in ADAPTER.items() if name != "README.md"}
-    return dict(files, **{"README.md": (run / "README.md").read_bytes()})
+    return dict(files, **{"README.md": (run / "README.md").read_bytes(),
+                          "ftlab_config.yaml": (run / ".hydra" / "config.yaml").read_bytes()})
 
 
 def one_line(error: Exception) -> str:

@@ -182,7 +182,8 @@ def test_skip_bad_rows_counts_them_and_prints_the_first_reasons(tmp_path, capsys
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(lines) + "\n")
     ft = prepare(tmp_path, f"data.path={path}", "data.skip_bad_rows=true")
-    assert ft.stats["skipped_rows"] == 3 and ft.stats["train_examples"] + ft.stats["val_examples"] == 17
+    assert ft.stats["skipped_rows"] == 3
+    assert ft.stats["train_examples"] + ft.stats["val_examples"] + ft.stats["test_examples"] == 17
     out = capsys.readouterr().out
     assert "skipped 3 bad rows (data.skip_bad_rows=true); first: " in out
     assert "d.jsonl:5: not valid JSON" in out and "d.jsonl:8: column 'answer' is an empty string" in out

@@ -8,6 +8,8 @@ A run dir holds, once training finished:
   loss.png                     training and validation loss curves
   metrics.json                 the run's numbers, versions and provenance
   train.log                    the console output, timestamped
+  eval/                        evaluation report (eval.after_train=true or ftlab.evaluate; later ones eval-2/ ...)
+  merged/                      the merged model, after ftlab.export
 """
 import itertools
 import json
@@ -97,6 +99,15 @@ def write_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list) -> None:
+    """One JSON object per line, written atomically like write_json."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     os.replace(tmp, path)
 
 

@@ -35,6 +35,11 @@ METRICS = [
     ("tokens_seen", "tokens seen", "{:,}"),
     ("tokens_per_second", "tokens per second", "{:,.1f}"),
     ("train_seconds", "training time (s)", "{:,.1f}"),
+    # with eval.after_train=true: held-out answers of the base model and of this adapter (ftlab.evaluate)
+    ("base_eval_exact_match", "exact match, base model", "{:.1%}"),
+    ("eval_exact_match", "exact match, with this adapter", "{:.1%}"),
+    ("base_eval_rouge_l", "ROUGE-L, base model", "{:.1%}"),
+    ("eval_rouge_l", "ROUGE-L, with this adapter", "{:.1%}"),
 ]
 
 
@@ -155,4 +160,7 @@ messages = [{{"role": "user", "content": "Hello!"}}]
 inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=64)[0], skip_special_tokens=True))
 ```
+
+With ftlab installed, `python -m ftlab.infer run={repo} prompt="Hello!"` loads the base model as it was trained
+(from the `ftlab_config.yaml` beside the adapter) and renders the prompt exactly as training did.
 """

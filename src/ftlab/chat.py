@@ -70,15 +70,12 @@ def tokenize_conversation(tokenizer, messages: List[dict], max_len: int, where: 
 
 
 def _encode(tokenizer, text: str, bounds: set) -> tuple:
-    """Token ids and character offsets of `text`. Usually one pass; but where a template's markers are plain
-    text in this vocabulary, a token can straddle the end of a turn (SmolLM2 merges the "|><" of
-    "<|eot_id|><|start_header_id|>"), so the pieces between span boundaries are encoded one by one: no token
-    then mixes a label with context, and the answer starts on a token boundary, as it does at inference."""
+    """Token ids and character offsets of `text`, encoded piece by piece between the span boundaries. Then the
+    text before each answer is tokenized exactly as an inference prompt ending there is (tokenizers treat the end
+    of a text differently: SmolLM2 makes "\n\n" one token at the end of a prompt but two before "26"), the
+    answer starts on a token boundary as it does when generated, and no token mixes a label with context (where
+    a template's markers are plain text, SmolLM2 would merge the "|><" of "<|eot_id|><|start_header_id|>")."""
     # the template already wrote BOS and friends into the text, so the tokenizer must not add them again
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    if not any(s < b < e for s, e in offsets for b in bounds):
-        return ids, offsets
     ids, offsets = [], []
     cuts = sorted({0, len(text), *bounds})
     for a, b in zip(cuts, cuts[1:]):
@@ -86,3 +83,29 @@ def _encode(tokenizer, text: str, bounds: set) -> tuple:
         ids += piece["input_ids"]
         offsets += [(a + s, a + e) for s, e in piece["offset_mapping"]]
     return ids, offsets
+
+
+def prompt_ids(tokenizer, messages: List[dict], where: str = "prompt", train_on: str = "assistant") -> tuple:
+    """(text, token ids) of the prompt that asks for the next assistant turn after `messages`, tokenized exactly
+    as tokenize_conversation tokenizes the same text in training (split at the same turn boundaries), so the
+    model sees at inference the tokens it learned from."""
+    text = _render(tokenizer, messages, True, where)
+    bounds = set()
+    if any(m["role"] == "assistant" for m in messages) and train_on != "all":
+        _, spans = supervised_spans(tokenizer, messages, where, train_on)
+        bounds = {b for span in spans for b in span if b < len(text)}
+    ids, _ = _encode(tokenizer, text, bounds)
+    return text, ids
+
+
+def end_of_turn(tokenizer) -> str:
+    """The text the chat template closes an assistant turn with (<|im_end|>, <|eot_id|> ...), found the same way
+    supervised_spans finds it; generation stops there. "" when the template writes none."""
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    prefix = _render(tokenizer, probe[:1], True, "the chat template")
+    turn = _render(tokenizer, probe, False, "the chat template")[len(prefix):]
+    after = turn[turn.find("ok") + 2:] if "ok" in turn else ""
+    specials = [s for s in tokenizer.all_special_tokens if s and s in after]
+    if specials:
+        return max(specials, key=lambda s: after.rfind(s) + len(s))
+    return after.strip()

@@ -19,12 +19,12 @@ def _show(value) -> str:
     return "null" if value is None else str(value)
 
 
-def _field_errors(node, prefix: str):
+def field_errors(node, prefix: str):
     """Yield a message for each declared constraint that `node` (a schema dataclass) breaks."""
     for f in dataclasses.fields(node):
         key, value, meta = f"{prefix}{f.name}", getattr(node, f.name), f.metadata
         if dataclasses.is_dataclass(value):
-            yield from _field_errors(value, key + ".")
+            yield from field_errors(value, key + ".")
             continue
         hint = f"; e.g. {meta['example']}" if "example" in meta else ""
         if "choices" in meta and value not in meta["choices"]:
@@ -84,7 +84,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         obj = OmegaConf.to_object(typed)
     except OmegaConfBaseException as e:
         raise ConfigError(describe_omegaconf_error(e)) from None
-    problems = list(_field_errors(obj, "")) + list(_combination_errors(obj))
+    problems = list(field_errors(obj, "")) + list(_combination_errors(obj))
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     OmegaConf.set_readonly(typed, True)

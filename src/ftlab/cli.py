@@ -93,6 +93,10 @@ def precheck_sweep(args) -> None:
     if cfg.hydra.sweeper._target_.endswith("FtlabOptunaSweeper"):
         sweeper.check_settings(cfg.hydra.sweeper)
         space.parse({**cfg.hydra.sweeper.params, **swept})
+        objective = cfg.hydra.sweeper.objective
+        if objective.startswith(("eval_", "base_eval_")) and not cfg.eval.after_train:
+            raise ConfigError(f"hydra.sweeper.objective={objective} is a score of the evaluation after training; "
+                              "add eval.after_train=true (and a test split, e.g. data.test_size=0.1)")
         if cfg.hydra.sweeper.pruner.name != "none" and cfg.trainer.val_every_n_steps == 0:
             raise ConfigError(f"hydra.sweeper.pruner.name={cfg.hydra.sweeper.pruner.name} prunes on intermediate "
                               "validation losses; set trainer.val_every_n_steps, e.g. trainer.val_every_n_steps=5")

@@ -215,6 +215,39 @@ class HubConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """How answers are generated, by inference, evaluation and the MLflow model; saved with each run."""
+
+    max_new_tokens: int = opt(256, gt=0, example="generation.max_new_tokens=64")
+    """Longest answer, in tokens; generation also stops at the chat template's end-of-turn marker."""
+    do_sample: bool = False
+    """false: greedy (always the likeliest token; the same answer every time). true: sample, seeded by `seed`."""
+    temperature: float = opt(0.7, gt=0, example="generation.temperature=0.7")
+    """Sampling only: below 1 sharpens the distribution, above 1 flattens it."""
+    top_p: float = opt(0.9, gt=0, le=1)
+    """Sampling only: draw from the smallest set of tokens whose probabilities add up to this (nucleus)."""
+    top_k: int = opt(50, ge=0)
+    """Sampling only: draw from the k likeliest tokens; 0 turns the limit off."""
+    repetition_penalty: float = opt(1.0, gt=0)
+    """Above 1 discourages tokens already in the text; 1 is off."""
+    batch_size: int = opt(8, gt=0, example="generation.batch_size=16")
+    """Prompts generated together (left-padded); more is faster until memory runs out."""
+
+
+@dataclass
+class EvalConfig:
+    after_train: bool = opt(False, example="eval.after_train=true")
+    """Evaluate at the end of training: scores go to metrics.json (eval_*) and the trackers, and a sweep may
+    optimize one (hydra.sweeper.objective=eval_rouge_l hydra.sweeper.direction=maximize)."""
+    split: str = opt("test", choices=["test", "validation"], example="eval.split=validation")
+    """Data split whose last assistant turns are the references (data.test_size or data.test_path make one)."""
+    max_examples: int = opt(0, ge=0, example="eval.max_examples=100")
+    """Evaluate only the first N examples of the split; 0: all of them."""
+    compare_base: bool = True
+    """Also score the base model, adapter switched off, on the same examples: the report shows both."""
+
+
+@dataclass
 class OptimConfig:
     name: str = opt("adamw", choices=["adamw", "adamw_8bit"])
     """Optimizer. adamw_8bit keeps its state in 8 bits (bitsandbytes)."""
@@ -265,6 +298,8 @@ class FTConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = opt(42, ge=0)
@@ -273,6 +308,51 @@ class FTConfig:
     """Continue an interrupted run from its last checkpoint: its run dir, or `last` for the newest."""
     cache_dir: str = "~/.cache/ftlab"
     """Where converted models (GGUF, random init) and tokenized data are cached between runs."""
+
+
+# ── options of the commands that use a finished run: python -m ftlab.infer | ftlab.evaluate | ftlab.export ──
+# Each also takes run-config keys (generation.*, eval.*, quant=4bit, data.test_path=...) over the run's saved config.
+
+RUN_DOC_EXAMPLE = "run=outputs/2026-11-24/10-00-00"
+
+
+@dataclass
+class InferOptions:
+    """With neither `prompt` nor `input`, ftlab.infer chats interactively (/reset clears, /exit or Ctrl+D ends)."""
+
+    run: str = opt(example=RUN_DOC_EXAMPLE)
+    """A run dir, an adapter dir, the Hub id of a pushed adapter, or a plain model (dir or Hub id) to use alone."""
+    prompt: Optional[str] = opt(None, example='prompt="Order 12 shipped on May 3, 2001."')
+    """One prompt; its answer is printed to stdout."""
+    system: Optional[str] = None
+    """System prompt for `prompt`, interactive chat and prompts-file lines that bring none."""
+    input: Optional[str] = opt(None, example="input=prompts.jsonl")
+    """JSONL of prompts, one per line: {"prompt": ...}, {"messages": [...]}, or rows in the run's data columns."""
+    output: Optional[str] = None
+    """JSONL of answers to `input`, one line per input line; null: <input>-outputs.jsonl beside it (never over
+    an existing file)."""
+    base_only: bool = False
+    """Answer with the run's base model alone (same chat template, adapter not loaded), for comparison."""
+
+
+@dataclass
+class EvaluateOptions:
+    run: str = opt(example=RUN_DOC_EXAMPLE)
+    """A run dir, or an adapter (dir or Hub id) with ftlab's saved config; data.* keys may point at other data."""
+    output: Optional[str] = None
+    """Report folder; null: <run dir>/eval (eval-2, eval-3 ... once taken), outputs/eval/DATE/TIME without one."""
+
+
+@dataclass
+class ExportOptions:
+    run: str = opt(example=RUN_DOC_EXAMPLE)
+    """A run dir or an adapter (dir or Hub id) whose adapter is merged into its base model."""
+    output: Optional[str] = opt(None, example="output=exports/smollm2-dates")
+    """Folder for the merged model (must not exist yet); null: <run dir>/merged."""
+    dtype: str = opt("auto", choices=["auto"] + DTYPES)
+    """Dtype of the saved weights. auto: the base checkpoint's own (float32 if it names none)."""
+    check: bool = True
+    """Reload the saved model with plain transformers and compare its logits to the adapter model's."""
 
 
 def register() -> None:

@@ -18,26 +18,31 @@ from ftlab.secrets import Redact
 log = logging.getLogger("ftlab")
 
 
-class _Stdout(logging.StreamHandler):
-    """Writes to whatever sys.stdout is at the time (pytest and notebooks swap it), not the one at set-up."""
+class _Stream(logging.StreamHandler):
+    """Writes to whatever sys.stdout (or stderr) is at the time (pytest and notebooks swap them), not the one at
+    set-up."""
+
+    def __init__(self, name: str = "stdout"):
+        self.name_of_stream = name
+        super().__init__()
 
     @property
     def stream(self):
-        return sys.stdout
+        return getattr(sys, self.name_of_stream)
 
     @stream.setter
     def stream(self, _value):
         pass
 
 
-def setup_logging(run_dir: Optional[Path] = None) -> None:
-    """Messages to stdout and, for a run, to its train.log."""
+def setup_logging(run_dir: Optional[Path] = None, stream: str = "stdout") -> None:
+    """Messages to stdout (or stderr, for commands whose stdout is their answer) and, for a run, to its train.log."""
     log.setLevel(logging.INFO)
     log.propagate = False
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
-    console = _Stdout()
+    console = _Stream(stream)
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [console]
     if run_dir is not None:
@@ -69,11 +74,8 @@ def quiet_libraries() -> None:
 class Stages:
     """Prints `[k/n] name ...` and, when the next stage starts, how long the last one took."""
 
-    NAMES = ("Checking model source and access", "Loading tokenizer and data", "Loading base model",
-             "Adding LoRA adapters", "Training", "Saving artifacts")
-
-    def __init__(self, publish: bool = False):
-        self.names = self.NAMES + (("Publishing to the Hub",) if publish else ())
+    def __init__(self, names):
+        self.names = tuple(names)
         self.started = None
 
     def start(self, name: str, detail: str = "") -> None:

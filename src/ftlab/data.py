@@ -107,7 +107,8 @@ def describe(prepared: Prepared, rows: List[dict], data_cfg, seed: int) -> dict:
     else:
         info(f"padding: {unpacked:.0%} of batch tokens (data.packing=true would make it {packed:.0%})")
     return dict(data_format=prepared.format, train_examples=len(train.items),
-                val_examples=len(splits["validation"].items), dropped_examples=dropped,
+                val_examples=len(splits["validation"].items),
+                test_examples=len(splits["test"].items) if "test" in splits else 0, dropped_examples=dropped,
                 skipped_rows=len(prepared.skipped), tokens_per_example=round(train.tokens / len(train.items), 1),
                 tokens_per_row=round(train.tokens / len(rows), 1),
                 padding_fraction=round(packed if c.packing else unpacked, 4))

@@ -27,12 +27,16 @@ from ftlab.sweeps.trial import Pruning
 
 
 class FineTune:
+    STAGES = ("Checking model source and access", "Loading tokenizer and data", "Loading base model",
+              "Adding LoRA adapters", "Training", "Saving artifacts")
+
     def __init__(self, cfg: DictConfig, run_dir: Optional[Path] = None, command: Optional[str] = None):
         setup()
         self.cfg = validate(secrets.take_from_config(cfg))  # tokens move to the environment, out of every file
         self.run_dir = Path(run_dir) if run_dir is not None else None  # made by run(): outputs/DATE/TIME
         self.command = command  # what the user typed, for the model card; None: the --rerun command
-        self.stages = Stages(publish=self.cfg.hub.push)
+        self.stages = Stages(self.STAGES + (("Evaluating",) if self.cfg.eval.after_train else ())
+                             + (("Publishing to the Hub",) if self.cfg.hub.push else ()))
         self.trackers = None  # tracking.Trackers, made by run()
         self.precision, self._precision_why = model.resolve_precision(self.cfg.trainer.precision,
                                                                       self.cfg.trainer.accelerator)
@@ -93,6 +97,7 @@ class FineTune:
         entry = cache.entry(self.cfg.cache_dir, cache.key(c, self.cfg.seed, source.fingerprint, self.tokenizer,
                                                           stages)) if c.cache else None
         prepared = cache.load(entry) if entry else None
+        self.stats["data_fingerprint"] = source.fingerprint  # evaluation later checks the data is unchanged
         if prepared is not None:
             info(f"tokenized data: from the cache ({entry}); nothing re-read")
             if prepared.format:
@@ -112,6 +117,11 @@ class FineTune:
         """Tokenized splits (tokenize_data) into training rows, packed if asked, served by a LightningDataModule."""
         c = self.cfg.data
         self.prepared = self.tokenize_data()
+        split = self.cfg.eval.split
+        if self.cfg.eval.after_train and not self.prepared.splits.get(split, data.Split()).items:
+            raise FtlabError(f"eval.after_train=true scores the {split} split, and this data has no {split} rows; "
+                             + ("set data.test_size=0.1 or data.test_path=FILE, or eval.split=validation"
+                                if split == "test" else "set data.val_size or data.val_path"))
         train = self.prepared.splits["train"].items
         rows = batching.pack(train, c.max_seq_len) if c.packing else train
         self.stats.update(data.describe(self.prepared, rows, c, self.cfg.seed))
@@ -201,6 +211,20 @@ class FineTune:
         artifacts.write_json(self.run_dir / "metrics.json", self.stats)
         artifacts.plot_losses(self.run_dir)
 
+    def evaluate(self) -> dict:
+        """Score the tuned model and its base on eval.split (evaluate.py) into <run dir>/eval; the numbers join
+        metrics.json and the trackers as eval_* and base_eval_*."""
+        from ftlab import evaluate, report
+
+        self.model.eval()
+        self.model.config.use_cache = True  # generation needs the KV cache training switched off
+        doc = evaluate.evaluate(self.model, self.tokenizer, self.cfg, self.run_dir / "eval", str(self.run_dir),
+                                adapter=True)
+        console.log.info(report.table(doc))
+        self.stats.update(report.flat(doc))
+        artifacts.write_json(self.run_dir / "metrics.json", self.stats)
+        return doc
+
     def check_access(self) -> None:
         """Reach the trackers and, when pushing, the Hub now: a wrong URI or token fails in seconds."""
         self.trackers = tracking.Trackers(self.cfg, self.run_dir)
@@ -270,6 +294,9 @@ class FineTune:
         self.train()
         self.stages.start("Saving artifacts", str(self.run_dir))
         self.save()
+        if self.cfg.eval.after_train:
+            self.stages.start("Evaluating", f"{self.cfg.eval.split} split, base model vs tuned")
+            self.evaluate()
         info(f"model card: {self.write_card()}")
         self.trackers.finish(self.stats, "FINISHED")
         if self.cfg.hub.push:

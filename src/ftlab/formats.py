@@ -45,7 +45,9 @@ def detect(keys, columns, where: str) -> str:
 def to_messages(row: dict, where: str, fmt: str, columns, system_prompt: Optional[str]) -> List[dict]:
     """One row to messages, or FtlabError naming the row, the column and the fix."""
     if fmt == "conversation":
-        messages = _conversation(row, where, columns)
+        messages = conversation_turns(row, where, columns)
+        if not any(m["role"] == "assistant" for m in messages):
+            raise FtlabError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
     else:
         system = _text(row, columns.system, where, optional=True)
         if fmt == "qa":
@@ -80,7 +82,8 @@ def _text(row: dict, column: str, where: str, key: str = "", optional: bool = Fa
     return value
 
 
-def _conversation(row: dict, where: str, columns) -> List[dict]:
+def conversation_turns(row: dict, where: str, columns) -> List[dict]:
+    """The checked {role, content} turns of a conversation row (roles mapped to system/user/assistant)."""
     column = conversation_column(row, columns)
     if column is None:
         wanted = columns.messages or "conversations' or 'messages"
@@ -107,6 +110,4 @@ def _conversation(row: dict, where: str, columns) -> List[dict]:
         if not content.strip():
             raise FtlabError(f"{at}: '{content_key}' is an empty string; fill it in or drop the turn")
         messages.append({"role": ROLE_NAMES[role], "content": content})
-    if not any(m["role"] == "assistant" for m in messages):
-        raise FtlabError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
     return messages

@@ -1,36 +1,96 @@
-"""Answering prompts with a trained adapter: loading it with its base model, and greedy batched generation.
-
-Prompts are rendered by the chat template saved with the adapter (the one training used), as text and
-then tokenized without extra special tokens, exactly as chat.py renders training examples.
+"""Answers to conversations: prompts rendered and tokenized as in training (chat.prompt_ids), generated in
+left-padded batches with the run's `generation` settings, stopped at the template's end-of-turn marker.
 """
-from pathlib import Path
-from typing import List
+import sys
+import time
+from dataclasses import dataclass
+from typing import List, Optional
 
 import torch
 
-
-def load(adapter_dir: Path):
-    """(model, tokenizer) of a saved adapter; the base model comes from its adapter_config.json
-    (base_model_name_or_path: a Hub id, or the local path training loaded it from)."""
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir)
-    return model.eval(), tokenizer
+from ftlab.chat import end_of_turn, prompt_ids
 
 
-def answers(model, tokenizer, conversations: List[List[dict]], max_new_tokens: int = 128,
-            batch_size: int = 16) -> List[str]:
-    """The model's reply to each conversation (the messages so far, ending with a user turn)."""
-    tokenizer.padding_side = "left"  # generation continues from the right edge of every prompt
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = []
-    for i in range(0, len(conversations), batch_size):
-        prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                   for c in conversations[i:i + batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        out += tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+@dataclass
+class Answer:
+    prompt: str
+    """The exact text the model continued: the conversation through the chat template, generation prompt added."""
+    output: str
+    """The reply, end-of-turn marker and surrounding whitespace removed."""
+    new_tokens: int
+
+
+def settings(gen_cfg) -> dict:
+    """The generation settings that shaped an answer, as recorded beside it (sampling knobs only when sampling)."""
+    out = {"max_new_tokens": gen_cfg.max_new_tokens, "do_sample": gen_cfg.do_sample,
+           "repetition_penalty": gen_cfg.repetition_penalty}
+    if gen_cfg.do_sample:
+        out.update(temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=gen_cfg.top_k)
     return out
+
+
+def _generation_config(model, tokenizer, gen_cfg, marker: str):
+    from transformers import GenerationConfig
+
+    # a fresh GenerationConfig, not the model's: its file may switch sampling on or set a temperature of its own
+    stop = {tokenizer.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))}
+    marker_id = tokenizer.convert_tokens_to_ids(marker) if marker else None
+    if marker_id is not None and marker_id != tokenizer.unk_token_id:
+        stop.add(marker_id)
+    kwargs = dict(settings(gen_cfg), pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop - {None}))
+    if marker and marker_id in (None, tokenizer.unk_token_id):  # a marker this vocabulary spells as text
+        kwargs["stop_strings"] = [marker]
+    return GenerationConfig(**kwargs)
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def answers(model, tokenizer, conversations: List[List[dict]], gen_cfg, seed: int = 0, train_on: str = "assistant",
+            progress: bool = False, streamer=None) -> List[Answer]:
+    """The model's reply to each conversation (the messages so far, ending with a user turn), in order."""
+    marker = end_of_turn(tokenizer)
+    config = _generation_config(model, tokenizer, gen_cfg, marker)
+    extra = {"tokenizer": tokenizer} if config.stop_strings else {}
+    device = next(model.parameters()).device
+    prompts = [prompt_ids(tokenizer, c, f"prompt {i + 1}", train_on) for i, c in enumerate(conversations)]
+    torch.manual_seed(seed)  # sampling draws from the global generator
+    bar = _progress(len(prompts)) if progress and len(prompts) > gen_cfg.batch_size else None
+    out, started, generated = [], time.perf_counter(), 0
+    for i in range(0, len(prompts), gen_cfg.batch_size):
+        batch = prompts[i:i + gen_cfg.batch_size]
+        width = max(len(ids) for _, ids in batch)
+        # left padding: every prompt ends at the right edge, where generation continues
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for _, ids in batch])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch])
+        with torch.no_grad():
+            result = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                    generation_config=config, streamer=streamer, use_cache=True, **extra)
+        for (text, _), row in zip(batch, result[:, width:].tolist()):
+            new = _until_stop(row, config.eos_token_id, tokenizer.pad_token_id)
+            generated += len(new)
+            reply = tokenizer.decode(new, skip_special_tokens=True)
+            if marker and marker in reply:
+                reply = reply[:reply.index(marker)]
+            out.append(Answer(text, reply.strip(), len(new)))
+        if bar is not None:
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{generated / (time.perf_counter() - started):.0f} tok/s")
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _until_stop(row: List[int], stop: List[int], pad: Optional[int]) -> List[int]:
+    """New tokens up to (not including) the first stop token; the rest of a finished row is padding."""
+    for j, token in enumerate(row):
+        if token in stop or token == pad:
+            return row[:j]
+    return row
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="generating", unit="prompt", file=sys.stderr, dynamic_ncols=True)

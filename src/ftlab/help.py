@@ -64,7 +64,12 @@ def render() -> str:
     lines = [USAGE, "config groups (group=option; the first listed in conf/config.yaml is the default):"]
     lines += [f"  {g}: {', '.join(sorted(f.stem for f in (conf / g).glob('*.yaml')))}" for g in groups]
     lines += ["", "options (key=default {choices}), declared in src/ftlab/config.py:"]
-    options = list(_options(config.FTConfig, "", _docs()))
-    width = max(len(name) for name, _ in options) + 2
-    lines += [f"{name:<{width}}{doc}" for name, doc in options]
+    lines += option_lines(config.FTConfig)
     return "\n".join(lines)
+
+
+def option_lines(schema) -> list:
+    """`  key=default {choices}  doc` for every option of a schema dataclass, aligned."""
+    options = list(_options(schema, "", _docs()))
+    width = max(len(name) for name, _ in options) + 2
+    return [f"{name:<{width}}{doc}" for name, doc in options]

@@ -81,7 +81,8 @@ def _api(token: Optional[str]):
 
 
 def _files_to_push(run_dir: Path) -> List[Tuple[Path, str]]:
-    """(local file, path in repo): adapter/* at the root, and the run's card as README.md."""
+    """(local file, path in repo): adapter/* at the root, the run's card as README.md, and its config as
+    ftlab_config.yaml, from which `python -m ftlab.infer run=<repo id>` rebuilds the base model as trained."""
     adapter, card = run_dir / "adapter", run_dir / "README.md"
     if not adapter.is_dir():
         raise PublishError(f"nothing to push: {adapter} is missing; push a finished run's dir (it has adapter/)")
@@ -92,7 +93,8 @@ def _files_to_push(run_dir: Path) -> List[Tuple[Path, str]]:
              if p.is_file() and p.relative_to(adapter).as_posix() != "README.md"]
     if not files:
         raise PublishError(f"nothing to push: {adapter} holds no files")
-    return files + [(card, "README.md")]
+    config = run_dir / ".hydra" / "config.yaml"
+    return files + [(card, "README.md")] + ([(config, "ftlab_config.yaml")] if config.is_file() else [])
 
 
 def _operations(files: List[Tuple[Path, str]]) -> list:

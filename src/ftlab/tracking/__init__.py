@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab import secrets
 from ftlab.console import info
-ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log")
+ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log", "eval")
 
 
 def flatten(cfg: DictConfig) -> dict:

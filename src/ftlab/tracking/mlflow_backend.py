@@ -132,7 +132,7 @@ class MlflowBackend:
             if self.tracker.mlflow.log_model and status == "FINISHED" and (run_dir / "adapter").is_dir():
                 from ftlab.tracking.mlflow_model import log_model
 
-                log_model(self.uri, self.run_id, run_dir / "adapter")
+                log_model(self.uri, self.run_id, run_dir)
         except Exception as e:
             log.info(f"MLflow: could not log the final results ({_one_line(e)}); they are all in {run_dir}")
         finally:

@@ -77,6 +77,8 @@ class WandbBackend:
             for f in files:  # the run's files dir is uploaded with the run (wandb.save would only link them)
                 if f.is_file():  # W&B's own config.yaml is taken: ours goes in as ftlab-config.yaml
                     shutil.copy2(f, Path(self.run.dir) / ("ftlab-config.yaml" if f.name == "config.yaml" else f.name))
+                elif f.name != "adapter":  # the evaluation report (the adapter went in as an artifact)
+                    shutil.copytree(f, Path(self.run.dir) / f.name, dirs_exist_ok=True)
         except Exception as e:
             log.info(f"W&B: could not log the final results ({type(e).__name__}: {first_line(e)}); they are all in {run_dir}")
         finally:

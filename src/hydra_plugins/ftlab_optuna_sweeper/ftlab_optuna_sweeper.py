@@ -46,7 +46,8 @@ class FtlabOptunaSweeperConf:
     direction: str = "minimize"
     """minimize or maximize `objective`."""
     objective: str = "val_loss_after"
-    """The metrics.json value a trial reports (validation loss after training by default)."""
+    """The metrics.json value a trial reports: val_loss_after by default, or with eval.after_train=true an
+    evaluation score such as eval_rouge_l (direction: maximize)."""
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: PrunerConf = field(default_factory=PrunerConf)
     max_failure_rate: float = 0.5

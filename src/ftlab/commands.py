@@ -1,0 +1,119 @@
+"""The command line of ftlab's run-using commands (infer, evaluate, export): `key=value` words, as in training.
+
+A word sets either one of the command's own options (InferOptions, ... in config.py) or a key of the run's
+saved config, which it overrides: `generation.max_new_tokens=64`, `eval.split=validation`, `quant=4bit` (a whole
+group, from conf/), `data.test_path=other.jsonl`. The merged run config is validated like a training config.
+"""
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import List, Tuple
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ftlab import config
+from ftlab.checks import field_errors, validate
+from ftlab.configure import config_dir
+from ftlab.errors import ConfigError, FtlabError
+
+RUN_KEYS = [f.name for f in dataclasses.fields(config.FTConfig)]
+
+
+def _is_text(cls, name: str) -> bool:
+    """Text options keep the word as typed: a prompt like `Note: x` must not be read as YAML."""
+    hint = typing.get_type_hints(cls)[name]
+    return hint is str or hint == typing.Optional[str]
+
+
+def _value(text: str, keep_text: bool):
+    if keep_text:
+        return None if text == "null" else text
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+
+
+def parse(argv: List[str], options_cls, prog: str) -> Tuple[object, List[str]]:
+    """(the command's options, overrides of the run config) from `argv`; ConfigError names the bad word."""
+    own = {f.name for f in dataclasses.fields(options_cls)}
+    values, overrides = {}, []
+    for word in argv:
+        key, eq, text = word.partition("=")
+        head = key.split(".")[0]
+        if not eq or not key:
+            raise ConfigError(f"{prog}: '{word}' is not key=value; e.g. {options_cls.__dataclass_fields__['run'].metadata['example']}")
+        if key in own:
+            values[key] = _value(text, _is_text(options_cls, key))
+        elif head in RUN_KEYS:
+            overrides.append(word)
+        else:
+            raise ConfigError(f"{prog}: unknown option '{key}'; its options are {', '.join(sorted(own))}, and keys of "
+                              "the run's config (e.g. generation.max_new_tokens=64, quant=4bit)")
+    missing = [f.name for f in dataclasses.fields(options_cls) if f.default == MISSING and f.name not in values]
+    if missing:
+        example = options_cls.__dataclass_fields__[missing[0]].metadata.get("example", f"{missing[0]}=...")
+        raise ConfigError(f"{prog}: {missing[0]}= is required; e.g. {example}")
+    try:
+        options = options_cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{prog}: {e}") from None
+    for name, hint in typing.get_type_hints(options_cls).items():  # dataclasses do not check types themselves
+        value = getattr(options, name)
+        if hint is bool and not isinstance(value, bool):
+            raise ConfigError(f"{prog}: {name} must be true or false (got {value})")
+    problems = list(field_errors(options, ""))
+    if problems:
+        raise ConfigError(f"{prog}: {problems[0]}")
+    return options, overrides
+
+
+def apply_overrides(cfg: DictConfig, overrides: List[str]) -> DictConfig:
+    """`cfg` (a saved run config) with `group=option` and `a.b=value` overrides applied, validated."""
+    from ftlab.configure import setup
+
+    setup()  # saved configs may hold ${ftlab.*} interpolations
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    for word in overrides:
+        key, _, text = word.partition("=")
+        declared = config.FTConfig.__dataclass_fields__.get(key)
+        if declared is not None and dataclasses.is_dataclass(declared.type):
+            group_file = Path(config_dir()) / key / f"{text}.yaml"
+            if not group_file.is_file():
+                options = sorted(p.stem for p in group_file.parent.glob("*.yaml"))
+                raise ConfigError(f"{key}={text}: no such option; choose one of: {', '.join(options)}")
+            # a whole group replaces the saved one (merging would keep keys the new option does not set)
+            cfg[key] = OmegaConf.load(group_file)
+        else:
+            try:
+                OmegaConf.update(cfg, key, _value(text, keep_text=False), merge=True)
+            except Exception as e:  # OmegaConf's errors for a key path through a non-mapping value
+                raise ConfigError(f"{word}: {e}") from None
+    return validate(cfg)
+
+
+def usage(options_cls, prog: str, summary: str) -> str:
+    from ftlab.help import option_lines
+
+    lines = [f"{prog}: {summary}", "", f"usage: python -m {prog} run=RUN [option=value ...] [run config key=value ...]",
+             "", "options:"]
+    lines += option_lines(options_cls)
+    lines += ["", "run config keys override the run's saved config; see python -m ftlab --help, e.g.",
+              "  generation.max_new_tokens=64 generation.do_sample=true eval.max_examples=50 quant=4bit"]
+    return "\n".join(lines)
+
+
+def main(argv, options_cls, prog: str, summary: str, body) -> None:
+    """Parse, run `body(options, overrides)`, and turn an FtlabError into one line on stderr and exit 2 / 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(usage(options_cls, prog, summary))
+        return
+    try:
+        body(*parse(argv, options_cls, prog))
+    except FtlabError as e:
+        from ftlab.cli import fail
+
+        fail(e, 2 if isinstance(e, ConfigError) else 1)

@@ -1,0 +1,119 @@
+"""`python -m ftlab.infer run=RUN [prompt=... | input=prompts.jsonl] [generation.*=...]`: answer with a tuned model.
+
+  prompt="..."          prints the answer to stdout (stage lines go to stderr)
+  input=prompts.jsonl   writes one JSON line per input line: its messages, the exact prompt text, the output,
+                        the reference if the line had one, and the generation settings
+  neither               an interactive chat (/reset clears the history, /exit or Ctrl+D ends)
+
+The base model is loaded and quantized as the run was trained (override with quant=..., for instance), and
+prompts are rendered with the chat template saved beside the adapter, tokenized exactly as in training.
+"""
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ftlab import commands, console, generate, prompts, runs
+from ftlab.artifacts import write_jsonl
+from ftlab.config import InferOptions
+from ftlab.console import Stages, info
+from ftlab.errors import ConfigError, FtlabError
+
+
+def output_path(options: InferOptions) -> Path:
+    """Where `input`'s answers go: `output`, which must not exist, or <input>-outputs[-N].jsonl beside it."""
+    if options.output is not None:
+        path = Path(options.output).expanduser()
+        if path.exists():
+            raise FtlabError(f"output={path} already exists; ftlab never writes over results: give a new path")
+        return path
+    source = Path(options.input).expanduser()
+    n = 1
+    while True:
+        path = source.with_name(f"{source.stem}-outputs{'' if n == 1 else f'-{n}'}.jsonl")
+        if not path.exists():
+            return path
+        n += 1
+
+
+def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, options: InferOptions) -> dict:
+    """One output line: enough to see what was asked, what came back and how, without the run at hand."""
+    gen = generate.settings(run.cfg.generation)
+    if run.cfg.generation.do_sample:
+        gen["seed"] = run.cfg.seed
+    line = {"line": int(prompt.where.rsplit(":", 1)[1]), "messages": prompt.messages, "prompt": answer.prompt,
+            "output": answer.output, "new_tokens": answer.new_tokens}
+    if prompt.reference is not None:
+        line["reference"] = prompt.reference
+    return {**line, "model": run.label, "adapter": run.adapter is not None and not options.base_only,
+            "generation": gen}
+
+
+def chat(model, tokenizer, run: runs.Run, system: Optional[str]) -> None:
+    """Read user turns from stdin until /exit or end of input; the history makes it a conversation."""
+    from transformers import TextStreamer
+
+    start: List[dict] = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    tty = sys.stdin.isatty()
+    info("chat: type a message; /reset clears the history, /exit or Ctrl+D ends")
+    while True:
+        if tty:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            break
+        if not line.strip():
+            continue
+        if line.strip() == "/reset":
+            history = list(start)
+            info("history cleared")
+            continue
+        history.append({"role": "user", "content": line.strip()})
+        # on a terminal the answer appears as it is generated; piped, it is printed whole
+        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if tty else None
+        answer = generate.answers(model, tokenizer, [history], run.cfg.generation, run.cfg.seed,
+                                  run.cfg.data.train_on, streamer=streamer)[0]
+        if not tty:
+            print(answer.output, flush=True)
+        history.append({"role": "assistant", "content": answer.output})
+
+
+def infer(options: InferOptions, overrides: List[str]) -> None:
+    if options.prompt is not None and options.input is not None:
+        raise ConfigError("prompt= and input= both given; answer one prompt or a file of them")
+    console.setup_logging(stream="stderr")  # stdout carries the answers
+    stages = Stages(("Finding the run", "Loading the model", "Generating"))
+    stages.start("Finding the run", options.run)
+    run = runs.locate(options.run, overrides)
+    batch = target = None
+    if options.input is not None:  # a bad file fails now, not after the model has loaded
+        batch = prompts.read(Path(options.input).expanduser(), run.cfg.data.columns, options.system)
+        target = output_path(options)
+        info(f"{len(batch)} prompts from {options.input}")
+    what = "base model alone" if options.base_only or run.adapter is None else f"adapter {run.adapter}"
+    stages.start("Loading the model", f"{run.cfg.model.name}, {what}")
+    model, tokenizer, precision = runs.load(run, base_only=options.base_only)
+    info(f"precision: {precision}; generation: {json.dumps(generate.settings(run.cfg.generation))}")
+    stages.start("Generating")
+    if options.prompt is not None:
+        messages = ([{"role": "system", "content": options.system}] if options.system else []) + \
+            [{"role": "user", "content": options.prompt}]
+        print(generate.answers(model, tokenizer, [messages], run.cfg.generation, run.cfg.seed,
+                               run.cfg.data.train_on)[0].output, flush=True)
+    elif batch is not None:
+        answers = generate.answers(model, tokenizer, [p.messages for p in batch], run.cfg.generation, run.cfg.seed,
+                                   run.cfg.data.train_on, progress=True)
+        write_jsonl(target, [record(p, a, run, options) for p, a in zip(batch, answers)])
+        info(f"wrote {len(answers)} answers to {target}")
+    else:
+        chat(model, tokenizer, run, options.system)
+    stages.finish()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    commands.main(argv, InferOptions, "ftlab.infer", "answer prompts with a tuned model (or its base alone)", infer)
+
+
+if __name__ == "__main__":
+    main()
