@@ -87,7 +87,7 @@ def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_d
     assert report["scores"]["tuned"]["rouge_l"] == saved["eval_rouge_l"]
     log = (ft.run_dir / "train.log").read_text()
     assert "[7/7] Evaluating" in log and "| metric | base | tuned | change |" in log
-    client = MlflowClient("sqlite:///outputs/mlflow.db")
+    client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])
     assert run.data.metrics["eval_rouge_l"] == pytest.approx(saved["eval_rouge_l"])
     assert "eval/report.md" in {a.path for a in client.list_artifacts(run.info.run_id, "eval")}

@@ -223,3 +223,18 @@ def test_an_interrupted_run_is_closed_as_killed(workdir, tiny):
     client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])
     assert run.info.status == "KILLED" and len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1
+
+
+def test_the_default_store_follows_the_working_directory(tmp_path, monkeypatch, tiny):
+    """MLflow caches a store per URI string; runs from two directories in one process each land in their own."""
+    from mlflow import MlflowClient
+
+    from ftlab import FineTune, compose
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        FineTune(compose(tiny + ["trainer.max_steps=1", "tracker=mlflow", "tracker.mlflow.log_model=false"])).run()
+    for name in ("a", "b"):
+        client = MlflowClient(f"sqlite:///{tmp_path / name}/outputs/mlflow.db")
+        assert len(client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])) == 1

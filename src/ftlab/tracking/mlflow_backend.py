@@ -13,12 +13,18 @@ from ftlab.errors import ConfigError, first_line
 # Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings the rest back.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 
-DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+DEFAULT_STORE = Path("outputs") / "mlflow.db"
 DEFAULT_ARTIFACTS = Path("outputs") / "mlartifacts"  # the embedded store's artifacts, beside it
 
 
+def default_uri() -> str:
+    # absolute: MLflow caches a store per URI string, so a relative one would keep pointing at the outputs/ of
+    # the directory the process first used it in
+    return f"sqlite:///{DEFAULT_STORE.resolve()}"
+
+
 def tracking_uri(tracker) -> str:
-    return tracker.mlflow.uri or DEFAULT_URI
+    return tracker.mlflow.uri or default_uri()
 
 
 @contextmanager
@@ -41,7 +47,7 @@ def experiment_id(client, name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = DEFAULT_ARTIFACTS.resolve().as_uri() if uri == DEFAULT_URI else None  # a server picks its own
+    location = DEFAULT_ARTIFACTS.resolve().as_uri() if uri == default_uri() else None  # a server picks its own
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # another worker of the sweep created it a moment ago
