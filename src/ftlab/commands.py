@@ -44,7 +44,8 @@ def parse(argv: List[str], options_cls, prog: str) -> Tuple[object, List[str]]:
         key, eq, text = word.partition("=")
         head = key.split(".")[0]
         if not eq or not key:
-            raise ConfigError(f"{prog}: '{word}' is not key=value; e.g. {options_cls.__dataclass_fields__['run'].metadata['example']}")
+            example = options_cls.__dataclass_fields__["run"].metadata["example"]
+            raise ConfigError(f"{prog}: '{word}' is not key=value; e.g. {example}")
         if key in own:
             values[key] = _value(text, _is_text(options_cls, key))
         elif head in RUN_KEYS:

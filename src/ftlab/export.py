@@ -90,9 +90,9 @@ def compare(reference: torch.Tensor, folder: Path, batch: dict, dtype: torch.dty
     diff = (got - reference).abs()
     scale = float(reference.abs().max())
     name = str(dtype).replace("torch.", "")
+    same_top = (got.argmax(-1) == reference.argmax(-1)).float().mean()
     return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "logit_scale": scale,
-            "tolerance": TOLERANCE[name] * max(1.0, scale), "same_argmax": float((got.argmax(-1) ==
-                                                                                   reference.argmax(-1)).float().mean()),
+            "tolerance": TOLERANCE[name] * max(1.0, scale), "same_argmax": float(same_top),
             "tokens": int(reference.shape[0])}
 
 
@@ -128,9 +128,9 @@ def export(options: ExportOptions, overrides: List[str]) -> None:
             raise FtlabError(f"the merged model's logits differ from the adapter model's by up to "
                              f"{check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g}); nothing was "
                              "written. Try dtype=float32")
-        write_json(tmp / "export.json", {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter),
-                                         "dtype": str(dtype).replace("torch.", ""), "dequantized_from_bits": run.cfg.quant.bits,
-                                         "check": check})
+        write_json(tmp / "export.json", {"run": run.label, "base_model": run.cfg.model.name,
+                                         "adapter": str(run.adapter), "dtype": str(dtype).replace("torch.", ""),
+                                         "dequantized_from_bits": run.cfg.quant.bits, "check": check})
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -139,7 +139,8 @@ def export(options: ExportOptions, overrides: List[str]) -> None:
              f"(tolerance {check['tolerance']:.2g}) on {check['tokens']} tokens; same top token on "
              f"{check['same_argmax']:.0%}")
     stages.finish()
-    console.log.info(f"ftlab: merged model in {target}; load it with AutoModelForCausalLM.from_pretrained(\"{target}\")")
+    console.log.info(f"ftlab: merged model in {target}; load it with "
+                     f"AutoModelForCausalLM.from_pretrained(\"{target}\")")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
