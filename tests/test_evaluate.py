@@ -1,6 +1,7 @@
 """python -m ftlab.evaluate and eval.after_train: base vs tuned on the same held-out rows, a report that agrees with
 its own per-example records and with training's validation loss, nothing written over, a sweep on an eval metric."""
 import json
+import shutil
 
 import pytest
 from omegaconf import OmegaConf
@@ -69,6 +70,18 @@ def test_evaluating_without_a_test_split_says_how_to_make_one(tmp_path, cache_di
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and "eval.split=test: the data" in line and "has no test rows" in line
     assert "data.test_size=0.1" in line and "eval.split=validation" in line and not (run / "eval").exists()
+
+
+def test_evaluating_after_the_data_changed_says_so(tmp_path, cache_dir):
+    data = tmp_path / "chat.jsonl"
+    shutil.copy(CHAT, data)
+    run = train_tiny(tmp_path / "run", cache_dir, f"data.path={data}", "trainer.max_steps=2")
+    args = [f"run={run}", "eval.max_examples=1", "generation.max_new_tokens=2", "eval.compare_base=false"]
+    same = evaluate(*args, cwd=tmp_path)
+    assert same.returncode == 0 and "the data changed" not in same.stdout, same.stderr[-2000:]
+    data.write_text(data.read_text() + CHAT.read_text().splitlines()[0] + "\n")
+    changed = evaluate(*args, cwd=tmp_path)
+    assert changed.returncode == 0 and "note: the data changed since training" in changed.stdout
 
 
 def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_dir):

@@ -82,11 +82,15 @@ def score(model, tokenizer, items: list, cfg, progress: bool) -> dict:
     return {"scores": scores, "answers": answers, "per_example": per}
 
 
-def evaluate(model, tokenizer, cfg, out_dir: Path, label: str, adapter: bool, progress: bool = True) -> dict:
+def evaluate(model, tokenizer, cfg, out_dir: Path, label: str, adapter: bool, progress: bool = True,
+             trained_on: Optional[str] = None) -> dict:
     """Score the model (and, with eval.compare_base and an adapter, its base) and write the report into
-    `out_dir`, which must be new; returns the report."""
+    `out_dir`, which must be new; returns the report. `trained_on`: the data fingerprint training recorded."""
     items, fingerprint = examples(cfg, tokenizer)
     info(f"{len(items)} examples from the {cfg.eval.split} split")
+    if trained_on and trained_on != fingerprint:
+        info(f"note: the data changed since training ({cfg.data.path or cfg.data.name}); the {cfg.eval.split} "
+             "split may now hold rows the model was trained on")
     results = {}
     if adapter and cfg.eval.compare_base:
         info("base model (adapter off):")
@@ -127,15 +131,14 @@ def report_dir(run: runs.Run, output: Optional[str]) -> Path:
     return run.run_dir / f"eval{'' if n == 1 else f'-{n}'}"
 
 
-def check_data_unchanged(run: runs.Run, fingerprint_now: str) -> None:
+def trained_fingerprint(run: runs.Run) -> Optional[str]:
+    """The data fingerprint the run's training recorded in metrics.json, if there is one to compare with."""
     import json
 
     metrics_file = run.run_dir / "metrics.json" if run.run_dir else None
-    if metrics_file and metrics_file.is_file():
-        trained = json.loads(metrics_file.read_text()).get("data_fingerprint")
-        if trained and trained != fingerprint_now:
-            info(f"note: the data changed since training ({run.cfg.data.path or run.cfg.data.name}); the "
-                 f"{run.cfg.eval.split} split may now hold rows the model was trained on")
+    if metrics_file is None or not metrics_file.is_file():
+        return None
+    return json.loads(metrics_file.read_text()).get("data_fingerprint")
 
 
 def main_body(options: EvaluateOptions, overrides: List[str]) -> None:
@@ -144,12 +147,12 @@ def main_body(options: EvaluateOptions, overrides: List[str]) -> None:
     stages.start("Finding the run", options.run)
     run = runs.locate(options.run, overrides)
     out_dir = report_dir(run, options.output)
-    check_data_unchanged(run, sources.open_source(run.cfg.data).fingerprint)
     stages.start("Loading the model", run.cfg.model.name)
     model, tokenizer, precision = runs.load(run)
     info(f"precision: {precision}")
     stages.start("Evaluating", f"{run.cfg.eval.split} split, into {out_dir}")
-    doc = evaluate(model, tokenizer, run.cfg, out_dir, run.label, adapter=run.adapter is not None)
+    doc = evaluate(model, tokenizer, run.cfg, out_dir, run.label, adapter=run.adapter is not None,
+                   trained_on=trained_fingerprint(run))
     stages.finish()
     console.log.info(report.table(doc))
     console.log.info(f"ftlab: report in {out_dir / 'report.md'}")

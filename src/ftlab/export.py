@@ -64,21 +64,18 @@ def saved_dtype(source: str, dtype: str) -> torch.dtype:
     return models.DTYPES.get(named, torch.float32)
 
 
-def merge(run: runs.Run, source: str):
-    """The base in float32, dequantized if the run quantized it, with the adapter merged into its weights."""
+def merge_dequantized(run: runs.Run, source: str):
+    """A quantized run's base, loaded as in training, dequantized to float32, with the adapter merged in."""
     from peft import PeftModel
 
     cfg = run.cfg
     base = models.load_base_model(source, cfg.model, cfg.quant, "cpu", "32-true")
-    if cfg.quant.bits is not None:
-        info(f"the base was loaded {cfg.quant.bits}-bit as in training; dequantizing it to float32 before merging "
-             "(the merged model is the dequantized base plus the adapter)")
-        base = base.dequantize(dtype=torch.float32)
-        if hasattr(base.config, "quantization_config"):  # a plain model now: loaders must not look for bitsandbytes
-            del base.config.quantization_config
-    merged = PeftModel.from_pretrained(base, run.adapter).merge_and_unload()
-    merged.config.use_cache = True  # training switched it off; a model for inference wants it
-    return merged
+    info(f"the base was loaded {cfg.quant.bits}-bit as in training; dequantizing it to float32 before merging "
+         "(the merged model is the dequantized base plus the adapter)")
+    base = base.dequantize(dtype=torch.float32)
+    if hasattr(base.config, "quantization_config"):  # a plain model now: loaders must not look for bitsandbytes
+        del base.config.quantization_config
+    return PeftModel.from_pretrained(base, run.adapter).merge_and_unload()
 
 
 def compare(reference: torch.Tensor, folder: Path, batch: dict, dtype: torch.dtype) -> dict:
@@ -112,9 +109,13 @@ def export(options: ExportOptions, overrides: List[str]) -> None:
     batch = probe_batch(tokenizer)
     reference = logits(adapter_model, batch)
     source = models.resolve_source(run.cfg.model, run.cfg.cache_dir, run.cfg.seed)
-    del adapter_model
     stages.start("Merging", "adapter into the base weights")
-    merged = merge(run, source)
+    if run.cfg.quant.bits is None:
+        merged = adapter_model.merge_and_unload()  # the base is in float32 already: merge in place
+    else:
+        del adapter_model  # merging into quantized weights would round the update away; free it, reload the base
+        merged = merge_dequantized(run, source)
+    merged.config.use_cache = True  # training switched it off; a model for inference wants it
     dtype = saved_dtype(source, options.dtype)
     stages.start("Saving and checking", f"{str(dtype).replace('torch.', '')} weights into {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
