@@ -27,6 +27,12 @@ from ftlab.console import Stages, info
 from ftlab.errors import FtlabError
 
 
+def split_fix(split: str) -> str:
+    """What gives data the split evaluation scores."""
+    return ("set data.test_size=0.1 or data.test_path=FILE, or eval.split=validation" if split == "test"
+            else "set data.val_size or data.val_path")
+
+
 def examples(cfg, tokenizer) -> tuple:
     """([(prompt, tokenized example)], data fingerprint) of eval.split, the first eval.max_examples of them."""
     d, split = cfg.data, cfg.eval.split
@@ -34,9 +40,8 @@ def examples(cfg, tokenizer) -> tuple:
     problems = sources.Problems(skip=d.skip_bad_rows)
     rows = sources.assign_splits(source.read(problems), d.val_size, d.test_size, cfg.seed).get(split) or []
     if not rows:
-        fix = "set data.test_size=0.1 or data.test_path=FILE (and retrain), or eval.split=validation" \
-            if split == "test" else "set data.val_size or data.val_path"
-        raise FtlabError(f"eval.split={split}: the data ({source.label}) has no {split} rows; {fix}")
+        raise FtlabError(f"eval.split={split}: the data ({source.label}) has no {split} rows; {split_fix(split)} "
+                         "(a new split needs a new training run, which holds it out)")
     rows = rows[:cfg.eval.max_examples or None]
     fmt = d.format if d.format != "auto" else formats.detect(rows[0][1].keys(), d.columns, rows[0][0])
     out = []

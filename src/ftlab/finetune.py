@@ -119,9 +119,10 @@ class FineTune:
         self.prepared = self.tokenize_data()
         split = self.cfg.eval.split
         if self.cfg.eval.after_train and not self.prepared.splits.get(split, data.Split()).items:
+            from ftlab.evaluate import split_fix
+
             raise FtlabError(f"eval.after_train=true scores the {split} split, and this data has no {split} rows; "
-                             + ("set data.test_size=0.1 or data.test_path=FILE, or eval.split=validation"
-                                if split == "test" else "set data.val_size or data.val_path"))
+                             f"{split_fix(split)}")
         train = self.prepared.splits["train"].items
         rows = batching.pack(train, c.max_seq_len) if c.packing else train
         self.stats.update(data.describe(self.prepared, rows, c, self.cfg.seed))
