@@ -74,6 +74,22 @@ def new_run_dir(root: Path = Path("outputs")) -> Path:
             continue
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3` ... (before any suffix) once taken: a new result never replaces an older one."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def new_output(path: Path, what: str) -> Path:
+    """An output path the user named, refused if it exists: ftlab never writes over results."""
+    if path.exists():
+        raise FtlabError(f"{path} already exists; ftlab never writes over {what}: give a new output=PATH")
+    return path
+
+
 def claim_run_dir(run_dir: Path) -> None:
     """Refuse a dir that already holds another run's results: ftlab never writes over a run."""
     taken = [m for m in RUN_MARKERS if (run_dir / m).exists()]

@@ -99,13 +99,8 @@ def prompt_ids(tokenizer, messages: List[dict], where: str = "prompt", train_on:
 
 
 def end_of_turn(tokenizer) -> str:
-    """The text the chat template closes an assistant turn with (<|im_end|>, <|eot_id|> ...), found the same way
-    supervised_spans finds it; generation stops there. "" when the template writes none."""
-    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
-    prefix = _render(tokenizer, probe[:1], True, "the chat template")
-    turn = _render(tokenizer, probe, False, "the chat template")[len(prefix):]
-    after = turn[turn.find("ok") + 2:] if "ok" in turn else ""
-    specials = [s for s in tokenizer.all_special_tokens if s and s in after]
-    if specials:
-        return max(specials, key=lambda s: after.rfind(s) + len(s))
-    return after.strip()
+    """The text the chat template closes an assistant turn with (<|im_end|>, <|eot_id|> ...): what
+    supervised_spans trains after an answer; generation stops there. "" when the template writes none."""
+    full, [(start, end)] = supervised_spans(tokenizer, [{"role": "user", "content": "hi"},
+                                                        {"role": "assistant", "content": "ok"}], "the chat template")
+    return full[start:end].split("ok", 1)[-1].strip()

@@ -17,12 +17,13 @@ from ftlab.errors import ConfigError, FtlabError
 _NO_PRECHECK = ("hydra_help", "info", "shell_completion")
 
 
-def fail(error: Exception, code: int) -> None:
-    """Report a user-fixable error as one line, or with its traceback when HYDRA_FULL_ERROR=1 asks for it."""
+def fail(error: FtlabError) -> None:
+    """Report a user-fixable error as one line, or with its traceback when HYDRA_FULL_ERROR=1 asks for it; exit
+    2 for a bad config or command line, 1 for anything else."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise error
     print(f"ftlab: error: {error}", file=sys.stderr)
-    sys.exit(code)
+    sys.exit(2 if isinstance(error, ConfigError) else 1)
 
 
 def expand_shortcuts(argv: List[str]) -> List[str]:
@@ -146,7 +147,7 @@ def task(cfg) -> dict:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweeper records the failure and goes on
             print(f"ftlab: error: {e}", file=sys.stderr)
             raise
-        fail(e, 2 if isinstance(e, ConfigError) else 1)
+        fail(e)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -159,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         argv = prepare(argv)
     except FtlabError as e:
-        fail(e, 2 if isinstance(e, ConfigError) else 1)
+        fail(e)
     import hydra
 
     from ftlab.configure import config_dir, setup

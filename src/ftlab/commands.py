@@ -107,7 +107,7 @@ def usage(options_cls, prog: str, summary: str) -> str:
 
 
 def main(argv, options_cls, prog: str, summary: str, body) -> None:
-    """Parse, run `body(options, overrides)`, and turn an FtlabError into one line on stderr and exit 2 / 1."""
+    """Parse, run `body(options, overrides)`, and turn an FtlabError into one line on stderr (cli.fail)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         print(usage(options_cls, prog, summary))
@@ -117,4 +117,4 @@ def main(argv, options_cls, prog: str, summary: str, body) -> None:
     except FtlabError as e:
         from ftlab.cli import fail
 
-        fail(e, 2 if isinstance(e, ConfigError) else 1)
+        fail(e)

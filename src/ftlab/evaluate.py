@@ -119,21 +119,15 @@ def evaluate(model, tokenizer, cfg, out_dir: Path, label: str, adapter: bool, pr
 def report_dir(run: runs.Run, output: Optional[str]) -> Path:
     """The new folder this evaluation writes: `output`, else <run dir>/eval (eval-2 ... once taken), else a new
     outputs/eval/DATE/TIME."""
-    from ftlab.artifacts import new_run_dir
+    from ftlab.artifacts import new_output, new_run_dir, unused_path
 
     if output is not None:
-        path = Path(output).expanduser()
-        if path.exists():
-            raise FtlabError(f"output={path} already exists; ftlab never writes over a report: give a new folder")
-        return path
+        return new_output(Path(output).expanduser(), "a report")
     if run.run_dir is None:
         path = new_run_dir(Path("outputs") / "eval")
         path.rmdir()  # claimed the name; evaluate() creates it once there is a report to write
         return path
-    n = 1
-    while (run.run_dir / f"eval{'' if n == 1 else f'-{n}'}").exists():
-        n += 1
-    return run.run_dir / f"eval{'' if n == 1 else f'-{n}'}"
+    return unused_path(run.run_dir / "eval")
 
 
 def trained_fingerprint(run: runs.Run) -> Optional[str]:

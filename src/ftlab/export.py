@@ -18,7 +18,7 @@ import torch
 
 from ftlab import chat, commands, console, runs
 from ftlab import model as models
-from ftlab.artifacts import write_json
+from ftlab.artifacts import new_output, write_json
 from ftlab.batching import Collator
 from ftlab.config import ExportOptions
 from ftlab.console import Stages, info
@@ -35,10 +35,7 @@ PROBES = [[{"role": "user", "content": "What is a low-rank adapter?"},
 def output_dir(run: runs.Run, output: Optional[str]) -> Path:
     if output is None and run.run_dir is None:
         raise FtlabError(f"run={run.label} is not a local run dir, so there is no default output; pass output=DIR")
-    path = Path(output).expanduser() if output is not None else run.run_dir / "merged"
-    if path.exists():
-        raise FtlabError(f"{path} already exists; ftlab never writes over an export: pass a new output=DIR")
-    return path
+    return new_output(Path(output).expanduser() if output is not None else run.run_dir / "merged", "an export")
 
 
 def probe_batch(tokenizer) -> dict:

@@ -14,26 +14,18 @@ from pathlib import Path
 from typing import List, Optional
 
 from ftlab import commands, console, generate, prompts, runs
-from ftlab.artifacts import write_jsonl
+from ftlab.artifacts import new_output, unused_path, write_jsonl
 from ftlab.config import InferOptions
 from ftlab.console import Stages, info
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.errors import ConfigError
 
 
 def output_path(options: InferOptions) -> Path:
     """Where `input`'s answers go: `output`, which must not exist, or <input>-outputs[-N].jsonl beside it."""
     if options.output is not None:
-        path = Path(options.output).expanduser()
-        if path.exists():
-            raise FtlabError(f"output={path} already exists; ftlab never writes over results: give a new path")
-        return path
+        return new_output(Path(options.output).expanduser(), "results")
     source = Path(options.input).expanduser()
-    n = 1
-    while True:
-        path = source.with_name(f"{source.stem}-outputs{'' if n == 1 else f'-{n}'}.jsonl")
-        if not path.exists():
-            return path
-        n += 1
+    return unused_path(source.with_name(f"{source.stem}-outputs.jsonl"))
 
 
 def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, options: InferOptions) -> dict:

@@ -92,9 +92,8 @@ def _download(repo_id: str) -> Path:
         hf_hub_download(repo_id, "adapter_config.json", endpoint=endpoint)
         return Path(snapshot_download(repo_id, endpoint=endpoint))
     except RepositoryNotFoundError:
-        where = os.environ.get("HF_ENDPOINT") or "huggingface.co"
-        raise FtlabError(f"run={repo_id}: no such repo on the Hub ({where}), or it is private: check the id, and "
-                         "set HF_TOKEN for a private repo") from None
+        raise FtlabError(f"run={repo_id}: no such repo on the Hub ({endpoint or 'huggingface.co'}), or it is private: "
+                         "check the id, and set HF_TOKEN for a private repo") from None
     except LocalEntryNotFoundError as e:  # the Hub gave no usable answer and the file is not cached
         cause = f" ({first_line(e.__cause__, 120)})" if e.__cause__ else ""
         raise FtlabError(f"run={repo_id}: could not download its adapter_config.json{cause}, and it is not in the "
