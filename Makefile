@@ -1,4 +1,5 @@
-# make demo: set up .venv, run the default fine-tune and score it against the base model.  make test: set up .venv and run every test.
+# make demo: set up .venv, run the default fine-tune and score it against the base model.
+# make test: set up .venv, check lint, format and the import layers, then run every test but the GPU ones.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo lint format docs test test-fast bench clean
 
 install: $(STAMP)
 
@@ -23,11 +24,29 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/python -m ftlab eval.after_train=true
 
-test: install
+# ruff (lint and format) and import-linter (the layers in pyproject.toml, drawn in docs/architecture.md)
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
+
+format: install
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+# docs/options.md is generated from the schema; a test fails when it is stale
+docs: install
+	$(BIN)/python -c "import sys; from ftlab.config.help import options_markdown; sys.stdout.write(options_markdown())" > docs/options.md
+
+test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu" tests
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu and not slow" tests
+
+# the start-up figures of docs/figures.md (seconds); the other benchmarks/ scripts take minutes each
+bench: install
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

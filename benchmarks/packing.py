@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from ftlab import FineTune, compose
-from ftlab.batching import pack
+from ftlab.data.batching import pack
+from ftlab.data.demo import make_rows
 
 WARMUP = 2  # steps left out of the timing: the first ones pay for allocation and caches
-from ftlab.demo import make_rows
 
 
 def mixed_lengths(path: Path, seed: int = 0) -> Path:

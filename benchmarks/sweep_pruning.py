@@ -1,4 +1,4 @@
-"""Wall time and best value of the shipped sweep (sweeps/lora.yaml) with pruning on and off, on SmolLM2.
+"""Wall time and best value of the shipped sweep (src/ftlab/conf/sweep/lora.yaml) with pruning on and off, on SmolLM2.
 
     .venv/bin/python benchmarks/sweep_pruning.py [--trials 6] [--steps 20]
 

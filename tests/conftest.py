@@ -8,8 +8,29 @@ import pytest
 
 ASSETS = Path(__file__).parent / "assets"
 CHAT = ASSETS / "chat.jsonl"
+POSTGRES = os.environ.get("FTLAB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest_plugins = ["hubserver"]  # the fake_hub fixture
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server the tests share: FTLAB_TEST_POSTGRES, default 127.0.0.1:5432, database test. Each test
+    names its study or database uniquely. Without a server the test is skipped with that reason, except under
+    CI=true, where a missing server fails: CI never skips these silently."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES, connect_timeout=5):
+            pass
+    except psycopg.OperationalError as e:
+        reason = f"no PostgreSQL server answers at {POSTGRES} ({str(e).strip().splitlines()[0]}); set " \
+                 "FTLAB_TEST_POSTGRES=postgresql://user@host:port/database to one"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return POSTGRES
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 commit small files and download them again, so pushes and `run=<Hub id>` are tested without the network.
 
 It records every request and the files each commit carries, and can be told to fail: the first N commits with
-a status (e.g. 503), or every request with one (401: a bad token). Use the `fake_hub` fixture:
-`from hubserver import fake_hub  # noqa: F401` in a test module.
+a status (e.g. 503), or every request with one (401: a bad token). Its `fake_hub` fixture is registered for
+every test module by conftest.py (pytest_plugins).
 """
 import base64
 import hashlib

@@ -70,3 +70,41 @@ def test_cache_can_be_turned_off(prepare):
     prepare("data.cache=false")
     _, hit = prepare("data.cache=false")
     assert not hit and not prepare.entries()
+
+
+def test_a_new_data_option_shapes_the_key_unless_the_schema_says_it_does_not():
+    """The key is derived from the schema: an option added to DataOptions changes it without a list to update."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from ftlab.config.schema import DataOptions, opt
+    from ftlab.data import cache
+
+    @dataclasses.dataclass
+    class WithNewOptions(DataOptions):
+        dedupe: bool = False
+        """A new option that changes which rows are kept."""
+        prefetch: int = opt(2, shapes_tokens=False)
+        """A new option about loading only."""
+
+    def key(**values):
+        node = OmegaConf.structured(WithNewOptions(path="d.jsonl", **values))
+        return cache.key(node, 42, "fingerprint", _Tokenizer(), [])
+
+    assert "dedupe" in cache.shaping_options(OmegaConf.structured(WithNewOptions()))
+    assert key(dedupe=True) != key(dedupe=False)
+    assert key(prefetch=8) == key(prefetch=2)
+    assert key(batch_size=2) == key(batch_size=16)  # declared shapes_tokens=False in the schema itself
+    assert key(max_seq_len=64) != key(max_seq_len=128)
+
+
+class _Tokenizer:
+    """What cache.key reads of a tokenizer, fixed."""
+
+    backend_tokenizer = None
+    chat_template = "{{ messages }}"
+    special_tokens_map = {}
+
+    def get_vocab(self):
+        return {"a": 0}

@@ -3,19 +3,19 @@ import json
 
 import pytest
 
-from ftlab import compose, prompts
-from ftlab.commands import apply_overrides, parse
-from ftlab.config import ColumnsConfig, EvaluateOptions, ExportOptions, InferOptions
-from ftlab.errors import ConfigError, FtlabError
+from ftlab import compose
+from ftlab.config.overrides import apply_overrides, parse
+from ftlab.config.schema import ColumnsOptions, EvaluateCommand, ExportCommand, InferCommand
+from ftlab.use import prompts
+from ftlab.utils.errors import ConfigError, FtlabError
 
-COLUMNS = ColumnsConfig()
+COLUMNS = ColumnsOptions()
 
 
-# ── commands.parse ───────────────────────────────────────────────────────────────────────────────────────
+# ── overrides.parse ───────────────────────────────────────────────────────────────────────────────────────
 
 def test_parse_keeps_prompt_text_as_typed_and_passes_run_config_keys_on():
-    options, overrides = parse(["run=x", "prompt=Note: a colon", "generation.max_new_tokens=5"], InferOptions,
-                               "ftlab.infer")
+    options, overrides = parse(["run=x", "prompt=Note: a colon", "generation.max_new_tokens=5"], InferCommand)
     assert options.run == "x"
     assert options.prompt == "Note: a colon"  # YAML would have read a mapping {Note: a colon}
     assert overrides == ["generation.max_new_tokens=5"]
@@ -28,59 +28,58 @@ def test_parse_keeps_prompt_text_as_typed_and_passes_run_config_keys_on():
     ("prompt=x = y + 1", "x = y + 1"),  # only the first = splits key from value
 ])
 def test_parse_never_reads_text_options_as_yaml(word, expected):
-    options, _ = parse(["run=x", word], InferOptions, "ftlab.infer")
+    options, _ = parse(["run=x", word], InferCommand)
     assert options.prompt == expected
 
 
 def test_parse_reads_bool_options():
-    options, _ = parse(["run=x", "base_only=true"], InferOptions, "ftlab.infer")
+    options, _ = parse(["run=x", "base_only=true"], InferCommand)
     assert options.base_only is True
-    options, _ = parse(["run=x", "check=false", "dtype=bfloat16"], ExportOptions, "ftlab.export")
+    options, _ = parse(["run=x", "check=false", "dtype=bfloat16"], ExportCommand)
     assert (options.check, options.dtype) == (False, "bfloat16")
 
 
 def test_parse_defaults_and_run_config_overrides_for_evaluate():
-    options, overrides = parse(["run=r", "eval.split=validation", "quant=4bit", "seed=3"], EvaluateOptions,
-                               "ftlab.evaluate")
+    options, overrides = parse(["run=r", "eval.split=validation", "quant=4bit", "seed=3"], EvaluateCommand)
     assert (options.run, options.output) == ("r", None)
     assert overrides == ["eval.split=validation", "quant=4bit", "seed=3"]
 
 
 def test_parse_unknown_key_names_it_and_lists_the_options():
     with pytest.raises(ConfigError) as e:
-        parse(["run=x", "promt=hi"], InferOptions, "ftlab.infer")
+        parse(["run=x", "promt=hi"], InferCommand)
     assert "unknown option 'promt'" in str(e.value)
     assert "base_only, input, output, prompt, run, system" in str(e.value)
 
 
 def test_parse_word_without_equals_sign():
     with pytest.raises(ConfigError, match="'hello' is not key=value"):
-        parse(["run=x", "hello"], InferOptions, "ftlab.infer")
+        parse(["run=x", "hello"], InferCommand)
 
 
 def test_parse_empty_key():
     with pytest.raises(ConfigError, match="'=hi' is not key=value"):
-        parse(["run=x", "=hi"], InferOptions, "ftlab.infer")
+        parse(["run=x", "=hi"], InferCommand)
 
 
 def test_parse_requires_run():
     with pytest.raises(ConfigError, match="run= is required; e.g. run=outputs/"):
-        parse(["prompt=hi"], InferOptions, "ftlab.infer")
+        parse(["prompt=hi"], InferCommand)
 
 
 @pytest.mark.parametrize("value, got", [("maybe", "maybe"), ("1", "1"), ("null", "None")])
 def test_parse_bool_option_refuses_a_non_bool(value, got):
     with pytest.raises(ConfigError, match=rf"base_only must be true or false \(got {got}\)"):
-        parse(["run=x", f"base_only={value}"], InferOptions, "ftlab.infer")
+        parse(["run=x", f"base_only={value}"], InferCommand)
 
 
 def test_parse_export_dtype_outside_its_choices():
     with pytest.raises(ConfigError) as e:
-        parse(["run=x", "dtype=float64"], ExportOptions, "ftlab.export")
+        parse(["run=x", "dtype=float64"], ExportCommand)
     assert "dtype must be one of auto, float32, bfloat16, float16 (got float64)" in str(e.value)
 
 
-# ── commands.apply_overrides ─────────────────────────────────────────────────────────────────────────────
+# ── overrides.apply_overrides ─────────────────────────────────────────────────────────────────────────────
 
 @pytest.fixture(scope="module")
 def saved():

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from ftlab.checks import validate
-from ftlab.configure import compose, config_dir
-from ftlab.errors import ConfigError
+from ftlab.config.checks import validate
+from ftlab.config.compose import compose, config_dir
+from ftlab.utils.errors import ConfigError
 
 GROUPS = ["model", "quant", "lora", "data", "tracker", "optim", "trainer"]
 
@@ -61,9 +61,14 @@ def test_out_of_range_and_incompatible_values_are_rejected(override, expected):
     ("lora.rank=8", "unknown key lora.rank"),
     ("model=gpt5", "model=gpt5: no such option; choose one of: llama3, mistral, qwen2.5, smollm2, tiny"),
     ("data.val_size=abc", "data.val_size: Value 'abc'"),
+    # Hydra's append syntax adds a key; it meets the same schema check as any other
+    ("+lora.foo=1", "unknown key lora.foo: not an ftlab option; keys under lora: r, alpha"),
+    ("+trainer.bogus=3", "unknown key trainer.bogus: not an ftlab option"),
+    ("+extra=1", "unknown key extra: not an ftlab option; top-level keys: model, quant"),
+    ("model=tiny +model.random_init.depth=3", "unknown key model.random_init.depth"),
 ])
 def test_cli_rejects_bad_overrides_in_one_line_and_writes_nothing(override, expected, workdir):
-    result = run_cli(override, cwd=workdir)
+    result = run_cli(*override.split(), cwd=workdir)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
@@ -82,11 +87,24 @@ def test_cli_help_lists_groups(workdir):
     result = run_cli("--help", cwd=workdir)
     assert result.returncode == 0
     assert "model: llama3, mistral, qwen2.5, smollm2, tiny" in result.stdout
+    assert "sweep: lora" in result.stdout
     assert "lora.r=16" in result.stdout and "Adapter rank." in result.stdout  # options with their docs
+    # the sweeper's options are declared in the schema like any other, so --help shows them
+    assert "hydra.sweeper.n_trials=10" in result.stdout and "hydra.sweeper.pruner.name=none" in result.stdout
+
+
+def test_an_unknown_key_in_a_saved_config_is_refused():
+    """A config read back from YAML (a run dir's, edited by hand) is a plain mapping: the schema check catches it."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(OmegaConf.to_container(compose(["model=tiny"])))
+    cfg.lora.foo = 1
+    with pytest.raises(ConfigError, match="unknown key lora.foo"):
+        validate(cfg)
 
 
 def test_composing_and_validating_do_not_import_torch():
-    code = ("import sys; from ftlab.configure import compose; from ftlab.checks import validate; "
+    code = ("import sys; from ftlab.config.compose import compose; from ftlab.config.checks import validate; "
             "import ftlab.cli; validate(compose(['model=llama3', 'quant=4bit'])); "
             "heavy = [m for m in ('torch', 'transformers', 'lightning', 'peft') if m in sys.modules]; "
             "print(heavy); assert not heavy")

@@ -3,10 +3,11 @@ and for SmolLM2's own, in every train_on mode."""
 import pytest
 
 from conftest import CHAT
-from ftlab import FineTune, compose, templates
-from ftlab.chat import IGNORE, tokenize_conversation
-from ftlab.errors import FtlabError
-from ftlab.model import byte_tokenizer
+from ftlab import FineTune, compose
+from ftlab.data import templates
+from ftlab.data.chat import IGNORE, tokenize_conversation
+from ftlab.model.source import byte_tokenizer
+from ftlab.utils.errors import FtlabError
 
 MULTI_TURN = [
     {"role": "system", "content": "You are terse."},
@@ -60,7 +61,7 @@ def test_labels_are_exactly_assistant_contents_and_end_of_turn_byte_tokenizer(te
 
 @pytest.fixture(scope="session")
 def smollm2_source(cache_dir):
-    from ftlab.model import resolve_source
+    from ftlab.model.source import resolve_source
 
     cfg = compose(["model=smollm2", f"cache_dir={cache_dir}"])
     return resolve_source(cfg.model, str(cache_dir), cfg.seed), cfg.model
@@ -72,7 +73,7 @@ def smollm2_source(cache_dir):
 @TRAIN_ON
 def test_labels_are_exactly_assistant_contents_and_end_of_turn_smollm2(template, messages, train_on,
                                                                         smollm2_source):
-    from ftlab.model import load_tokenizer
+    from ftlab.model.load import load_tokenizer
 
     tok = with_template(load_tokenizer(*smollm2_source), template)
     example = tokenize_conversation(tok, messages, 4096, "test", train_on)
@@ -94,16 +95,16 @@ def test_template_that_refuses_a_conversation_names_the_row(tmp_path):
                         "role') }}{% endif %}{{ m['content'] }}{% endfor %}")
     tok = with_template(byte_tokenizer(), str(refusing))
     with pytest.raises(FtlabError, match="row 3: the chat template refuses this conversation .*no system role"):
-        tokenize_conversation(tok, MULTI_TURN, 4096, "row 3")
+        tokenize_conversation(tok, MULTI_TURN, 4096, "row 3", "assistant")
 
 
 def test_truncation_keeps_partial_answers_and_drops_fully_cut_ones():
     tok = byte_tokenizer()
-    full = tokenize_conversation(tok, MULTI_TURN, 1024, "test")
+    full = tokenize_conversation(tok, MULTI_TURN, 1024, "test", "assistant")
     first_answer_end = max(i for i, label in enumerate(full["labels"][:120]) if label != IGNORE) + 1
-    cut = tokenize_conversation(tok, MULTI_TURN, first_answer_end, "test")
+    cut = tokenize_conversation(tok, MULTI_TURN, first_answer_end, "test", "assistant")
     assert supervised_runs(tok, cut) == ["Paris.<|im_end|>"]
-    assert tokenize_conversation(tok, MULTI_TURN, 20, "test") is None  # only the prompt survives
+    assert tokenize_conversation(tok, MULTI_TURN, 20, "test", "assistant") is None  # only the prompt survives
 
 
 def test_dropped_examples_are_counted(workdir, tiny):

@@ -2,20 +2,20 @@
 import json
 from pathlib import Path
 
-from ftlab import demo
-from ftlab.config import ColumnsConfig
-from ftlab.formats import to_messages
-from ftlab.checks import validate
-from ftlab.configure import compose
+from ftlab.config.checks import validate
+from ftlab.config.compose import compose
+from ftlab.config.schema import ColumnsOptions
+from ftlab.data import demo
+from ftlab.data.formats import to_messages
 
-SHIPPED = Path(demo.__file__).parent / "assets" / "demo.jsonl"
+SHIPPED = Path(demo.__file__).parent.parent / "assets" / "demo.jsonl"
 
 
 def test_shipped_file_is_regenerated_exactly():
     rows = [json.loads(line) for line in SHIPPED.read_text().splitlines()]
     assert rows == demo.make_rows(500, seed=0)
     for i, row in enumerate(rows):
-        to_messages(row, f"demo.jsonl:{i + 1}", "conversation", ColumnsConfig(), None)  # every row is valid
+        to_messages(row, f"demo.jsonl:{i + 1}", "conversation", ColumnsOptions(), None)  # every row is valid
 
 
 def test_default_data_config_points_at_the_shipped_file():

@@ -7,9 +7,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CHAT, run_cli, train_tiny
-from ftlab import FineTune, compose, metrics
-from ftlab.errors import FtlabError
-from ftlab.sources import Problems, assign_splits, read_file
+from ftlab import FineTune, compose
+from ftlab.data.sources import Problems, assign_splits, read_file
+from ftlab.use import metrics
+from ftlab.utils.errors import FtlabError
 
 
 def evaluate(*args, cwd):

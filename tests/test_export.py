@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from conftest import run_cli, train_tiny
 from ftlab import export
-from ftlab.model import keep_4bit_trainable_on_cpu, resolve_source
+from ftlab.model.load import keep_4bit_trainable_on_cpu
+from ftlab.model.source import resolve_source
 
 MERGED_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                 "tokenizer_config.json", "chat_template.jinja", "export.json"}

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hubserver import fake_hub  # noqa: F401
-from ftlab import card, hub
-from ftlab.configure import compose
-from ftlab.hub import PublishError
+from ftlab.config.compose import compose
+from ftlab.config.schema import HubOptions
+from ftlab.hub import card
+from ftlab.hub import push as hub_push
+from ftlab.hub.push import PublishError
 
 ASSETS = Path(__file__).parent / "assets"
 TOKEN = "hf_PlantedTestToken0123456789abcdefXYZ"
@@ -21,6 +22,24 @@ STATS = {"val_loss_before": 5.4321, "val_loss_after": 3.2109, "steps": 2, "token
 ADAPTER = {"adapter_config.json": b'{"r": 16}', "adapter_model.safetensors": b"\x00\x01\x02safetensors\xff",
            "tokenizer.json": b'{"version": "1.0"}', "chat_template.jinja": b"{{ messages }}",
            "README.md": b"PEFT's generic card, replaced by the run's"}
+
+
+class hub:
+    """hub.push and hub.preflight with the schema's defaults for what a test leaves out."""
+
+    @staticmethod
+    def _settings(kwargs: dict) -> dict:
+        h = HubOptions()
+        return {"retries": h.retries, "retry_wait": h.retry_wait, "log": print, **kwargs}
+
+    @staticmethod
+    def push(run, repo_id, **kwargs):
+        return hub_push.push(run, repo_id, **{"private": HubOptions().private, "token": None,
+                                              **hub._settings(kwargs)})
+
+    @staticmethod
+    def preflight(repo_id, token, **kwargs):
+        return hub_push.preflight(repo_id, token, **hub._settings(kwargs))
 
 
 def config(*overrides):
@@ -209,7 +228,7 @@ def test_publish_cli_reports_a_rejected_token_in_one_line(run_dir, fake_hub):
     fake_hub.reject_all = 401
     result = publish_cli(run_dir, "--repo-id", "me/x")
     assert result.returncode == 1
-    assert result.stderr.startswith("ftlab: error: ") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("ftlab.publish: error: ") and result.stderr.count("\n") == 1
     assert "`hf auth login`" in result.stderr and TOKEN not in result.stderr
 
 

@@ -7,13 +7,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CHAT, run_cli
-from ftlab import chat, generate, model, runs, templates
-from ftlab.chat import IGNORE
-from ftlab.config import GenerationConfig
-from ftlab.sources import Problems, read_file
-from hubserver import fake_hub  # noqa: F401
+from ftlab import FineTune
+from ftlab.config.schema import GenerationOptions
+from ftlab.data import chat, templates
+from ftlab.data.chat import IGNORE
+from ftlab.data.sources import Problems, read_file
+from ftlab.model import load, source
+from ftlab.use import generate, runs
 
-GEN = GenerationConfig(max_new_tokens=6)
+GEN = GenerationOptions(max_new_tokens=6)
 
 
 def infer(*args, cwd, stdin=None, env_extra=None):
@@ -23,12 +25,15 @@ def infer(*args, cwd, stdin=None, env_extra=None):
 def library_answers(run_dir, conversations, base_only=False):
     """What the library answers, to hold the command's output against."""
     run = runs.locate(str(run_dir), ["generation.max_new_tokens=6"])
-    loaded, tokenizer, _ = runs.load(run, base_only=base_only)
-    return [a.output for a in generate.answers(loaded, tokenizer, conversations, GEN, run.cfg.seed)]
+    recipe = FineTune(run.cfg)
+    tokenizer = recipe.load_trained_tokenizer(run.adapter)
+    loaded = recipe.load_trained(run.adapter, base_only=base_only)
+    prompts = [recipe.prompt_ids(c) for c in conversations]
+    return [a.output for a in generate.answers(loaded, tokenizer, prompts, GEN, run.cfg.seed)]
 
 
 def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("ftlab: error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("ftlab.infer: error:")]
     assert result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     return lines[0]
 
@@ -59,8 +64,8 @@ def test_a_prompts_file_gives_one_output_line_per_input_line(trained, tmp_path):
     assert [o["messages"] for o in out] == asked
     assert [o.get("reference") for o in out] == [None, None, "8", None, "6"]
     assert [o["output"] for o in out] == library_answers(trained, asked)
-    tokenizer = model.load_tokenizer(str(trained / "adapter"), OmegaConf.create({"revision": "main",
-                                                                                "trust_remote_code": False}))
+    tokenizer = load.load_tokenizer(str(trained / "adapter"), OmegaConf.create({"revision": "main",
+                                                                               "trust_remote_code": False}))
     assert out[1]["prompt"] == tokenizer.apply_chat_template(asked[1], tokenize=False, add_generation_prompt=True)
     assert all(o["generation"] == {"max_new_tokens": 6, "do_sample": False, "repetition_penalty": 1.0} for o in out)
     assert all(o["model"] == str(trained) and o["adapter"] is True for o in out)
@@ -109,26 +114,27 @@ def test_training_and_inference_tokenize_the_prompt_identically(tokenizer_of, te
     from ftlab import compose
 
     cfg = compose([f"model={tokenizer_of}", f"cache_dir={cache_dir}"])
-    source, gguf = model.tokenizer_source(cfg.model, cfg.cache_dir)  # (None, None) for tiny: the byte tokenizer
-    tokenizer = model.load_tokenizer(source, cfg.model, gguf)
+    where_from, gguf = source.tokenizer_source(cfg.model, cfg.cache_dir)  # (None, None) for tiny: byte tokenizer
+    tokenizer = load.load_tokenizer(where_from, cfg.model, gguf)
     templates.apply(tokenizer, template, cfg.model.name)
     rows = read_file(CHAT, Problems())
     assert any(len(row["conversations"]) > 3 for _, row in rows)  # multi-turn conversations are among them
     for where, row in rows:
         messages = row["conversations"]
-        example = chat.tokenize_conversation(tokenizer, messages, 4096, where)
+        example = chat.tokenize_conversation(tokenizer, messages, 4096, where, "assistant")
         last_answer = max(i for i, label in enumerate(example["labels"])
                           if label != IGNORE and (i == 0 or example["labels"][i - 1] == IGNORE))
-        _, prompt = chat.prompt_ids(tokenizer, messages[:-1], where)
+        _, prompt = chat.prompt_ids(tokenizer, messages[:-1], where, "assistant")
         assert prompt == example["input_ids"][:last_answer], where
 
 
 def test_a_pushed_adapter_is_used_by_its_hub_id(trained, tmp_path, fake_hub, monkeypatch):
-    from ftlab import card, hub
+    from ftlab.hub import card
+    from ftlab.hub import push as hub
 
     run = shutil.copytree(trained, tmp_path / "run")
     card.write(run, OmegaConf.load(run / ".hydra" / "config.yaml"), {}, "python -m ftlab model=tiny")
-    hub.push(run, "me/tiny-dates", token="hf_test", retries=0)
+    hub.push(run, "me/tiny-dates", private=True, token="hf_test", retries=0, retry_wait=0, log=print)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # a fresh download cache
     result = infer("run=me/tiny-dates", "prompt=What is 2 plus 3?", "generation.max_new_tokens=6", cwd=tmp_path,
                    env_extra={"HF_HUB_OFFLINE": "0"})

@@ -2,8 +2,7 @@
 import pytest
 import torchmetrics.functional.text  # noqa: F401  imported at collection, so no single test pays torch's import
 
-from ftlab import metrics, report
-
+from ftlab.use import metrics, report
 
 # ── exact_match ──────────────────────────────────────────────────────────────────────────────────────────
 

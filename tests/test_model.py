@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from ftlab import compose
-from ftlab.checks import validate
-from ftlab.model import load_base_model, resolve_source
+from ftlab.config.checks import validate
+from ftlab.model.load import load_base_model
+from ftlab.model.source import resolve_source
 
 
 def tiny_config(cache_dir, *extra):
@@ -17,7 +18,7 @@ def test_4bit_layers_keep_their_gradient_after_validation(cache_dir):
     import bitsandbytes as bnb
 
     cfg = tiny_config(cache_dir, "quant=4bit")
-    model = load_base_model(resolve_source(cfg.model, str(cache_dir), cfg.seed), cfg.model, cfg.quant, "cpu")
+    model = load_base_model(resolve_source(cfg.model, str(cache_dir), cfg.seed), cfg.model, cfg.quant, "cpu", "32-true")
     layer = model.model.layers[0].self_attn.q_proj
     weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
     layer.eval()

@@ -4,14 +4,14 @@ import torch
 
 from conftest import CHAT
 from ftlab import FineTune, compose
-from ftlab.batching import Collator, attention_stays_inside, epoch_order, pack, padding_fraction
-from ftlab.errors import FtlabError
-from ftlab.module import LoRAModule
+from ftlab.data.batching import Collator, attention_stays_inside, epoch_order, pack, padding_fraction
+from ftlab.train.module import LoRAModule
+from ftlab.utils.errors import FtlabError
 
 
 def examples(train_on="assistant"):
     ft = FineTune(compose(["model=tiny", f"data.path={CHAT}", f"data.train_on={train_on}", "data.cache=false"]))
-    from ftlab.model import byte_tokenizer
+    from ftlab.model.source import byte_tokenizer
 
     ft.tokenizer = byte_tokenizer()
     return ft.tokenize_data().splits["train"].items

@@ -3,9 +3,7 @@ import logging
 from pathlib import Path
 
 from conftest import run_cli, run_dirs
-from hubserver import fake_hub  # noqa: F401
-
-from ftlab import secrets
+from ftlab.utils import secrets
 
 PLANTED = {"HF_TOKEN": "hf_envPlantedToken4821", "WANDB_API_KEY": "wandbEnvPlantedKey9377"}
 OVERRIDDEN = {"hub.token": "hf_overridePlantedToken5512", "tracker.wandb.api_key": "wandbOverridePlanted6604"}

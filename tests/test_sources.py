@@ -5,8 +5,8 @@ import pytest
 
 from conftest import qa_rows, write_rows
 from ftlab import FineTune, compose
-from ftlab.chat import IGNORE
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.data.chat import IGNORE
+from ftlab.utils.errors import ConfigError, FtlabError
 
 
 def prepare(tmp_path, *overrides) -> FineTune:
@@ -174,6 +174,14 @@ def test_csv_row_with_the_wrong_number_of_fields(tmp_path):
         prepare(tmp_path, f"data.path={path}")
 
 
+def test_a_file_in_no_known_format_is_reported_before_any_split_size_problem(tmp_path):
+    path = tmp_path / "few.csv"
+    path.write_text("prompt,completion\nWhat is 1 plus 1?,2\n")  # one row: carving validation would leave none
+    with pytest.raises(ConfigError, match=r"few.csv:2: data.format=auto found no known format in the columns "
+                                          r"\(prompt, completion\).*data.columns.question=prompt"):
+        prepare(tmp_path, f"data.path={path}")
+
+
 def test_skip_bad_rows_counts_them_and_prints_the_first_reasons(tmp_path, capsys):
     lines = [json.dumps(r) for r in qa_rows(20)]
     lines[4] = "{oops"
@@ -198,7 +206,7 @@ def test_skip_bad_rows_counts_them_and_prints_the_first_reasons(tmp_path, capsys
     (["data.train_on=user"], "data.train_on must be one of assistant, last_assistant, all"),
 ])
 def test_data_options_are_validated(overrides, expected):
-    from ftlab.checks import validate
+    from ftlab.config.checks import validate
 
     with pytest.raises(ConfigError, match=expected):
         validate(compose(overrides))

@@ -145,7 +145,7 @@ def test_a_clearly_bad_trial_is_pruned_promptly(workdir, sweep_args):
     ("optim.lr=tag(log,interval(0,1e-3))", "a log-scale interval needs a positive lower bound"),
     ("lora.r=choice()", "empty choice is not legal"),
     ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be > 0"),
-    ("hydra.sweeper.sampler.name=cmaes", "hydra.sweeper.sampler.name must be tpe, random or grid"),
+    ("hydra.sweeper.sampler.name=cmaes", "hydra.sweeper.sampler.name must be one of tpe, random, grid (got cmaes)"),
 ])
 def test_invalid_search_spaces_are_rejected_before_any_trial(override, expected, workdir, sweep_args):
     result = run_cli(*sweep_args, override, cwd=workdir)
@@ -154,14 +154,14 @@ def test_invalid_search_spaces_are_rejected_before_any_trial(override, expected,
     assert not (workdir / "outputs").exists()
 
 
-def test_two_workers_share_one_study_on_postgresql(workdir, sweep_args):
+def test_two_workers_share_one_study_on_postgresql(workdir, sweep_args, postgres_url):
     """Two processes run the same command against one PostgreSQL database: together they run exactly
     n_trials, none twice."""
     import uuid
 
     import optuna
 
-    storage, name = "postgresql://postgres@127.0.0.1:5432/test", f"ftlab_test_{uuid.uuid4().hex[:12]}"
+    storage, name = postgres_url, f"ftlab_test_{uuid.uuid4().hex[:12]}"
     args = [sys.executable, "-m", "ftlab", *sweep_args, "hydra.sweeper.n_trials=5", f"hydra.sweeper.storage={storage}",
             f"hydra.sweeper.study_name={name}"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -184,14 +184,15 @@ def test_a_trial_in_another_process_reports_and_is_pruned_through_the_storage(wo
     """What a trial on another machine does: find its study by storage URL, name and number alone."""
     import optuna
 
-    from ftlab.sweeps.pruning import ENV_STORAGE, ENV_STUDY, ENV_TRIAL, PRUNER_ATTR
+    from ftlab.sweeps.env import STORAGE, STUDY, TRIAL
+    from ftlab.sweeps.pruning import PRUNER_ATTR
 
     storage = f"sqlite:///{workdir}/shared.db"
     study_ = optuna.create_study(study_name="remote", storage=storage)
     study_.set_user_attr(PRUNER_ATTR, {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
-    study_.add_trial(optuna.trial.create_trial(value=0.1, intermediate_values={s: 0.1 for s in range(1, 13)}))
+    study_.add_trial(optuna.trial.create_trial(value=0.1, intermediate_values=dict.fromkeys(range(1, 13), 0.1)))
     trial = study_.ask()  # RUNNING, as the sweeper leaves it while the job runs elsewhere
-    env = {ENV_STORAGE: storage, ENV_STUDY: "remote", ENV_TRIAL: str(trial.number)}
+    env = {STORAGE: storage, STUDY: "remote", TRIAL: str(trial.number)}
     result = run_cli(*tiny, "trainer.max_steps=12", "trainer.val_every_n_steps=2", cwd=workdir, env_extra=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"trial {trial.number} pruned at step 2" in result.stdout
@@ -205,7 +206,7 @@ def test_trials_of_dead_workers_elsewhere_are_failed_by_their_stale_heartbeat(wo
     from ftlab.sweeps.workers import BEAT, STALE_SECONDS, WORKER, fail_orphans
 
     s = optuna.create_study(study_name="beats", storage=f"sqlite:///{workdir}/beats.db")
-    stale, live, unstamped = s.ask(), s.ask(), s.ask()  # unstamped: not asked by an ftlab sweeper
+    stale, live, _unstamped = s.ask(), s.ask(), s.ask()  # the third: not asked by an ftlab sweeper
     for t, beat in ((stale, time.time() - STALE_SECONDS - 1), (live, time.time())):
         t.set_user_attr(WORKER, "another-machine:4242")
         t.set_user_attr(BEAT, beat)

@@ -80,17 +80,17 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, postgres_url):
     """A real `mlflow server` on 127.0.0.1, its runs in a PostgreSQL database of its own, stopped after."""
     import psycopg
 
     database = f"ftlab_mlflow_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as db:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
         db.execute(f"CREATE DATABASE {database}")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"postgresql://postgres@127.0.0.1:5432/{database}",
+         "--backend-store-uri", f"{postgres_url.rsplit('/', 1)[0]}/{database}",
          "--artifacts-destination", str(tmp_path / "server-artifacts")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
@@ -107,7 +107,7 @@ def mlflow_server(tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as db:
+        with psycopg.connect(postgres_url, autocommit=True) as db:
             db.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import run_cli, run_dirs
 from ftlab import FineTune, compose
-from ftlab.errors import FtlabError
+from ftlab.utils.errors import FtlabError
 
 EXPECTED_FILES = {
     ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
@@ -144,7 +144,7 @@ def test_a_run_never_writes_over_another(workdir, tiny):
 
 
 def test_runs_started_in_the_same_second_get_their_own_dirs(workdir):
-    from ftlab.artifacts import new_run_dir
+    from ftlab.utils.files import new_run_dir
 
     dirs = [new_run_dir() for _ in range(3)]
     assert len(set(dirs)) == 3 and all(d.is_dir() for d in dirs)
@@ -170,6 +170,15 @@ def test_unreachable_hub_model_fails_before_training_in_one_line(workdir):
     assert len(lines) == 1 and "could not fetch model 'meta-llama/Llama-3.1-8B-Instruct'" in lines[0]
     assert "HF_TOKEN" in lines[0] and "model.path=" in lines[0]
     assert not list((workdir / "outputs").glob("*/*"))
+
+
+def test_a_missing_model_path_fails_in_one_line_and_leaves_nothing(workdir):
+    result = run_cli("model=tiny", "model.path=/no/such/dir", cwd=workdir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.path=/no/such/dir is not a directory" in lines[0], result.stderr
+    assert "model.path=null" in lines[0]  # the fix
+    assert not list((workdir / "outputs").glob("*/*"))  # no run dir, not even one holding train.log
 
 
 @pytest.mark.slow
@@ -200,7 +209,7 @@ def test_tiny_runs_with_other_options(options, workdir, tiny):
 
 
 def test_learning_rate_schedule():
-    from ftlab.module import lr_lambda
+    from ftlab.train.module import lr_lambda
 
     cosine = lr_lambda("cosine", warmup=2, total=10, floor=0.1)
     assert [round(cosine(s), 3) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]

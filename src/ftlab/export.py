@@ -9,20 +9,23 @@ a few chat-formatted inputs; a mismatch beyond float tolerance is an error, and 
 A 4-bit or 8-bit base is dequantized first, and the adapter merged into those dequantized weights: that is the
 base the adapter was trained against, and merging into the quantized weights would round the update away.
 """
-import shutil
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
-from ftlab import chat, commands, console, runs
-from ftlab import model as models
-from ftlab.artifacts import new_output, write_json
-from ftlab.batching import Collator
-from ftlab.config import ExportOptions
-from ftlab.console import Stages, info
-from ftlab.errors import FtlabError
+from ftlab.config.overrides import run_command
+from ftlab.config.schema import ExportCommand
+from ftlab.data import chat
+from ftlab.data.batching import Collator
+from ftlab.model import adapter
+from ftlab.model.load import TORCH_DTYPES
+from ftlab.train.recipe import FineTune
+from ftlab.use import runs
+from ftlab.utils.console import Stages, info, log, setup_logging
+from ftlab.utils.errors import FtlabError
+from ftlab.utils.files import atomic, new_output, write_json
 
 # float error allowed between the reloaded merged model and the adapter model, relative to the logits' scale
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
@@ -54,31 +57,13 @@ def logits(model, batch: dict) -> torch.Tensor:
 def saved_dtype(source: str, dtype: str) -> torch.dtype:
     """dtype=auto: what the base checkpoint's config.json names, else float32."""
     if dtype != "auto":
-        return models.DTYPES[dtype]
-    from transformers import AutoConfig
-
+        return TORCH_DTYPES[dtype]
     named = str(getattr(AutoConfig.from_pretrained(source), "dtype", None) or "").replace("torch.", "")
-    return models.DTYPES.get(named, torch.float32)
-
-
-def merge_dequantized(run: runs.Run, source: str):
-    """A quantized run's base, loaded as in training, dequantized to float32, with the adapter merged in."""
-    from peft import PeftModel
-
-    cfg = run.cfg
-    base = models.load_base_model(source, cfg.model, cfg.quant, "cpu", "32-true")
-    info(f"the base was loaded {cfg.quant.bits}-bit as in training; dequantizing it to float32 before merging "
-         "(the merged model is the dequantized base plus the adapter)")
-    base = base.dequantize(dtype=torch.float32)
-    if hasattr(base.config, "quantization_config"):  # a plain model now: loaders must not look for bitsandbytes
-        del base.config.quantization_config
-    return PeftModel.from_pretrained(base, run.adapter).merge_and_unload()
+    return TORCH_DTYPES.get(named, torch.float32)
 
 
 def compare(reference: torch.Tensor, folder: Path, batch: dict, dtype: torch.dtype) -> dict:
     """Reload `folder` with plain transformers and measure how far its logits are from `reference`."""
-    from transformers import AutoModelForCausalLM
-
     reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     got = logits(reloaded, batch)
     diff = (got - reference).abs()
@@ -90,8 +75,8 @@ def compare(reference: torch.Tensor, folder: Path, batch: dict, dtype: torch.dty
             "tokens": int(reference.shape[0])}
 
 
-def export(options: ExportOptions, overrides: List[str]) -> None:
-    console.setup_logging()
+def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) -> None:
+    setup_logging()
     stages = Stages(("Finding the run", "Loading the adapter model", "Merging", "Saving and checking"))
     stages.start("Finding the run", options.run)
     # float32 throughout, so the comparison measures the merge and the saved dtype, not the training precision
@@ -102,22 +87,24 @@ def export(options: ExportOptions, overrides: List[str]) -> None:
                          "into its base: give a finished run dir")
     target = output_dir(run, options.output)
     stages.start("Loading the adapter model", f"{run.cfg.model.name} + {run.adapter}")
-    adapter_model, tokenizer, _ = runs.load(run)
+    recipe = recipe_cls(run.cfg)
+    tokenizer = recipe.load_trained_tokenizer(run.adapter)
+    adapter_model = recipe.load_trained(run.adapter)
     batch = probe_batch(tokenizer)
     reference = logits(adapter_model, batch)
-    source = models.resolve_source(run.cfg.model, run.cfg.cache_dir, run.cfg.seed)
     stages.start("Merging", "adapter into the base weights")
     if run.cfg.quant.bits is None:
         merged = adapter_model.merge_and_unload()  # the base is in float32 already: merge in place
     else:
         del adapter_model  # merging into quantized weights would round the update away; free it, reload the base
-        merged = merge_dequantized(run, source)
+        recipe.model = None
+        info(f"the base was loaded {run.cfg.quant.bits}-bit as in training; dequantizing it to float32 before "
+             "merging (the merged model is the dequantized base plus the adapter)")
+        merged = adapter.merge_dequantized(recipe.load_base_model(recipe.model_source()), run.adapter)
     merged.config.use_cache = True  # training switched it off; a model for inference wants it
-    dtype = saved_dtype(source, options.dtype)
+    dtype = saved_dtype(recipe.model_source(), options.dtype)
     stages.start("Saving and checking", f"{str(dtype).replace('torch.', '')} weights into {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with atomic(target, directory=True) as tmp:  # the folder appears whole, or not at all
         merged.to(dtype).save_pretrained(tmp)
         tokenizer.padding_side = "left"  # what batched generation with the exported model needs
         tokenizer.save_pretrained(tmp)
@@ -129,20 +116,17 @@ def export(options: ExportOptions, overrides: List[str]) -> None:
         write_json(tmp / "export.json", {"run": run.label, "base_model": run.cfg.model.name,
                                          "adapter": str(run.adapter), "dtype": str(dtype).replace("torch.", ""),
                                          "dequantized_from_bits": run.cfg.quant.bits, "check": check})
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if check:
         info(f"reloaded with AutoModelForCausalLM: logits within {check['max_abs_diff']:.2g} of the adapter model's "
              f"(tolerance {check['tolerance']:.2g}) on {check['tokens']} tokens; same top token on "
              f"{check['same_argmax']:.0%}")
     stages.finish()
-    console.log.info(f"ftlab: merged model in {target}; load it with "
+    log.info(f"ftlab: merged model in {target}; load it with "
                      f"AutoModelForCausalLM.from_pretrained(\"{target}\")")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    commands.main(argv, ExportOptions, "ftlab.export", "merge a run's adapter into its base model", export)
+    run_command(argv, ExportCommand, "ftlab.export", "merge a run's adapter into its base model", export)
 
 
 if __name__ == "__main__":

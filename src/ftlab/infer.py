@@ -6,21 +6,27 @@
   neither               an interactive chat (/reset clears the history, /exit or Ctrl+D ends)
 
 The base model is loaded and quantized as the run was trained (override with quant=..., for instance), and
-prompts are rendered with the chat template saved beside the adapter, tokenized exactly as in training.
+prompts are rendered with the chat template saved beside the adapter, tokenized exactly as in training: all
+through the recipe's stages (FineTune, or a subclass passed as `recipe`).
 """
+
 import json
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ftlab import commands, console, generate, prompts, runs
-from ftlab.artifacts import new_output, unused_path, write_jsonl
-from ftlab.config import InferOptions
-from ftlab.console import Stages, info
-from ftlab.errors import ConfigError
+from transformers import TextStreamer
+
+from ftlab.config.overrides import run_command
+from ftlab.config.schema import InferCommand
+from ftlab.train.recipe import FineTune
+from ftlab.use import generate, prompts, runs
+from ftlab.utils.console import Stages, info, setup_logging
+from ftlab.utils.errors import ConfigError
+from ftlab.utils.files import new_output, unused_path, write_jsonl
 
 
-def output_path(options: InferOptions) -> Path:
+def output_path(options: InferCommand) -> Path:
     """Where `input`'s answers go: `output`, which must not exist, or <input>-outputs[-N].jsonl beside it."""
     if options.output is not None:
         return new_output(Path(options.output).expanduser(), "results")
@@ -28,7 +34,7 @@ def output_path(options: InferOptions) -> Path:
     return unused_path(source.with_name(f"{source.stem}-outputs.jsonl"))
 
 
-def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, options: InferOptions) -> dict:
+def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, options: InferCommand) -> dict:
     """One output line: enough to see what was asked, what came back and how, without the run at hand."""
     gen = generate.settings(run.cfg.generation)
     if run.cfg.generation.do_sample:
@@ -41,10 +47,9 @@ def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, optio
             "generation": gen}
 
 
-def chat(model, tokenizer, run: runs.Run, system: Optional[str]) -> None:
+def chat(recipe: FineTune, model, system: Optional[str]) -> None:
     """Read user turns from stdin until /exit or end of input; the history makes it a conversation."""
-    from transformers import TextStreamer
-
+    tokenizer, cfg = recipe.tokenizer, recipe.cfg
     start: List[dict] = [{"role": "system", "content": system}] if system else []
     history = list(start)
     tty = sys.stdin.isatty()
@@ -64,47 +69,51 @@ def chat(model, tokenizer, run: runs.Run, system: Optional[str]) -> None:
         history.append({"role": "user", "content": line.strip()})
         # on a terminal the answer appears as it is generated; piped, it is printed whole
         streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if tty else None
-        answer = generate.answers(model, tokenizer, [history], run.cfg.generation, run.cfg.seed,
-                                  run.cfg.data.train_on, streamer=streamer)[0]
+        prompt = recipe.prompt_ids(history, f"turn {len(history) // 2 + 1}")
+        answer = generate.answers(model, tokenizer, [prompt], cfg.generation, cfg.seed, streamer=streamer)[0]
         if not tty:
             print(answer.output, flush=True)
         history.append({"role": "assistant", "content": answer.output})
 
 
-def infer(options: InferOptions, overrides: List[str]) -> None:
+def infer(options: InferCommand, overrides: List[str], recipe_cls=FineTune) -> None:
     if options.prompt is not None and options.input is not None:
         raise ConfigError("prompt= and input= both given; answer one prompt or a file of them")
-    console.setup_logging(stream="stderr")  # stdout carries the answers
+    setup_logging(stream="stderr")  # stdout carries the answers
     stages = Stages(("Finding the run", "Loading the model", "Generating"))
     stages.start("Finding the run", options.run)
     run = runs.locate(options.run, overrides)
+    recipe = recipe_cls(run.cfg)
+    recipe.load_trained_tokenizer(run.adapter)
     batch = target = None
     if options.input is not None:  # a bad file fails now, not after the model has loaded
-        batch = prompts.read(Path(options.input).expanduser(), run.cfg.data.columns, options.system)
+        batch = prompts.read(Path(options.input).expanduser(), run.cfg.data.columns, options.system,
+                             recipe.to_conversation)
         target = output_path(options)
         info(f"{len(batch)} prompts from {options.input}")
     what = "base model alone" if options.base_only or run.adapter is None else f"adapter {run.adapter}"
     stages.start("Loading the model", f"{run.cfg.model.name}, {what}")
-    model, tokenizer, precision = runs.load(run, base_only=options.base_only)
-    info(f"precision: {precision}; generation: {json.dumps(generate.settings(run.cfg.generation))}")
+    model = recipe.load_trained(run.adapter, base_only=options.base_only)
+    info(f"precision: {recipe.precision}; generation: {json.dumps(generate.settings(run.cfg.generation))}")
     stages.start("Generating")
+    gen, seed = run.cfg.generation, run.cfg.seed
     if options.prompt is not None:
         messages = ([{"role": "system", "content": options.system}] if options.system else []) + \
             [{"role": "user", "content": options.prompt}]
-        print(generate.answers(model, tokenizer, [messages], run.cfg.generation, run.cfg.seed,
-                               run.cfg.data.train_on)[0].output, flush=True)
+        print(generate.answers(model, recipe.tokenizer, [recipe.prompt_ids(messages)], gen, seed)[0].output,
+              flush=True)
     elif batch is not None:
-        answers = generate.answers(model, tokenizer, [p.messages for p in batch], run.cfg.generation, run.cfg.seed,
-                                   run.cfg.data.train_on, progress=True)
+        encoded = [recipe.prompt_ids(p.messages, p.where) for p in batch]
+        answers = generate.answers(model, recipe.tokenizer, encoded, gen, seed, progress=True)
         write_jsonl(target, [record(p, a, run, options) for p, a in zip(batch, answers)])
         info(f"wrote {len(answers)} answers to {target}")
     else:
-        chat(model, tokenizer, run, options.system)
+        chat(recipe, model, options.system)
     stages.finish()
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    commands.main(argv, InferOptions, "ftlab.infer", "answer prompts with a tuned model (or its base alone)", infer)
+    run_command(argv, InferCommand, "ftlab.infer", "answer prompts with a tuned model (or its base alone)", infer)
 
 
 if __name__ == "__main__":

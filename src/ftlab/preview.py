@@ -9,9 +9,14 @@ import os
 import sys
 from typing import List, Optional
 
-from ftlab.chat import IGNORE
-from ftlab.errors import ConfigError, FtlabError
+from ftlab.config.compose import compose
+from ftlab.data.chat import IGNORE
+from ftlab.model.source import tokenizer_source
+from ftlab.train.recipe import FineTune
+from ftlab.utils.console import log, setup_logging
+from ftlab.utils.errors import ConfigError, exit_on_error
 
+PROG = "ftlab.preview"
 USAGE = "usage: python -m ftlab.preview [group=option ...] [key=value ...] [-n N]   (N examples, default 3)"
 
 
@@ -31,15 +36,11 @@ def marked(tokenizer, example: dict, color: bool) -> str:
     return "".join(pieces)
 
 
-def preview(overrides: List[str], n: int = 3, color: bool = False) -> None:
-    from ftlab import model
-    from ftlab.configure import compose
-    from ftlab.console import log, setup_logging
-    from ftlab.finetune import FineTune
-
+def preview(overrides: List[str], n: int = 3, color: bool = False, recipe=FineTune) -> None:
+    """Print what `recipe` (FineTune, or a subclass with stages of its own) makes of the data."""
     setup_logging()
-    ft = FineTune(compose(overrides))
-    ft.tokenizer = ft.load_tokenizer(*model.tokenizer_source(ft.cfg.model, ft.cfg.cache_dir))
+    ft = recipe(compose(overrides))
+    ft.tokenizer = ft.load_tokenizer(*tokenizer_source(ft.cfg.model, ft.cfg.cache_dir))
     ft.prepare_data()
     train = ft.prepared.splits["train"].items
     legend = "green" if color else "[[like this]]"
@@ -53,36 +54,20 @@ def preview(overrides: List[str], n: int = 3, color: bool = False) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    from ftlab.checks import describe_compose_error
-
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
         print(USAGE)
         return
-    n = 3
-    for flag in ("-n", "--examples"):
-        if flag in args:
-            i = args.index(flag)
-            if i + 1 >= len(args) or not args[i + 1].isdigit():
-                print(f"ftlab.preview: error: {flag} needs a number of examples\n{USAGE}", file=sys.stderr)
-                sys.exit(2)
-            n = int(args[i + 1])
-            del args[i:i + 2]
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    try:
-        try:
-            preview(args, n, color)
-        except (FtlabError, KeyboardInterrupt):
-            raise
-        except Exception as e:  # Hydra's composition errors (bad override, unknown option)
-            if type(e).__module__.startswith(("hydra", "omegaconf")):
-                raise ConfigError(describe_compose_error(e)) from None
-            raise
-    except FtlabError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"ftlab.preview: error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ConfigError) else 1)
+    with exit_on_error(PROG):
+        n = 3
+        for flag in ("-n", "--examples"):
+            if flag in args:
+                i = args.index(flag)
+                if i + 1 >= len(args) or not args[i + 1].isdigit():
+                    raise ConfigError(f"{flag} needs a number of examples; {USAGE}")
+                n = int(args[i + 1])
+                del args[i : i + 2]
+        preview(args, n, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
 
 
 if __name__ == "__main__":

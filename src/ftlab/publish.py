@@ -4,59 +4,52 @@ For runs trained without hub.push, and for pushes that failed after training: th
 hub.repo_id, hub.private and the retry policy unless the command line says otherwise. The token comes from
 HF_TOKEN or the stored login (`hf auth login`), never from a file ftlab wrote.
 """
+
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from ftlab import card, hub
-from ftlab.errors import FtlabError
+from ftlab.config.overrides import apply_overrides
+from ftlab.hub import card, push
+from ftlab.utils.console import info
+from ftlab.utils.errors import exit_on_error
+
+PROG = "ftlab.publish"
 
 
 def parse(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ftlab.publish", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run's dir (it has adapter/ and .hydra/config.yaml)")
     parser.add_argument("--repo-id", help="model repo to push to (default: the run's hub.repo_id)")
     parser.add_argument("--public", action="store_true", help="create the repo public (default: hub.private)")
     return parser.parse_args(argv)
 
 
-def load_config(run_dir: Path) -> DictConfig:
-    from ftlab.configure import setup
-
+def publish(run_dir: Path, repo_id: Optional[str], public: bool) -> str:
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise hub.PublishError(f"{run_dir} is not an ftlab run dir: {path} is missing")
-    setup()  # the saved config may hold ${ftlab.*} interpolations (sweeps), which need ftlab's resolvers
-    return OmegaConf.load(path)
-
-
-def publish(run_dir: Path, repo_id: Optional[str], public: bool) -> str:
-    cfg = load_config(run_dir)
-    repo_id = repo_id or OmegaConf.select(cfg, "hub.repo_id")
+        raise push.PublishError(f"{run_dir} is not an ftlab run dir: {path} is missing")
+    cfg = apply_overrides(OmegaConf.load(path), [])  # through the schema: an older config gets today's defaults
+    repo_id = repo_id or cfg.hub.repo_id
     if not repo_id:
-        raise hub.PublishError(f"no repo to push {run_dir} to: pass --repo-id your-name/your-model-lora")
+        raise push.PublishError(f"no repo to push {run_dir} to: pass --repo-id your-name/your-model-lora")
     if not (run_dir / "README.md").is_file():
         metrics = run_dir / "metrics.json"
         stats = json.loads(metrics.read_text()) if metrics.is_file() else {}
         card.write(run_dir, cfg, stats, f"python -m ftlab --rerun {run_dir}", repo=repo_id)
-    return hub.push(run_dir, repo_id, private=not public and OmegaConf.select(cfg, "hub.private", default=True),
-                    token=os.environ.get("HF_TOKEN") or None,
-                    retries=OmegaConf.select(cfg, "hub.retries", default=4),
-                    retry_wait=OmegaConf.select(cfg, "hub.retry_wait", default=2.0))
+    h = cfg.hub
+    return push.push(run_dir, repo_id, private=h.private and not public, token=os.environ.get("HF_TOKEN") or None,
+                     retries=h.retries, retry_wait=h.retry_wait, log=info)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse(argv)
-    try:
+    with exit_on_error(PROG):
         print(publish(args.run_dir, args.repo_id, args.public))
-    except FtlabError as e:
-        print(f"ftlab: error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,24 @@ rejected before any trial starts, in one line naming the key.
 """
 from typing import Dict, List
 
-from ftlab.errors import ConfigError, first_line
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import HydraException, OverrideParseException
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from ftlab.config.checks import schema_field
+from ftlab.config.compose import describe_compose_error
+from ftlab.utils.errors import ConfigError, first_line
 
 
 def split_arguments(arguments: List[str]) -> tuple:
     """Command-line overrides: (fixed ones, {key: text} of sweep ones such as key=choice(...), which join the space)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     fixed, swept = [], {}
-    for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
+    try:
+        overrides = OverridesParser.create().parse_overrides(arguments)
+    except OverrideParseException as e:
+        raise ConfigError(describe_compose_error(e)) from None
+    for text, override in zip(arguments, overrides):
         if override.is_sweep_override():
             swept[override.get_key_element()] = text.split("=", 1)[1]
         else:
@@ -28,20 +37,13 @@ def split_arguments(arguments: List[str]) -> tuple:
 
 def parse(params: Dict[str, str]) -> dict:
     """{key: optuna distribution}; ConfigError on anything a trial could not use."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-    from hydra.errors import HydraException
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    from ftlab.checks import _schema_field
-
     if not params:
         raise ConfigError("hydra.sweeper.params is empty; give the search space, e.g. "
                           "hydra.sweeper.params={lora.r:'choice(8,16)'}")
     parser = OverridesParser.create()
     space = {}
     for key, text in params.items():
-        if _schema_field(key) is None:
+        if schema_field(key) is None:
             raise ConfigError(f"hydra.sweeper.params.{key}: {key} is not an ftlab option; see python -m ftlab --help")
         try:
             override = parser.parse_override(f"{key}={text}")

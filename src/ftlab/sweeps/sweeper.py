@@ -1,5 +1,6 @@
 """The Optuna sweeper behind `hydra/sweeper=ftlab_optuna` (registered in hydra_plugins.ftlab_optuna_sweeper);
-how workers share a study is in workers.py, pruning in pruning.py, the report in report.py.
+its options are declared in config/schema.py (SweeperOptions). How workers share a study is in workers.py,
+pruning in pruning.py, the report in summary.py.
 
 One study in a storage (a SQLite file by default, any database URL for several workers) holds the sweep:
 
@@ -17,12 +18,18 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import optuna
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
 
-from ftlab.errors import ConfigError, first_line
-from ftlab.sweeps import pruning, report, tracking_parent, workers
+from ftlab.config.checks import validate_sweeper
+from ftlab.sweeps import parent_run, pruning, space, summary, workers
+from ftlab.sweeps.env import TrialEnv
+from ftlab.utils.errors import ConfigError, first_line
 
 log = logging.getLogger("ftlab.sweep")  # its own stdout handler: not into a trial's train.log (see sweep())
 
@@ -39,26 +46,21 @@ class OptunaSweeper(Sweeper):
         self.config = self.launcher = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
 
     # ── the sweep ──────────────────────────────────────────────────────────────────────────────────
     def sweep(self, arguments: List[str]) -> list:
-        from ftlab.sweeps import space as search_space
-
         _console()
-        fixed, swept = search_space.split_arguments(arguments)
+        fixed, swept = space.split_arguments(arguments)
         params = {**self.params, **swept}
-        space = search_space.parse(params)
-        check_settings(self)
+        distributions = space.parse(params)
+        validate_sweeper(self.config.hydra.sweeper)
         with workers.budget_lock(self.storage_url, self.study_name):  # workers starting together: one at a time
             study = self._study(params)
             workers.fail_orphans(study, log)
-            parent = tracking_parent.start(self.config, study)  # one parent run for all trials, all workers
-        tracking_env = {tracking_parent.ENV: parent} if parent else {}
+            parent = parent_run.start(self.config, study)  # one parent run for all trials, all workers
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -74,13 +76,13 @@ class OptunaSweeper(Sweeper):
                     log.info(f"ftlab sweep: stopping, {self._failed(study)} trials failed (more than "
                              f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of {self.n_trials})")
                     break
-                trial = study.ask(space)
+                trial = study.ask(distributions)
                 trial.set_user_attr(workers.WORKER, workers.me())
                 trial.set_user_attr(workers.BEAT, time.time())
             overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()]
-            trial.set_user_attr(report.COMMAND, " ".join(overrides))
+            trial.set_user_attr(summary.COMMAND, " ".join(overrides))
             # pruning reaches the trial through the storage (an in-memory study: no pruning); trackers nest it
-            overrides += pruning.job_environment(self.storage_url, self.study_name, trial.number, tracking_env)
+            overrides += TrialEnv(self.study_name, trial.number, self.storage_url, parent).overrides()
             started = time.perf_counter()
             try:
                 with workers.Heartbeat(trial):
@@ -90,12 +92,10 @@ class OptunaSweeper(Sweeper):
             returns.append(result)
             self._record(study, trial, result, time.perf_counter() - started)
         self._summary(study)
-        tracking_parent.finish(self.config, parent, study, self.objective)
+        parent_run.finish(self.config, parent, study, self.objective)
         return returns
 
     def _record(self, study, trial, result, seconds: float) -> None:
-        from optuna.trial import TrialState
-
         shown = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
         run_dir = Path(result.hydra_cfg.hydra.runtime.output_dir) if result.hydra_cfg else None
         if run_dir is not None and run_dir.is_dir():  # a failed run removes its dir: nothing to point at
@@ -117,9 +117,9 @@ class OptunaSweeper(Sweeper):
         log.info(f"ftlab sweep: trial {trial.number}: {shown} FAILED ({type(error).__name__}: {reason})")
 
     def _summary(self, study) -> None:
-        """The report (report.py) into the sweep dir, and its table on the console."""
+        """The report (summary.py) into the sweep dir, and its table on the console."""
         try:
-            text, files = report.write(study)
+            text, files = summary.write(study)
         except Exception as e:  # the trials are safe in the storage; `python -m ftlab.sweeps report` retries
             log.info(f"ftlab sweep: could not write the report ({type(e).__name__}: {e}); the trials are in "
                      f"{self.storage_url}: python -m ftlab.sweeps report --study {self.study_name}")
@@ -129,8 +129,6 @@ class OptunaSweeper(Sweeper):
 
     # ── study and storage ──────────────────────────────────────────────────────────────────────────
     def _study(self, params: dict):
-        import optuna
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = None
         if self.storage_url:
@@ -139,12 +137,10 @@ class OptunaSweeper(Sweeper):
                                     sampler=self._sampler(params), pruner=pruning.make_pruner(self.pruner),
                                     load_if_exists=True)
         study.set_user_attr(pruning.PRUNER_ATTR, self.pruner)  # for trials running elsewhere
-        study.set_user_attr(report.SWEEP_DIR, str(self.config.hydra.sweep.dir))
+        study.set_user_attr(summary.SWEEP_DIR, str(self.config.hydra.sweep.dir))
         return study
 
     def _sampler(self, params: dict):
-        import optuna
-
         name, seed = self.sampler.name, self.sampler.seed
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed)
@@ -163,24 +159,7 @@ class OptunaSweeper(Sweeper):
         return len(study.get_trials(deepcopy=False))
 
     def _failed(self, study) -> int:
-        from optuna.trial import TrialState
-
         return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-
-    # ── arguments ──────────────────────────────────────────────────────────────────────────────────
-
-def check_settings(c) -> None:
-    """The sweeper's own settings (its config node, or the sweeper itself), each error naming its key."""
-    if c.n_trials <= 0:
-        raise ConfigError(f"hydra.sweeper.n_trials must be > 0 (got {c.n_trials})")
-    if c.direction not in ("minimize", "maximize"):
-        raise ConfigError(f"hydra.sweeper.direction must be minimize or maximize (got {c.direction})")
-    if c.sampler["name"] not in ("tpe", "random", "grid"):
-        raise ConfigError(f"hydra.sweeper.sampler.name must be tpe, random or grid (got {c.sampler['name']})")
-    if c.pruner["name"] not in ("none", "median", "hyperband"):
-        raise ConfigError(f"hydra.sweeper.pruner.name must be none, median or hyperband (got {c.pruner['name']})")
-    if not 0 <= c.max_failure_rate <= 1:
-        raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1] (got {c.max_failure_rate})")
 
 
 def _console() -> None:
@@ -193,8 +172,6 @@ def _console() -> None:
 
 
 def _grid_sampler(grid: dict, seed):
-    import optuna
-
     class Grid(optuna.samplers.GridSampler):
         """Optuna's grid sampler stops the study once every point ran, which only works inside optimize();
         this sweeper asks and tells by itself and stops at the grid's size instead."""
@@ -211,11 +188,7 @@ def _short(value) -> str:
 
 def _grid_values(key: str, text: str) -> list:
     """The values a grid sampler walks for one param: only choice(...) and range(...) have a finite list."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    from ftlab.sweeps.space import parse
-
-    dist = parse({key: text})[key]
+    dist = space.parse({key: text})[key]
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
     if isinstance(dist, IntDistribution) and not dist.log:

@@ -1,19 +1,20 @@
 """The trial's side of pruning (see pruning.py): a Lightning callback that reports to the trial's study."""
-import os
+
 from typing import Optional
 
 import lightning as L
+import optuna
+from lightning.pytorch.trainer.states import TrainerFn
 
-from ftlab.console import info
-from ftlab.sweeps.pruning import ENV_STORAGE, ENV_STUDY, ENV_TRIAL, PRUNER_ATTR, make_pruner
+from ftlab.sweeps.env import TrialEnv
+from ftlab.sweeps.pruning import PRUNER_ATTR, make_pruner
+from ftlab.utils.console import info
 
 
 class Pruning(L.Callback):
     """Reports val/loss at each validation during fit; asks the pruner; stops training when told to."""
 
     def __init__(self, storage: str, study_name: str, number: int):
-        import optuna
-
         probe = optuna.load_study(study_name=study_name, storage=storage)
         self.study = optuna.load_study(study_name=study_name, storage=storage,
                                        pruner=make_pruner(probe.user_attrs.get(PRUNER_ATTR)))
@@ -22,14 +23,12 @@ class Pruning(L.Callback):
         self.number, self.pruned_at = number, None
 
     @classmethod
-    def from_environment(cls) -> Optional["Pruning"]:
-        if ENV_STORAGE not in os.environ:  # not a trial, or one of an in-memory study (no storage to report to)
+    def for_trial(cls, trial: Optional[TrialEnv]) -> Optional["Pruning"]:
+        if trial is None or trial.storage is None:  # not a trial, or one of an in-memory study (nothing to report to)
             return None
-        return cls(os.environ[ENV_STORAGE], os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL]))
+        return cls(trial.storage, trial.study, trial.number)
 
     def on_validation_end(self, trainer, pl_module):
-        from lightning.pytorch.trainer.states import TrainerFn
-
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return  # the validations before and after training are not intermediate results
         value = float(trainer.callback_metrics["val/loss"])

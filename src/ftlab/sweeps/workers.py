@@ -1,11 +1,19 @@
 """How several workers share one study: a lock around "count the trials, add one", a heartbeat on each
 running trial, and failing the trials whose worker died (the same machine's by pid, others' by heartbeat)."""
+import fcntl
 import os
 import socket
+import threading
 import time
+import zlib
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Optional
+
+from optuna.trial import TrialState
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from ftlab.utils.files import sqlite_file
 
 WORKER = "ftlab_worker"  # trial attribute: host:pid of the process running it
 BEAT = "ftlab_heartbeat"  # trial attribute: when that process last said it is alive (seconds since epoch)
@@ -22,12 +30,10 @@ def budget_lock(url: Optional[str], study_name: str):
     "add a trial if there are fewer than n", so: a file lock beside a SQLite file (one machine), a
     PostgreSQL advisory lock (workers anywhere); other databases go unlocked and may overshoot by a trial
     or two when workers finish at the same moment."""
+    db = sqlite_file(url) if url else None
     if not url:
         yield
-    elif url.startswith("sqlite:///"):
-        import fcntl
-
-        db = Path(url[len("sqlite:///"):]).expanduser()
+    elif db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         with open(db.with_suffix(".lock"), "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -36,11 +42,6 @@ def budget_lock(url: Optional[str], study_name: str):
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
     elif url.startswith("postgresql"):
-        import zlib
-
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.pool import NullPool
-
         key = zlib.crc32(f"ftlab-sweep:{study_name}".encode())
         engine = create_engine(url, poolclass=NullPool)
         with engine.connect() as connection:
@@ -58,8 +59,6 @@ class Heartbeat:
     """Stamps the running trial every BEAT_SECONDS, so workers elsewhere can tell a live trial from a dead one."""
 
     def __init__(self, trial):
-        import threading
-
         self.trial, self.stop = trial, threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
@@ -81,8 +80,6 @@ def fail_orphans(study, log) -> None:
     """RUNNING trials whose process is gone: this machine's by pid, other machines' by stale heartbeat.
     Call it under budget_lock: a worker asks a trial and stamps it in one locked step, so no trial is
     seen here half-made."""
-    from optuna.trial import TrialState
-
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get(WORKER)

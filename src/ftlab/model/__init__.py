@@ -1,0 +1,12 @@
+"""Models: where a base model comes from (source.py), loading it as training needs it with LoRA on top
+(load.py), and a saved adapter on a base (adapter.py).
+
+Below train/ and use/, beside data/ (neither imports the other).
+"""
+
+import logging
+
+# transformers and peft import bitsandbytes, which on CPUs with AVX512-BF16 logs a warning while it is imported
+# (an optional kernel package is missing; its own CPU kernels are used). Turned down before anything here
+# imports it; its errors still show.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

@@ -1,0 +1,87 @@
+"""The Lightning callbacks of a run: what a person watches (progress bar, tokens/s, the resume hint on Ctrl+C)
+and the training health logged beside the loss (learning rate, gradient norm, peak memory), which Lightning
+writes to metrics.csv and every tracker each trainer.log_every_n_steps."""
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from ftlab.utils.console import log
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's training bar with loss and tokens/s; validation reports its loss in one line instead."""
+
+    def init_validation_tqdm(self):
+        return Tqdm(disable=True)
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class Throughput(L.Callback):
+    """Counts real (non-padding) tokens and wall time of training steps; logs tokens/s, keeps the history."""
+
+    def __init__(self):
+        self.tokens = self.supervised = 0
+        self.seconds = 0.0
+        self.losses, self.steps = [], []  # steps: (real tokens, seconds) of each training batch
+        self._t0 = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        seconds, tokens = time.perf_counter() - self._t0, int(batch["attention_mask"].sum())
+        self.seconds += seconds
+        self.tokens += tokens
+        self.steps.append((tokens, seconds))
+        self.supervised += int((batch["labels"] != -100).sum())
+        self.losses.append(float(trainer.callback_metrics["train/loss"]))
+        pl_module.log("tok/s", self.tokens / max(self.seconds, 1e-9), prog_bar=True, on_step=True)
+
+
+class ResumeHint(L.Callback):
+    """On Ctrl+C, say what was kept and the command that continues the run."""
+
+    def __init__(self, run_dir: Path, checkpoint: Path):
+        self.run_dir, self.checkpoint = run_dir, checkpoint
+
+    def on_exception(self, trainer, pl_module, exception):
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        if self.checkpoint.is_file():
+            log.info(f"ftlab: interrupted at step {trainer.global_step}; the last checkpoint is kept in "
+                     f"{self.checkpoint}. Continue with: python -m ftlab resume={self.run_dir}")
+        else:
+            log.info(f"ftlab: interrupted at step {trainer.global_step}, before the first checkpoint "
+                     "(trainer.checkpoint_every_n_steps); nothing to resume")
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak GPU memory allocated on a GPU; on CPU the process's peak resident set (what the OS had to give)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20  # bytes on macOS, KiB on Linux
+
+
+class Telemetry(L.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        # Lightning clips after this hook: the norm logged is the raw one, which is what shows a blow-up
+        grads = [p.grad.detach().float().norm() for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            pl_module.log("train/grad_norm", torch.stack(grads).norm(), on_step=True, on_epoch=False)
+        # the rate this step applies (the scheduler moves it right after the step)
+        pl_module.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.log("sys/peak_memory_gb", peak_memory_gb(pl_module.device), on_step=True, on_epoch=False)

@@ -1,0 +1,100 @@
+"""The run dir: claiming one, never writing over another run's, clearing a failed run's, finding one to resume,
+and the provenance recorded in it.
+
+A run dir holds, once training finished:
+  .hydra/                      config.yaml (re-runnable), overrides.yaml, hydra.yaml (CLI runs)
+  adapter/                     PEFT adapter + tokenizer (with the chat template used in training)
+  checkpoints/last.ckpt        adapter + optimizer state, for resume=
+  logs/metrics.csv             every logged metric by step
+  loss.png                     training and validation loss curves
+  metrics.json                 the run's numbers, versions and provenance
+  train.log                    the console output, timestamped
+  eval/                        evaluation report (eval.after_train=true or ftlab.evaluate; later ones eval-2/ ...)
+  merged/                      the merged model, after ftlab.export
+"""
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from ftlab.utils.errors import FtlabError
+from ftlab.utils.files import outputs_root
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# files a run writes; a dir holding any of them belongs to a run and is never written over
+RUN_MARKERS = ("metrics.json", "adapter", "checkpoints")
+
+
+def saved_config_dir(run_dir: str) -> str:
+    path = Path(run_dir).expanduser().resolve() / ".hydra"
+    if not (path / "config.yaml").is_file():
+        raise FtlabError(f"{run_dir} is not an ftlab run dir: {path / 'config.yaml'} is missing")
+    return str(path)
+
+
+def find_resume_dir(value: str) -> Path:
+    """`last`: the newest run under the outputs root with a checkpoint; otherwise the run dir given."""
+    if value == "last":
+        outputs = outputs_root()
+        found = sorted(outputs.glob(f"**/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FtlabError(f"resume=last: no run with {CHECKPOINT} under {outputs.resolve()}")
+        return found[-1].parent.parent.resolve()
+    run_dir = Path(value).expanduser().resolve()
+    if not (run_dir / CHECKPOINT).is_file():
+        raise FtlabError(f"resume={value}: {run_dir / CHECKPOINT} not found; give a run dir that has "
+                         "written a checkpoint, or resume=last")
+    return run_dir
+
+
+def resume_position(checkpoint: Path) -> tuple:
+    """(epoch, batches done in it) where a Lightning checkpoint stopped, to restart the data there."""
+    import torch  # here, not above: the CLI reads run dirs before anything needs torch
+
+    loops = torch.load(checkpoint, map_location="cpu", weights_only=False)["loops"]["fit_loop"]
+    return (loops["epoch_progress"]["current"]["completed"],
+            loops["epoch_loop.batch_progress"]["current"]["processed"])
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Refuse a dir that already holds another run's results: ftlab never writes over a run."""
+    taken = [m for m in RUN_MARKERS if (run_dir / m).exists()]
+    if taken:
+        raise FtlabError(f"{run_dir} already holds a run ({', '.join(taken)}); choose another "
+                         "hydra.run.dir or run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def discard_unfinished(run_dir: Path) -> None:
+    """Remove a run dir that a failed run left without results (only config and log), so errors leave
+    nothing behind; a dir with checkpoints or results is kept for resume= and inspection."""
+    if run_dir.is_dir() and not any((run_dir / m).exists() for m in RUN_MARKERS):
+        shutil.rmtree(run_dir)
+        parent = run_dir.parent
+        if parent.resolve() != outputs_root().resolve() and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()  # the empty date folder too
+
+
+def versions() -> dict:
+    out = {}
+    for pkg in ("ftlab", "torch", "transformers", "peft", "lightning", "bitsandbytes", "hydra-core"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit() -> Optional[str]:
+    """The commit of the ftlab source tree when it is a git checkout (editable install), else None."""
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,104 @@
+"""Prompts for ftlab.infer, from a JSONL file, one per line, each turned into messages and an optional reference.
+
+A line may be:
+  {"prompt": "...", "system": "..."}                    one user turn (system optional)
+  {"messages": [{"role": ..., "content": ...}, ...]}    a conversation ("conversations" and ShareGPT's from/value
+                                                        too); a final assistant turn is kept as the reference
+  a row in the run's own data columns                   {question, answer?} or {instruction, input?, output?}
+  any other row the run's to_conversation stage takes  (a FineTune subclass's own row format)
+  "a JSON string"                                       one user turn
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from ftlab.data import formats
+from ftlab.utils.errors import FtlabError
+
+SHAPES = ('{"prompt": "..."}, {"messages": [{"role": "user", "content": "..."}]}, or the run\'s data columns '
+          "({question} or {instruction}; see data.columns)")
+
+
+@dataclass
+class Prompt:
+    where: str
+    """file:line, for messages and the output's `line`."""
+    messages: List[dict]
+    """The conversation so far, ending with a user turn."""
+    reference: Optional[str] = None
+    """The expected answer, when the line brings one."""
+
+
+def split_reference(messages: List[dict], where: str) -> Prompt:
+    """A conversation as prompt + reference: a final assistant turn is the reference, the rest must end with
+    a user turn (what a model answers)."""
+    reference = None
+    if messages and messages[-1]["role"] == "assistant":
+        reference, messages = messages[-1]["content"], messages[:-1]
+    if not messages or messages[-1]["role"] != "user":
+        raise FtlabError(f"{where}: the conversation must end with a user turn (or a user turn and the expected "
+                         "assistant answer); there is nothing to answer")
+    return Prompt(where, messages, reference)
+
+
+def from_row(row, where: str, columns, system: Optional[str], to_conversation: Optional[Callable] = None) -> Prompt:
+    """One line's prompt. `to_conversation(row, where)`: the run's own row-to-messages stage, tried on a row in
+    none of the shapes above."""
+    system_turn = [{"role": "system", "content": system}] if system else []
+    if isinstance(row, str) and row.strip():
+        return Prompt(where, system_turn + [{"role": "user", "content": row}])
+    if not isinstance(row, dict):
+        raise FtlabError(f"{where}: a JSON {type(row).__name__}; each line must be {SHAPES}")
+    if "prompt" in row:
+        text = row["prompt"]
+        if not isinstance(text, str) or not text.strip():
+            raise FtlabError(f"{where}: \"prompt\" must be non-empty text, got {str(text)[:40]!r}")
+        own = row.get("system")
+        turn = [{"role": "system", "content": own}] if isinstance(own, str) and own.strip() else system_turn
+        return Prompt(where, turn + [{"role": "user", "content": text}])
+    if formats.conversation_column(row, columns) is not None:
+        messages = formats.conversation_turns(row, where, columns)
+    elif columns.question in row or columns.instruction in row:
+        fmt = "qa" if columns.question in row else "instruction"
+        answer_column = columns.answer if fmt == "qa" else columns.output
+        filled = {**row, answer_column: row.get(answer_column) or "-"}  # the answer is optional here
+        messages = formats.to_messages(filled, where, fmt, columns, None)
+        if not row.get(answer_column):
+            messages = messages[:-1]
+    else:
+        messages = _own_format(row, where, to_conversation)
+    if system and messages[0]["role"] != "system":
+        messages = system_turn + messages
+    return split_reference(messages, where)
+
+
+def _own_format(row: dict, where: str, to_conversation: Optional[Callable]) -> List[dict]:
+    keys = ", ".join(map(str, row)) or "none"
+    shapes_error = FtlabError(f"{where}: no prompt in this line (keys: {keys}); each line must be {SHAPES}")
+    if to_conversation is None:
+        raise shapes_error
+    try:
+        return to_conversation(row, where)
+    except FtlabError:  # the run's row format does not take it either: name the shapes that work
+        raise shapes_error from None
+
+
+def read(path: Path, columns, system: Optional[str] = None, to_conversation: Optional[Callable] = None) -> List[Prompt]:
+    """Every line of a JSONL prompts file; the first bad line stops with its file:line and the fix."""
+    if not path.is_file():
+        raise FtlabError(f"input={path}: no such file; give a JSONL file with one prompt per line")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FtlabError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON "
+                             f"value: {SHAPES}") from None
+        out.append(from_row(row, where, columns, system, to_conversation))
+    if not out:
+        raise FtlabError(f"input={path} holds no prompts; write one JSON object per line: {SHAPES}")
+    return out

@@ -1,0 +1,83 @@
+"""An evaluation's results as a document (report.json), a side-by-side Markdown table (report.md, and the
+console) and one line per example (generations.jsonl); and as the flat eval_* numbers of metrics.json."""
+from typing import Dict, List
+
+from ftlab.use import generate
+
+ROWS = (("exact_match", "exact match", True), ("token_f1", "token F1", True), ("rouge_l", "ROUGE-L", True),
+        ("loss", "loss", False), ("perplexity", "perplexity", False))  # (key, label, shown as a percentage)
+SHOWN_EXAMPLES = 5
+
+
+def build(cfg, label: str, fingerprint: str, prompts: list, results: Dict[str, dict]) -> dict:
+    return {"run": label, "model": cfg.model.name, "data": str(cfg.data.path or cfg.data.name),
+            "data_fingerprint": fingerprint, "split": cfg.eval.split, "examples": len(prompts),
+            "generation": generate.settings(cfg.generation), "seed": cfg.seed, "train_on": cfg.data.train_on,
+            "scores": {name: r["scores"] for name, r in results.items()}}
+
+
+def flat(doc: dict) -> dict:
+    """eval_<metric> of the evaluated model and base_eval_<metric> of its base, for metrics.json and a sweep."""
+    out = {}
+    for name, scores in doc["scores"].items():
+        prefix = "base_eval_" if name == "base" else "eval_"
+        out.update({prefix + k: v for k, v in scores.items() if v is not None})
+    out["eval_examples"] = doc["examples"]
+    return out
+
+
+def generations(prompts: list, results: Dict[str, dict]) -> List[dict]:
+    rows = []
+    for i, prompt in enumerate(prompts):
+        row = {"where": prompt.where, "messages": prompt.messages, "reference": prompt.reference}
+        for name, r in results.items():
+            row[name] = {"output": r["answers"][i].output, **r["per_example"][i]}
+        rows.append(row)
+    return rows
+
+
+def _cell(value, percent: bool) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f}%" if percent else f"{value:.4g}"
+
+
+def _change(before, after, percent: bool) -> str:
+    if before is None or after is None:
+        return ""
+    return f"{100 * (after - before):+.1f} pts" if percent else f"{after - before:+.4g}"
+
+
+def table(doc: dict) -> str:
+    """metric | base | tuned | change (or metric | model, for a model evaluated alone)."""
+    names = list(doc["scores"])
+    compare = names == ["base", "tuned"]
+    head = "| metric | " + " | ".join(names) + (" | change |" if compare else " |")
+    lines = [f"{doc['examples']} examples of the {doc['split']} split of {doc['data']}; "
+             f"generation: {'sampling' if doc['generation']['do_sample'] else 'greedy'}, "
+             f"max_new_tokens={doc['generation']['max_new_tokens']}", "",
+             head, "|---|" + "---:|" * (len(names) + compare)]
+    for key, label, percent in ROWS:
+        values = [doc["scores"][n].get(key) for n in names]
+        cells = " | ".join(_cell(v, percent) for v in values)
+        lines.append(f"| {label} | {cells} |" + (f" {_change(*values, percent)} |" if compare else ""))
+    return "\n".join(lines)
+
+
+def _md(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split())
+    return (text[:limit] + "…" if len(text) > limit else text).replace("|", "\\|")
+
+
+def markdown(doc: dict, prompts: list, results: Dict[str, dict]) -> str:
+    names = list(results)
+    lines = [f"# Evaluation of {doc['run']}", "", f"Base model: {doc['model']}.", "", table(doc), "",
+             "Exact match: the answer equals the reference (whitespace aside). Token F1: word overlap after "
+             "lowercasing and dropping punctuation and articles. ROUGE-L: longest common subsequence F-measure. "
+             f"Loss and perplexity: on the reference tokens (data.train_on={doc['train_on']}).", "",
+             f"## First {min(SHOWN_EXAMPLES, len(prompts))} examples", "",
+             "| prompt | reference | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for i, prompt in enumerate(prompts[:SHOWN_EXAMPLES]):
+        answers = " | ".join(_md(results[n]["answers"][i].output) for n in names)
+        lines.append(f"| {_md(prompt.messages[-1]['content'])} | {_md(prompt.reference)} | {answers} |")
+    return "\n".join(lines) + "\n"
