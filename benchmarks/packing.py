@@ -10,6 +10,7 @@ of real tokens (per-step size changes CPU efficiency, which would blur the compa
 real tokens/s counts only real tokens over training-step time, leaving out the first steps (warm-up);
 padding is the padding share of the batch tensors.
 """
+
 import argparse
 import json
 import random
@@ -37,9 +38,15 @@ def mixed_lengths(path: Path, seed: int = 0) -> Path:
 
 
 def run(data_path, packing: bool, steps: int, out_dir: Path, batch_size: int) -> dict:
-    overrides = [f"data.path={data_path}", "data.val_size=8", f"trainer.max_steps={steps}",
-                 "trainer.checkpoint_every_n_steps=1000", "data.max_seq_len=512", f"data.batch_size={batch_size}",
-                 f"data.packing={packing}"]
+    overrides = [
+        f"data.path={data_path}",
+        "data.val_size=8",
+        f"trainer.max_steps={steps}",
+        "trainer.checkpoint_every_n_steps=1000",
+        "data.max_seq_len=512",
+        f"data.batch_size={batch_size}",
+        f"data.packing={packing}",
+    ]
     ft = FineTune(compose(overrides), run_dir=out_dir / f"{Path(data_path).stem}-{'packed' if packing else 'padded'}")
     stats = ft.run()
     packed_rows = pack(ft.prepared.splits["train"].items, 512)
@@ -63,14 +70,18 @@ def main() -> None:
         per_step = padded["tokens_seen"] / args.steps
         rows = max(1, round(per_step / padded["tokens_per_packed_row"]))
         results += [(name, False, padded), (name, True, run(path, True, args.steps, work, batch_size=rows))]
-    print(f"\n{args.steps} steps per setting (timed: the last {args.steps - WARMUP}), SmolLM2-135M-Instruct, "
-          f"LoRA r=16 all-linear, {results[0][2]['precision']}, {time.perf_counter() - started:.0f}s in all\n")
+    print(
+        f"\n{args.steps} steps per setting (timed: the last {args.steps - WARMUP}), SmolLM2-135M-Instruct, "
+        f"LoRA r=16 all-linear, {results[0][2]['precision']}, {time.perf_counter() - started:.0f}s in all\n"
+    )
     print("| data | packing | batch | padding | real tokens/step | real tokens/s |")
     print("|---|---|---|---|---|---|")
     for name, packing, r in results:
         batch = f"{r['batch_size']} rows" if packing else f"{r['batch_size']} examples"
-        print(f"| {name} | {'on' if packing else 'off'} | {batch} | {r['padding_fraction']:.0%} | "
-              f"{r['tokens_seen'] / args.steps:.0f} | {r['real_tokens_per_second']:.0f} |")
+        print(
+            f"| {name} | {'on' if packing else 'off'} | {batch} | {r['padding_fraction']:.0%} | "
+            f"{r['tokens_seen'] / args.steps:.0f} | {r['real_tokens_per_second']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

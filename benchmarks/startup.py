@@ -4,6 +4,7 @@
 
 None of them may import torch or transformers; this prints min and median seconds over the repeats.
 """
+
 import argparse
 import statistics
 import subprocess

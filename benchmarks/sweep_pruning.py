@@ -5,6 +5,7 @@
 Both searches use the same seed and search space, each in its own study of a fresh SQLite file; the only
 difference is hydra.sweeper.pruner.name (median vs none). Trials validate every 5 steps.
 """
+
 import argparse
 import subprocess
 import sys
@@ -19,11 +20,27 @@ def sweep(work: Path, pruner: str, trials: int, steps: int) -> tuple:
     storage = f"sqlite:///{work}/sweeps.db"
     name = f"pruner-{pruner}"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ftlab", "-m", "sweep=lora", f"hydra.sweeper.n_trials={trials}",
-                    f"trainer.max_steps={steps}", "trainer.val_every_n_steps=5", f"hydra.sweeper.pruner.name={pruner}",
-                    "hydra.sweeper.pruner.n_warmup_steps=5", f"hydra.sweeper.storage={storage}",
-                    f"hydra.sweeper.study_name={name}", f"hydra.sweep.dir={work}/{name}"],
-                   cwd=work, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftlab",
+            "-m",
+            "sweep=lora",
+            f"hydra.sweeper.n_trials={trials}",
+            f"trainer.max_steps={steps}",
+            "trainer.val_every_n_steps=5",
+            f"hydra.sweeper.pruner.name={pruner}",
+            "hydra.sweeper.pruner.n_warmup_steps=5",
+            f"hydra.sweeper.storage={storage}",
+            f"hydra.sweeper.study_name={name}",
+            f"hydra.sweep.dir={work}/{name}",
+        ],
+        cwd=work,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - started
     study = optuna.load_study(study_name=name, storage=storage)
     states = [t.state.name for t in study.trials]

@@ -1,4 +1,5 @@
 """Compose the real configs, then shrink them: tiny model, tiny data, a few steps, CPU, fp32."""
+
 import os
 import subprocess
 import sys
@@ -25,8 +26,10 @@ def postgres_url() -> str:
         with psycopg.connect(POSTGRES, connect_timeout=5):
             pass
     except psycopg.OperationalError as e:
-        reason = f"no PostgreSQL server answers at {POSTGRES} ({str(e).strip().splitlines()[0]}); set " \
-                 "FTLAB_TEST_POSTGRES=postgresql://user@host:port/database to one"
+        reason = (
+            f"no PostgreSQL server answers at {POSTGRES} ({str(e).strip().splitlines()[0]}); set "
+            "FTLAB_TEST_POSTGRES=postgresql://user@host:port/database to one"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -49,24 +52,53 @@ def workdir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def tiny(cache_dir):
     """Overrides that turn the default config into a seconds-long CPU run of the tiny model."""
-    return ["model=tiny", f"data.path={CHAT}", "data.val_size=8", "data.batch_size=4", "trainer.max_steps=4",
-            "trainer.precision=32-true", "trainer.checkpoint_every_n_steps=2", f"cache_dir={cache_dir}"]
+    return [
+        "model=tiny",
+        f"data.path={CHAT}",
+        "data.val_size=8",
+        "data.batch_size=4",
+        "trainer.max_steps=4",
+        "trainer.precision=32-true",
+        "trainer.checkpoint_every_n_steps=2",
+        f"cache_dir={cache_dir}",
+    ]
 
 
 def run_cli(*args, cwd: Path, env_extra=None, module: str = "ftlab", stdin: str = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        input=stdin,
+    )
 
 
 def train_tiny(run_dir: Path, cache_dir: Path, *overrides) -> Path:
     """A finished tiny run with an adapter that moved (30 steps at a high rate), and a test split of 6 rows."""
     from ftlab import FineTune, compose
 
-    FineTune(compose(["model=tiny", f"data.path={CHAT}", "data.val_size=6", "data.test_size=6",
-                      "data.batch_size=4", "trainer.max_steps=30", "optim.lr=3e-3", "trainer.precision=32-true",
-                      "trainer.checkpoint_every_n_steps=1000", f"cache_dir={cache_dir}", *overrides]),
-             run_dir=run_dir).run()
+    FineTune(
+        compose(
+            [
+                "model=tiny",
+                f"data.path={CHAT}",
+                "data.val_size=6",
+                "data.test_size=6",
+                "data.batch_size=4",
+                "trainer.max_steps=30",
+                "optim.lr=3e-3",
+                "trainer.precision=32-true",
+                "trainer.checkpoint_every_n_steps=1000",
+                f"cache_dir={cache_dir}",
+                *overrides,
+            ]
+        ),
+        run_dir=run_dir,
+    ).run()
     return run_dir
 
 

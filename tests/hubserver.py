@@ -5,6 +5,7 @@ It records every request and the files each commit carries, and can be told to f
 a status (e.g. 503), or every request with one (401: a bad token). Its `fake_hub` fixture is registered for
 every test module by conftest.py (pytest_plugins).
 """
+
 import base64
 import hashlib
 import json
@@ -78,8 +79,12 @@ def route(hub: FakeHub, method: str, path: str, body: bytes):
     if hub.reject_all:
         return hub.reject_all, {"error": "Invalid credentials in Authorization header"}
     if method == "GET" and path == "/api/whoami-v2":
-        return 200, {"type": "user", "name": "me", "orgs": [],
-                     "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": hub.token_role}}}
+        return 200, {
+            "type": "user",
+            "name": "me",
+            "orgs": [],
+            "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": hub.token_role}},
+        }
     if method == "POST" and path == "/api/repos/create":
         return create_repo(hub, json.loads(body))
     if method == "POST" and path == "/api/validate-yaml":  # the README.md's front matter
@@ -87,20 +92,27 @@ def route(hub: FakeHub, method: str, path: str, body: bytes):
     if method == "POST" and (m := re.fullmatch(REPO + r"/preupload/[^/]+", path)):
         # "regular" for every file: its bytes travel inside the commit, so no LFS or Xet upload is needed
         files = json.loads(body)["files"]
-        return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
-                               for f in files]}
+        return 200, {
+            "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in files]
+        }
     if method == "POST" and (m := re.fullmatch(REPO + r"/commit/[^/]+", path)):
         return commit(hub, m["repo"], body)
     if method == "GET" and (m := re.fullmatch(REPO + r"/tree/[^/]+", path)):  # snapshot_download's file list
         if m["repo"] not in hub.repos:
             return 404, {"error": "Repository not found"}
-        return 200, [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                     for name, data in sorted(hub.files.items())]
+        return 200, [
+            {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+            for name, data in sorted(hub.files.items())
+        ]
     if method == "GET" and (m := re.fullmatch(REPO + r"(/revision/[^/]+)?", path)):
         if m["repo"] not in hub.repos:
             return 404, {"error": "Repository not found"}
-        return 200, {"id": m["repo"], "sha": COMMIT_OID, "private": hub.repos[m["repo"]]["private"],
-                     "siblings": [{"rfilename": name} for name in sorted(hub.files)]}
+        return 200, {
+            "id": m["repo"],
+            "sha": COMMIT_OID,
+            "private": hub.repos[m["repo"]]["private"],
+            "siblings": [{"rfilename": name} for name in sorted(hub.files)],
+        }
     return 404, {"error": f"fake hub: no route for {method} {path}"}
 
 
@@ -127,8 +139,11 @@ def commit(hub: FakeHub, repo_id: str, body: bytes):
         elif item["key"] != "header":  # lfsFile etc.: the fake hub stores no LFS objects
             return 400, {"error": f"fake hub: unsupported commit operation {item['key']}"}
     hub.commits.append(files)
-    return 200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{COMMIT_OID}", "commitOid": COMMIT_OID,
-                 "pullRequestUrl": None}
+    return 200, {
+        "commitUrl": f"{hub.url}/{repo_id}/commit/{COMMIT_OID}",
+        "commitOid": COMMIT_OID,
+        "pullRequestUrl": None,
+    }
 
 
 def send_file(handler: BaseHTTPRequestHandler, hub: FakeHub, repo_id: str, name: str) -> None:
@@ -178,8 +193,7 @@ class serve:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.hub))
         self.hub.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         # a short poll, so shutdown() at teardown takes milliseconds rather than the default half second
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         return self.hub
 

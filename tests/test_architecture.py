@@ -17,8 +17,14 @@ LINT = Path(sys.executable).parent / "lint-imports"
 
 def lint_imports(src: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(src))  # ahead of the editable install of this checkout
-    return subprocess.run([str(LINT), str(ROOT / "pyproject.toml"), "--no-cache"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(LINT), str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_contracts_hold(tmp_path):
@@ -26,11 +32,14 @@ def test_the_contracts_hold(tmp_path):
     assert result.returncode == 0 and "0 broken" in result.stdout, result.stdout[-3000:]
 
 
-@pytest.mark.parametrize("module, added, broken", [
-    ("data/chat.py", "from ftlab.train import recipe", "ftlab.data.chat -> ftlab.train.recipe"),  # upward
-    ("utils/files.py", "from ftlab.config import schema", "ftlab.utils.files -> ftlab.config.schema"),  # upward
-    ("data/chat.py", "from ftlab.data import cache", "no import cycles"),  # cache imports chat: a cycle
-])
+@pytest.mark.parametrize(
+    "module, added, broken",
+    [
+        ("data/chat.py", "from ftlab.train import recipe", "ftlab.data.chat -> ftlab.train.recipe"),  # upward
+        ("utils/files.py", "from ftlab.config import schema", "ftlab.utils.files -> ftlab.config.schema"),  # upward
+        ("data/chat.py", "from ftlab.data import cache", "no import cycles"),  # cache imports chat: a cycle
+    ],
+)
 def test_an_upward_import_or_a_cycle_breaks_them(module, added, broken, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -1,4 +1,5 @@
 """Tokenized data is cached by everything that shapes it: a re-run skips tokenizing, any change re-tokenizes."""
+
 import pytest
 
 from conftest import qa_rows, write_rows
@@ -42,11 +43,21 @@ class OwnRows(FineTune):
         return [{"role": "user", "content": row["question"].upper()}, {"role": "assistant", "content": row["answer"]}]
 
 
-@pytest.mark.parametrize("change", [
-    ["data.max_seq_len=64"], ["data.chat_template=llama3"], ["data.train_on=all"], ["data.format=qa"],
-    ["data.system_prompt=Be brief."], ["data.val_size=3"], ["seed=7"], ["data.skip_bad_rows=true"],
-    "edit-file", "subclass",
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ["data.max_seq_len=64"],
+        ["data.chat_template=llama3"],
+        ["data.train_on=all"],
+        ["data.format=qa"],
+        ["data.system_prompt=Be brief."],
+        ["data.val_size=3"],
+        ["seed=7"],
+        ["data.skip_bad_rows=true"],
+        "edit-file",
+        "subclass",
+    ],
+)
 def test_any_change_that_shapes_the_tokens_misses_the_cache(change, prepare):
     prepare()
     if change == "edit-file":

@@ -1,4 +1,5 @@
 """The key=value command line of infer/evaluate/export, run-config overrides, and prompts files for infer."""
+
 import json
 
 import pytest
@@ -14,6 +15,7 @@ COLUMNS = ColumnsOptions()
 
 # ── overrides.parse ───────────────────────────────────────────────────────────────────────────────────────
 
+
 def test_parse_keeps_prompt_text_as_typed_and_passes_run_config_keys_on():
     options, overrides = parse(["run=x", "prompt=Note: a colon", "generation.max_new_tokens=5"], InferCommand)
     assert options.run == "x"
@@ -21,12 +23,15 @@ def test_parse_keeps_prompt_text_as_typed_and_passes_run_config_keys_on():
     assert overrides == ["generation.max_new_tokens=5"]
 
 
-@pytest.mark.parametrize("word, expected", [
-    ("prompt=123", "123"),              # not the int 123
-    ("prompt=yes", "yes"),              # not the bool True
-    ("prompt=[a, b]", "[a, b]"),        # not a list
-    ("prompt=x = y + 1", "x = y + 1"),  # only the first = splits key from value
-])
+@pytest.mark.parametrize(
+    "word, expected",
+    [
+        ("prompt=123", "123"),  # not the int 123
+        ("prompt=yes", "yes"),  # not the bool True
+        ("prompt=[a, b]", "[a, b]"),  # not a list
+        ("prompt=x = y + 1", "x = y + 1"),  # only the first = splits key from value
+    ],
+)
 def test_parse_never_reads_text_options_as_yaml(word, expected):
     options, _ = parse(["run=x", word], InferCommand)
     assert options.prompt == expected
@@ -81,6 +86,7 @@ def test_parse_export_dtype_outside_its_choices():
 
 # ── overrides.apply_overrides ─────────────────────────────────────────────────────────────────────────────
 
+
 @pytest.fixture(scope="module")
 def saved():
     """A run's saved config, as training leaves it."""
@@ -122,11 +128,13 @@ def test_misspelled_run_config_key_is_refused(saved):
 
 # ── prompts.read: the shapes of a line ───────────────────────────────────────────────────────────────────
 
+
 def _write(tmp_path, *lines, name="prompts.jsonl"):
     """Lines as given: dicts and other values are written as JSON, str as raw text."""
     path = tmp_path / name
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines),
-                    encoding="utf-8")
+    path.write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines), encoding="utf-8"
+    )
     return path
 
 
@@ -198,7 +206,9 @@ def test_instruction_row_without_output_has_no_reference(tmp_path):
 def test_where_is_file_and_line_and_blank_lines_are_skipped(tmp_path):
     path = _write(tmp_path, {"prompt": "one"}, "", "   ", {"prompt": "four"})
     assert [(p.where, p.messages[-1]["content"]) for p in prompts.read(path, COLUMNS)] == [
-        (f"{path}:1", "one"), (f"{path}:4", "four")]
+        (f"{path}:1", "one"),
+        (f"{path}:4", "four"),
+    ]
 
 
 def test_a_byte_order_mark_is_ignored(tmp_path):
@@ -214,18 +224,24 @@ def test_split_reference_keeps_a_conversation_ending_with_a_user_turn():
 
 # ── prompts.read: bad lines and files ────────────────────────────────────────────────────────────────────
 
-@pytest.mark.parametrize("bad, says", [
-    ("{not json", "not valid JSON"),
-    ({"text": "hi"}, "no prompt in this line (keys: text)"),
-    ("42", "a JSON int"),
-    ({"prompt": ""}, '"prompt" must be non-empty text'),
-    ({"prompt": "   "}, '"prompt" must be non-empty text'),
-    ({"messages": [USER_HI, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]},
-     "nothing to answer"),
-    ({"messages": [{"role": "assistant", "content": "a"}]}, "nothing to answer"),
-    ({"messages": [{"role": "bot", "content": "hi"}]}, "unknown role 'bot'"),
-    ({"messages": []}, "must be a non-empty list"),
-])
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("{not json", "not valid JSON"),
+        ({"text": "hi"}, "no prompt in this line (keys: text)"),
+        ("42", "a JSON int"),
+        ({"prompt": ""}, '"prompt" must be non-empty text'),
+        ({"prompt": "   "}, '"prompt" must be non-empty text'),
+        (
+            {"messages": [USER_HI, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            "nothing to answer",
+        ),
+        ({"messages": [{"role": "assistant", "content": "a"}]}, "nothing to answer"),
+        ({"messages": [{"role": "bot", "content": "hi"}]}, "unknown role 'bot'"),
+        ({"messages": []}, "must be a non-empty list"),
+    ],
+)
 def test_bad_line_names_file_and_line(tmp_path, bad, says):
     path = _write(tmp_path, {"prompt": "fine"}, bad)
     with pytest.raises(FtlabError) as e:

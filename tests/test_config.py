@@ -1,4 +1,5 @@
 """Every shipped config composes and validates; bad input fails fast, in one line, leaving nothing."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ def shipped_options():
 @pytest.mark.parametrize("group,option", shipped_options())
 def test_every_shipped_option_composes_and_validates(group, option):
     extra = {("data", "local"): ["data.path=/data/train.jsonl"], ("data", "hub"): ["data.name=org/set"]}.get(
-        (group, option), [])
+        (group, option), []
+    )
     cfg = validate(compose([f"{group}={option}"] + extra))
     assert cfg[group] is not None
 
@@ -37,36 +39,42 @@ def test_canonical_invocation_composes():
     assert (cfg.quant.bits, cfg.quant.quant_type, cfg.quant.double_quant) == (4, "nf4", True)
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("lora.r=0", "lora.r must be > 0 (got 0)"),
-    ("optim.lr=-1", "optim.lr must be > 0"),
-    ("lora.dropout=1.0", "lora.dropout must be < 1"),
-    ("lora.dropout=-0.1", "lora.dropout must be >= 0"),
-    ("data.batch_size=0", "data.batch_size must be > 0"),
-    ("quant.bits=3", "quant.bits must be one of null, 4, 8"),
-    ("trainer.precision=16-mixed", "trainer.precision=16-mixed needs a GPU"),
-    ("lora.target_modules=[]", "lora.target_modules is empty"),
-    ("lora.init_weights=pissa quant=4bit", "cannot be combined with quant.bits=4"),
-    ("trainer.max_steps=-1 trainer.max_epochs=-1", "trainer.max_steps and trainer.max_epochs"),
-    ("model.attn_implementation=flash_attention_2", "flash_attention_2 needs a CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("lora.r=0", "lora.r must be > 0 (got 0)"),
+        ("optim.lr=-1", "optim.lr must be > 0"),
+        ("lora.dropout=1.0", "lora.dropout must be < 1"),
+        ("lora.dropout=-0.1", "lora.dropout must be >= 0"),
+        ("data.batch_size=0", "data.batch_size must be > 0"),
+        ("quant.bits=3", "quant.bits must be one of null, 4, 8"),
+        ("trainer.precision=16-mixed", "trainer.precision=16-mixed needs a GPU"),
+        ("lora.target_modules=[]", "lora.target_modules is empty"),
+        ("lora.init_weights=pissa quant=4bit", "cannot be combined with quant.bits=4"),
+        ("trainer.max_steps=-1 trainer.max_epochs=-1", "trainer.max_steps and trainer.max_epochs"),
+        ("model.attn_implementation=flash_attention_2", "flash_attention_2 needs a CUDA GPU"),
+    ],
+)
 def test_out_of_range_and_incompatible_values_are_rejected(override, expected):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         validate(compose(override.split()))
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("lora.r=0", "lora.r must be > 0 (got 0); e.g. lora.r=16"),
-    ("lora.r=abc", "lora.r: Value 'abc' of type 'str' could not be converted to Integer"),
-    ("lora.rank=8", "unknown key lora.rank"),
-    ("model=gpt5", "model=gpt5: no such option; choose one of: llama3, mistral, qwen2.5, smollm2, tiny"),
-    ("data.val_size=abc", "data.val_size: Value 'abc'"),
-    # Hydra's append syntax adds a key; it meets the same schema check as any other
-    ("+lora.foo=1", "unknown key lora.foo: not an ftlab option; keys under lora: r, alpha"),
-    ("+trainer.bogus=3", "unknown key trainer.bogus: not an ftlab option"),
-    ("+extra=1", "unknown key extra: not an ftlab option; top-level keys: model, quant"),
-    ("model=tiny +model.random_init.depth=3", "unknown key model.random_init.depth"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("lora.r=0", "lora.r must be > 0 (got 0); e.g. lora.r=16"),
+        ("lora.r=abc", "lora.r: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("lora.rank=8", "unknown key lora.rank"),
+        ("model=gpt5", "model=gpt5: no such option; choose one of: llama3, mistral, qwen2.5, smollm2, tiny"),
+        ("data.val_size=abc", "data.val_size: Value 'abc'"),
+        # Hydra's append syntax adds a key; it meets the same schema check as any other
+        ("+lora.foo=1", "unknown key lora.foo: not an ftlab option; keys under lora: r, alpha"),
+        ("+trainer.bogus=3", "unknown key trainer.bogus: not an ftlab option"),
+        ("+extra=1", "unknown key extra: not an ftlab option; top-level keys: model, quant"),
+        ("model=tiny +model.random_init.depth=3", "unknown key model.random_init.depth"),
+    ],
+)
 def test_cli_rejects_bad_overrides_in_one_line_and_writes_nothing(override, expected, workdir):
     result = run_cli(*override.split(), cwd=workdir)
     assert result.returncode == 2
@@ -104,10 +112,12 @@ def test_an_unknown_key_in_a_saved_config_is_refused():
 
 
 def test_composing_and_validating_do_not_import_torch():
-    code = ("import sys; from ftlab.config.compose import compose; from ftlab.config.checks import validate; "
-            "import ftlab.cli; validate(compose(['model=llama3', 'quant=4bit'])); "
-            "heavy = [m for m in ('torch', 'transformers', 'lightning', 'peft') if m in sys.modules]; "
-            "print(heavy); assert not heavy")
+    code = (
+        "import sys; from ftlab.config.compose import compose; from ftlab.config.checks import validate; "
+        "import ftlab.cli; validate(compose(['model=llama3', 'quant=4bit'])); "
+        "heavy = [m for m in ('torch', 'transformers', 'lightning', 'peft') if m in sys.modules]; "
+        "print(heavy); assert not heavy"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

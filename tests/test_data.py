@@ -1,5 +1,6 @@
 """Labels cover exactly the trained assistant turns and their end-of-turn markers, for every shipped template
 and for SmolLM2's own, in every train_on mode."""
+
 import pytest
 
 from conftest import CHAT
@@ -17,8 +18,13 @@ MULTI_TURN = [
     {"role": "assistant", "content": "The capital of Italy is Rome."},
 ]
 ANSWERS = ["Paris.", "The capital of Italy is Rome."]
-END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "mistral": "eos",
-               "own": "<|im_end|>"}
+END_OF_TURN = {
+    "chatml": "<|im_end|>",
+    "llama3": "<|eot_id|>",
+    "gemma": "<end_of_turn>",
+    "mistral": "eos",
+    "own": "<|im_end|>",
+}
 CONVERSATIONS = pytest.mark.parametrize("messages", [MULTI_TURN, MULTI_TURN[1:]], ids=["system", "no-system"])
 TRAIN_ON = pytest.mark.parametrize("train_on", ["assistant", "last_assistant"])
 
@@ -71,8 +77,7 @@ def smollm2_source(cache_dir):
 @pytest.mark.parametrize("template", ["own"] + templates.shipped())
 @CONVERSATIONS
 @TRAIN_ON
-def test_labels_are_exactly_assistant_contents_and_end_of_turn_smollm2(template, messages, train_on,
-                                                                        smollm2_source):
+def test_labels_are_exactly_assistant_contents_and_end_of_turn_smollm2(template, messages, train_on, smollm2_source):
     from ftlab.model.load import load_tokenizer
 
     tok = with_template(load_tokenizer(*smollm2_source), template)
@@ -91,8 +96,10 @@ def test_train_on_all_supervises_the_whole_rendered_text():
 
 def test_template_that_refuses_a_conversation_names_the_row(tmp_path):
     refusing = tmp_path / "strict.jinja"
-    refusing.write_text("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system "
-                        "role') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    refusing.write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system "
+        "role') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    )
     tok = with_template(byte_tokenizer(), str(refusing))
     with pytest.raises(FtlabError, match="row 3: the chat template refuses this conversation .*no system role"):
         tokenize_conversation(tok, MULTI_TURN, 4096, "row 3", "assistant")
@@ -113,25 +120,30 @@ def test_dropped_examples_are_counted(workdir, tiny):
     ft.prepare_data()
     rows = len(CHAT.read_text().splitlines())
     assert ft.stats["dropped_examples"] > 0
-    assert ft.stats["train_examples"] + ft.stats["val_examples"] + ft.stats["test_examples"] + \
-        ft.stats["dropped_examples"] == rows
-
-
+    assert (
+        ft.stats["train_examples"] + ft.stats["val_examples"] + ft.stats["test_examples"] + ft.stats["dropped_examples"]
+        == rows
+    )
 
 
 def test_base_model_without_a_template_needs_one_configured(tmp_path):
     tok = byte_tokenizer()
     tok.chat_template = None
-    with pytest.raises(FtlabError, match="the tokenizer of base-model has no chat template .*set data.chat_template "
-                                         "to one of chatml, gemma, llama3, mistral or a path to a .jinja file"):
+    with pytest.raises(
+        FtlabError,
+        match="the tokenizer of base-model has no chat template .*set data.chat_template "
+        "to one of chatml, gemma, llama3, mistral or a path to a .jinja file",
+    ):
         templates.apply(tok, None, "base-model")
     templates.apply(tok, "gemma", "base-model")
     assert tok.chat_template == templates.read("gemma")
     own = tmp_path / "mine.jinja"
     own.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}<|im_end|>\n{% endfor %}")
     templates.apply(tok, str(own), "base-model")
-    assert tok.apply_chat_template(MULTI_TURN[1:3], tokenize=False) == "user: Capital of France?<|im_end|>\n" \
-                                                                      "assistant: Paris.<|im_end|>\n"
+    assert (
+        tok.apply_chat_template(MULTI_TURN[1:3], tokenize=False) == "user: Capital of France?<|im_end|>\n"
+        "assistant: Paris.<|im_end|>\n"
+    )
     with pytest.raises(FtlabError, match="data.chat_template=nope: neither a shipped template"):
         templates.apply(tok, "nope", "base-model")
 

@@ -1,4 +1,5 @@
 """The bundled demo data is what its generator makes, valid, and split without overlap."""
+
 import json
 from pathlib import Path
 

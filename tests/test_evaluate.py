@@ -1,5 +1,6 @@
 """python -m ftlab.evaluate and eval.after_train: base vs tuned on the same held-out rows, a report that agrees with
 its own per-example records and with training's validation loss, nothing written over, a sweep on an eval metric."""
+
 import json
 import shutil
 
@@ -88,13 +89,33 @@ def test_evaluating_after_the_data_changed_says_so(tmp_path, cache_dir):
 def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_dir):
     from mlflow.tracking import MlflowClient
 
-    ft = FineTune(compose(["model=tiny", f"data.path={CHAT}", "data.val_size=6", "data.test_size=4",
-                           "trainer.max_steps=3", "trainer.precision=32-true", f"cache_dir={cache_dir}",
-                           "eval.after_train=true", "generation.max_new_tokens=4", "tracker=mlflow"]))
+    ft = FineTune(
+        compose(
+            [
+                "model=tiny",
+                f"data.path={CHAT}",
+                "data.val_size=6",
+                "data.test_size=4",
+                "trainer.max_steps=3",
+                "trainer.precision=32-true",
+                f"cache_dir={cache_dir}",
+                "eval.after_train=true",
+                "generation.max_new_tokens=4",
+                "tracker=mlflow",
+            ]
+        )
+    )
     stats = ft.run()
     saved = json.loads((ft.run_dir / "metrics.json").read_text())
-    for key in ("eval_exact_match", "eval_token_f1", "eval_rouge_l", "eval_loss", "eval_perplexity",
-                "base_eval_rouge_l", "base_eval_loss"):
+    for key in (
+        "eval_exact_match",
+        "eval_token_f1",
+        "eval_rouge_l",
+        "eval_loss",
+        "eval_perplexity",
+        "base_eval_rouge_l",
+        "base_eval_loss",
+    ):
         assert key in stats and saved[key] == stats[key]
     assert saved["eval_examples"] == 4 and saved["test_examples"] == 4
     report = json.loads((ft.run_dir / "eval" / "report.json").read_text())
@@ -108,8 +129,11 @@ def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_d
 
 
 def test_after_train_without_the_split_fails_before_loading_the_model(workdir, cache_dir):
-    ft = FineTune(compose(["model=tiny", f"data.path={CHAT}", "data.test_size=0", f"cache_dir={cache_dir}",
-                           "eval.after_train=true"]))
+    ft = FineTune(
+        compose(
+            ["model=tiny", f"data.path={CHAT}", "data.test_size=0", f"cache_dir={cache_dir}", "eval.after_train=true"]
+        )
+    )
     with pytest.raises(FtlabError, match="eval.after_train=true scores the test split, and this data has no test rows"):
         ft.run()
     assert ft.model is None and not ft.run_dir.exists()  # nothing loaded, nothing left behind
@@ -118,10 +142,21 @@ def test_after_train_without_the_split_fails_before_loading_the_model(workdir, c
 def test_a_sweep_can_optimize_an_eval_metric(workdir, cache_dir):
     import optuna
 
-    args = ["-m", "sweep=lora", "model=tiny", f"data.path={CHAT}", "data.val_size=6", "data.test_size=4",
-            "trainer.max_steps=2", "trainer.precision=32-true", f"cache_dir={cache_dir}",
-            "generation.max_new_tokens=3", "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner.name=none",
-            "hydra.sweeper.objective=eval_loss"]
+    args = [
+        "-m",
+        "sweep=lora",
+        "model=tiny",
+        f"data.path={CHAT}",
+        "data.val_size=6",
+        "data.test_size=4",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        f"cache_dir={cache_dir}",
+        "generation.max_new_tokens=3",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner.name=none",
+        "hydra.sweeper.objective=eval_loss",
+    ]
     refused = run_cli(*args, cwd=workdir)
     assert refused.returncode == 2 and "hydra.sweeper.objective=eval_loss" in refused.stderr
     assert "eval.after_train=true" in refused.stderr

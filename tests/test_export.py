@@ -1,5 +1,6 @@
 """python -m ftlab.export: a merged model that plain transformers loads, whose logits are the adapter model's, for
 plain and 4-bit runs; existing folders and adapter-less runs are refused."""
+
 import json
 import shutil
 
@@ -12,8 +13,15 @@ from ftlab import export
 from ftlab.model.load import keep_4bit_trainable_on_cpu
 from ftlab.model.source import resolve_source
 
-MERGED_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                "tokenizer_config.json", "chat_template.jinja", "export.json"}
+MERGED_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "export.json",
+}
 
 
 def run_export(*args, cwd):
@@ -28,9 +36,12 @@ def adapter_and_base_logits(run_dir, batch):
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     kwargs = {"dtype": torch.float32}
     if cfg.quant.bits == 4:
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32,
-                                                           bnb_4bit_quant_type=cfg.quant.quant_type,
-                                                           bnb_4bit_use_double_quant=cfg.quant.double_quant)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_quant_type=cfg.quant.quant_type,
+            bnb_4bit_use_double_quant=cfg.quant.double_quant,
+        )
     base = AutoModelForCausalLM.from_pretrained(resolve_source(cfg.model, cfg.cache_dir, cfg.seed), **kwargs).eval()
     keep_4bit_trainable_on_cpu(base)  # else bitsandbytes' CPU eval kernel computes in bfloat16, not float32
     base_logits = export.logits(base, batch)

@@ -3,6 +3,7 @@
 CI has no GPU, so `make test` deselects these (-m "not gpu"); run them where one is:
     .venv/bin/python -m pytest -m gpu tests
 """
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Hub publishing against a fake Hub on 127.0.0.1: card, one-commit push, retries, auth errors, the CLI."""
+
 import json
 import os
 import subprocess
@@ -17,11 +18,23 @@ from ftlab.hub.push import PublishError
 ASSETS = Path(__file__).parent / "assets"
 TOKEN = "hf_PlantedTestToken0123456789abcdefXYZ"
 WANDB_KEY = "wandb-planted-key-0123456789abcdef"
-STATS = {"val_loss_before": 5.4321, "val_loss_after": 3.2109, "steps": 2, "tokens_seen": 4096,
-         "tokens_per_second": 812.5, "train_seconds": 5.04, "precision": "32-true", "data_format": "conversation"}
-ADAPTER = {"adapter_config.json": b'{"r": 16}', "adapter_model.safetensors": b"\x00\x01\x02safetensors\xff",
-           "tokenizer.json": b'{"version": "1.0"}', "chat_template.jinja": b"{{ messages }}",
-           "README.md": b"PEFT's generic card, replaced by the run's"}
+STATS = {
+    "val_loss_before": 5.4321,
+    "val_loss_after": 3.2109,
+    "steps": 2,
+    "tokens_seen": 4096,
+    "tokens_per_second": 812.5,
+    "train_seconds": 5.04,
+    "precision": "32-true",
+    "data_format": "conversation",
+}
+ADAPTER = {
+    "adapter_config.json": b'{"r": 16}',
+    "adapter_model.safetensors": b"\x00\x01\x02safetensors\xff",
+    "tokenizer.json": b'{"version": "1.0"}',
+    "chat_template.jinja": b"{{ messages }}",
+    "README.md": b"PEFT's generic card, replaced by the run's",
+}
 
 
 class hub:
@@ -34,8 +47,7 @@ class hub:
 
     @staticmethod
     def push(run, repo_id, **kwargs):
-        return hub_push.push(run, repo_id, **{"private": HubOptions().private, "token": None,
-                                              **hub._settings(kwargs)})
+        return hub_push.push(run, repo_id, **{"private": HubOptions().private, "token": None, **hub._settings(kwargs)})
 
     @staticmethod
     def preflight(repo_id, token, **kwargs):
@@ -43,8 +55,16 @@ class hub:
 
 
 def config(*overrides):
-    return compose(["model=tiny", f"data.path={ASSETS / 'chat.jsonl'}", "lora.r=8", "optim.lr=3e-4",
-                    "trainer.max_steps=2", *overrides])
+    return compose(
+        [
+            "model=tiny",
+            f"data.path={ASSETS / 'chat.jsonl'}",
+            "lora.r=8",
+            "optim.lr=3e-4",
+            "trainer.max_steps=2",
+            *overrides,
+        ]
+    )
 
 
 @pytest.fixture
@@ -68,8 +88,13 @@ def carded(run_dir) -> Path:
 
 def pushed_files(run: Path) -> dict:
     files = {name: data for name, data in ADAPTER.items() if name != "README.md"}
-    return dict(files, **{"README.md": (run / "README.md").read_bytes(),
-                          "ftlab_config.yaml": (run / ".hydra" / "config.yaml").read_bytes()})
+    return dict(
+        files,
+        **{
+            "README.md": (run / "README.md").read_bytes(),
+            "ftlab_config.yaml": (run / ".hydra" / "config.yaml").read_bytes(),
+        },
+    )
 
 
 def one_line(error: Exception) -> str:
@@ -80,20 +105,31 @@ def one_line(error: Exception) -> str:
 
 # ── the card ──────────────────────────────────────────────────────────────────────────────────────────
 
+
 def test_card_shows_base_model_config_metrics_and_command_but_no_secret():
-    cfg = config("quant=4bit", f"hub.token={TOKEN}", f"tracker.wandb.api_key={WANDB_KEY}",
-                 "hub.repo_id=me/tiny-lora")
+    cfg = config("quant=4bit", f"hub.token={TOKEN}", f"tracker.wandb.api_key={WANDB_KEY}", "hub.repo_id=me/tiny-lora")
     text = card.render(cfg, STATS, "python -m ftlab model=tiny lora.r=8")
     front = text.split("---")[1]
     assert "library_name: peft" in front and 'base_model: "ftlab/tiny-llama"' in front
     assert all(f"- {tag}" in front for tag in ("ftlab", "lora", "qlora")) and "pipeline_tag: text-generation" in front
     assert "LoRA adapter of [ftlab/tiny-llama]" in text
-    for row in ("| `lora.r` | 8 |", "| `optim.lr` | 0.0003 |", "| `quant.bits` | 4 |", "| `seed` | 42 |",
-                "| `trainer.max_steps` / steps done | 2 / 2 |", "| `trainer.precision` | 32-true |"):
+    for row in (
+        "| `lora.r` | 8 |",
+        "| `optim.lr` | 0.0003 |",
+        "| `quant.bits` | 4 |",
+        "| `seed` | 42 |",
+        "| `trainer.max_steps` / steps done | 2 / 2 |",
+        "| `trainer.precision` | 32-true |",
+    ):
         assert row in text
     assert "chat.jsonl" in text and "`conversation` (detected" in text
-    for row in ("| validation loss before training | 5.4321 |", "| validation loss after training | 3.2109 |",
-                "| tokens seen | 4,096 |", "| tokens per second | 812.5 |", "| training time (s) | 5.0 |"):
+    for row in (
+        "| validation loss before training | 5.4321 |",
+        "| validation loss after training | 3.2109 |",
+        "| tokens seen | 4,096 |",
+        "| tokens per second | 812.5 |",
+        "| training time (s) | 5.0 |",
+    ):
         assert row in text
     assert "```bash\npython -m ftlab model=tiny lora.r=8\n```" in text
     assert 'AutoPeftModelForCausalLM.from_pretrained("me/tiny-lora")' in text
@@ -110,6 +146,7 @@ def test_card_skips_missing_metrics_and_writes_atomically(run_dir):
 
 # ── push ──────────────────────────────────────────────────────────────────────────────────────────────
 
+
 def test_push_sends_adapter_and_card_in_one_commit_to_a_private_repo(carded, fake_hub):
     url = hub.push(carded, "me/tiny-lora", token=TOKEN, log=pytest.fail)
     assert url == f"{fake_hub.url}/me/tiny-lora"
@@ -123,8 +160,10 @@ def test_push_retries_transient_failures_then_succeeds(carded, fake_hub):
     logged = []
     hub.push(carded, "me/tiny-lora", token=TOKEN, retry_wait=0.01, log=logged.append)
     assert fake_hub.count(r"/commit/") == 3 and len(fake_hub.commits) == 1
-    assert logged == ["Hub upload failed (503 Service Unavailable); retry 1 of 4 in 0.01s",
-                      "Hub upload failed (503 Service Unavailable); retry 2 of 4 in 0.02s"]
+    assert logged == [
+        "Hub upload failed (503 Service Unavailable); retry 1 of 4 in 0.01s",
+        "Hub upload failed (503 Service Unavailable); retry 2 of 4 in 0.02s",
+    ]
 
 
 def test_push_gives_up_after_retries_with_the_command_to_push_again(carded, fake_hub):
@@ -174,6 +213,7 @@ def test_push_refuses_offline_mode_and_a_run_without_adapter(carded, tmp_path, m
 
 # ── preflight ─────────────────────────────────────────────────────────────────────────────────────────
 
+
 def test_preflight_accepts_a_write_token(fake_hub):
     assert "Hub token of me accepted" in hub.preflight("me/tiny-lora", TOKEN)
     assert fake_hub.paths() == ["/api/whoami-v2"] and fake_hub.requests[0].authorization == f"Bearer {TOKEN}"
@@ -208,10 +248,12 @@ def test_preflight_retries_then_reports_the_network(fake_hub):
 
 # ── python -m ftlab.publish ───────────────────────────────────────────────────────────────────────────
 
+
 def publish_cli(*args, env_extra=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_TOKEN=TOKEN, HF_HUB_OFFLINE="0", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "ftlab.publish", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ftlab.publish", *map(str, args)], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_publish_cli_writes_the_card_and_pushes(run_dir, fake_hub):

@@ -1,5 +1,6 @@
 """python -m ftlab.infer: a prompt, a prompts file and a chat answer as the library does; prompts are tokenized as in
 training; Hub ids round-trip through a fake Hub; bad runs, adapters and files fail in one line."""
+
 import json
 import shutil
 
@@ -48,24 +49,34 @@ def test_a_prompt_on_the_command_line_prints_only_the_answer(trained, tmp_path):
 
 def test_a_prompts_file_gives_one_output_line_per_input_line(trained, tmp_path):
     conversation = [{"role": "user", "content": "What is 4 plus 4?"}, {"role": "assistant", "content": "8"}]
-    lines = [{"prompt": "What is 1 plus 1?"}, {"prompt": "Name a fruit.", "system": "Be brief."},
-             {"messages": conversation}, "What is 7 plus 2?", {"question": "What is 3 plus 3?", "answer": "6"}]
+    lines = [
+        {"prompt": "What is 1 plus 1?"},
+        {"prompt": "Name a fruit.", "system": "Be brief."},
+        {"messages": conversation},
+        "What is 7 plus 2?",
+        {"question": "What is 3 plus 3?", "answer": "6"},
+    ]
     source = tmp_path / "prompts.jsonl"
-    source.write_text("\n".join(json.dumps(x) for x in lines[:2]) + "\n\n" +
-                      "\n".join(json.dumps(x) for x in lines[2:]) + "\n")  # a blank line is skipped
+    source.write_text(
+        "\n".join(json.dumps(x) for x in lines[:2]) + "\n\n" + "\n".join(json.dumps(x) for x in lines[2:]) + "\n"
+    )  # a blank line is skipped
     result = infer(f"run={trained}", f"input={source}", "generation.max_new_tokens=6", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     out = [json.loads(x) for x in (tmp_path / "prompts-outputs.jsonl").read_text().splitlines()]
     assert [o["line"] for o in out] == [1, 2, 4, 5, 6]
-    asked = [[{"role": "user", "content": "What is 1 plus 1?"}],
-             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}],
-             conversation[:1], [{"role": "user", "content": "What is 7 plus 2?"}],
-             [{"role": "user", "content": "What is 3 plus 3?"}]]
+    asked = [
+        [{"role": "user", "content": "What is 1 plus 1?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}],
+        conversation[:1],
+        [{"role": "user", "content": "What is 7 plus 2?"}],
+        [{"role": "user", "content": "What is 3 plus 3?"}],
+    ]
     assert [o["messages"] for o in out] == asked
     assert [o.get("reference") for o in out] == [None, None, "8", None, "6"]
     assert [o["output"] for o in out] == library_answers(trained, asked)
-    tokenizer = load.load_tokenizer(str(trained / "adapter"), OmegaConf.create({"revision": "main",
-                                                                               "trust_remote_code": False}))
+    tokenizer = load.load_tokenizer(
+        str(trained / "adapter"), OmegaConf.create({"revision": "main", "trust_remote_code": False})
+    )
     assert out[1]["prompt"] == tokenizer.apply_chat_template(asked[1], tokenize=False, add_generation_prompt=True)
     assert all(o["generation"] == {"max_new_tokens": 6, "do_sample": False, "repetition_penalty": 1.0} for o in out)
     assert all(o["model"] == str(trained) and o["adapter"] is True for o in out)
@@ -76,23 +87,42 @@ def test_a_prompts_file_gives_one_output_line_per_input_line(trained, tmp_path):
 def test_sampling_is_seeded_and_recorded(trained, tmp_path):
     source = tmp_path / "p.jsonl"
     source.write_text('{"prompt": "What is 5 plus 5?"}\n' * 3)
-    args = [f"run={trained}", f"input={source}", "generation.do_sample=true", "generation.temperature=1.5",
-            "generation.max_new_tokens=8"]
+    args = [
+        f"run={trained}",
+        f"input={source}",
+        "generation.do_sample=true",
+        "generation.temperature=1.5",
+        "generation.max_new_tokens=8",
+    ]
     first, second = (infer(*args, f"output={tmp_path / name}", cwd=tmp_path) for name in ("a.jsonl", "b.jsonl"))
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:]
     a, b = ([json.loads(x) for x in (tmp_path / n).read_text().splitlines()] for n in ("a.jsonl", "b.jsonl"))
     assert [x["output"] for x in a] == [x["output"] for x in b]  # same seed, same samples
-    assert a[0]["generation"] == {"max_new_tokens": 8, "do_sample": True, "repetition_penalty": 1.0,
-                                  "temperature": 1.5, "top_p": 0.9, "top_k": 50, "seed": 42}
+    assert a[0]["generation"] == {
+        "max_new_tokens": 8,
+        "do_sample": True,
+        "repetition_penalty": 1.0,
+        "temperature": 1.5,
+        "top_p": 0.9,
+        "top_k": 50,
+        "seed": 42,
+    }
 
 
 def test_interactive_chat_keeps_the_history_until_reset(trained, tmp_path):
-    result = infer(f"run={trained}", "generation.max_new_tokens=6", cwd=tmp_path,
-                   stdin="What is 1 plus 2?\nAnd 2 plus 2?\n/reset\nAnd 2 plus 2?\n/exit\nnever read\n")
+    result = infer(
+        f"run={trained}",
+        "generation.max_new_tokens=6",
+        cwd=tmp_path,
+        stdin="What is 1 plus 2?\nAnd 2 plus 2?\n/reset\nAnd 2 plus 2?\n/exit\nnever read\n",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     first = library_answers(trained, [[{"role": "user", "content": "What is 1 plus 2?"}]])[0]
-    follow_up = [{"role": "user", "content": "What is 1 plus 2?"}, {"role": "assistant", "content": first},
-                 {"role": "user", "content": "And 2 plus 2?"}]
+    follow_up = [
+        {"role": "user", "content": "What is 1 plus 2?"},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "And 2 plus 2?"},
+    ]
     second, fresh = library_answers(trained, [follow_up, [{"role": "user", "content": "And 2 plus 2?"}]])
     assert result.stdout.splitlines() == [first, second, fresh]
 
@@ -122,8 +152,11 @@ def test_training_and_inference_tokenize_the_prompt_identically(tokenizer_of, te
     for where, row in rows:
         messages = row["conversations"]
         example = chat.tokenize_conversation(tokenizer, messages, 4096, where, "assistant")
-        last_answer = max(i for i, label in enumerate(example["labels"])
-                          if label != IGNORE and (i == 0 or example["labels"][i - 1] == IGNORE))
+        last_answer = max(
+            i
+            for i, label in enumerate(example["labels"])
+            if label != IGNORE and (i == 0 or example["labels"][i - 1] == IGNORE)
+        )
         _, prompt = chat.prompt_ids(tokenizer, messages[:-1], where, "assistant")
         assert prompt == example["input_ids"][:last_answer], where
 
@@ -136,8 +169,13 @@ def test_a_pushed_adapter_is_used_by_its_hub_id(trained, tmp_path, fake_hub, mon
     card.write(run, OmegaConf.load(run / ".hydra" / "config.yaml"), {}, "python -m ftlab model=tiny")
     hub.push(run, "me/tiny-dates", private=True, token="hf_test", retries=0, retry_wait=0, log=print)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # a fresh download cache
-    result = infer("run=me/tiny-dates", "prompt=What is 2 plus 3?", "generation.max_new_tokens=6", cwd=tmp_path,
-                   env_extra={"HF_HUB_OFFLINE": "0"})
+    result = infer(
+        "run=me/tiny-dates",
+        "prompt=What is 2 plus 3?",
+        "generation.max_new_tokens=6",
+        cwd=tmp_path,
+        env_extra={"HF_HUB_OFFLINE": "0"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == library_answers(trained, [[{"role": "user", "content": "What is 2 plus 3?"}]])[0]
     assert any("/me/tiny-dates/resolve/" in p and p.endswith("ftlab_config.yaml") for p in fake_hub.paths("GET"))
@@ -147,6 +185,7 @@ def test_a_pushed_adapter_is_used_by_its_hub_id(trained, tmp_path, fake_hub, mon
 
 # ── errors: one line naming the file and the fix ─────────────────────────────────────────────────────────
 
+
 def test_a_run_without_an_adapter_is_refused(trained, tmp_path):
     unfinished = tmp_path / "unfinished"
     shutil.copytree(trained / ".hydra", unfinished / ".hydra")
@@ -154,10 +193,13 @@ def test_a_run_without_an_adapter_is_refused(trained, tmp_path):
     assert f"{unfinished / 'adapter' / 'adapter_config.json'} is missing" in line and "resume=" in line
 
 
-@pytest.mark.parametrize("override,problem", [
-    (["model.random_init.hidden_size=32", "model.random_init.intermediate_size=64"], "inputs, the adapter expects"),
-    (["model.random_init.num_layers=1"], "which this base model does not have"),
-])
+@pytest.mark.parametrize(
+    "override,problem",
+    [
+        (["model.random_init.hidden_size=32", "model.random_init.intermediate_size=64"], "inputs, the adapter expects"),
+        (["model.random_init.num_layers=1"], "which this base model does not have"),
+    ],
+)
 def test_an_adapter_on_another_base_model_is_refused(override, problem, trained, tmp_path):
     line = one_error_line(infer(f"run={trained}", "prompt=hi", *override, cwd=tmp_path))
     assert f"{trained / 'adapter' / 'adapter_config.json'}: the adapter was trained on" in line
@@ -182,8 +224,9 @@ def test_bad_command_lines_are_refused(trained, tmp_path):
     taken.write_text("keep me\n")
     source = tmp_path / "p.jsonl"
     source.write_text('{"prompt": "x"}\n')
-    assert "already exists" in one_error_line(infer(f"run={trained}", f"input={source}", f"output={taken}",
-                                                    cwd=tmp_path))
+    assert "already exists" in one_error_line(
+        infer(f"run={trained}", f"input={source}", f"output={taken}", cwd=tmp_path)
+    )
     assert taken.read_text() == "keep me\n"
 
 
@@ -194,14 +237,21 @@ def test_smollm2_answers_before_and_after_and_exports(workdir, cache_dir):
 
     run = workdir / "run"
     FineTune(compose([f"cache_dir={cache_dir}", "trainer.max_steps=2", "data.batch_size=4"]), run_dir=run).run()
-    base = infer(f"run={run}", "base_only=true", "prompt=What is the capital of France?",
-                 "generation.max_new_tokens=24", cwd=workdir)
+    base = infer(
+        f"run={run}",
+        "base_only=true",
+        "prompt=What is the capital of France?",
+        "generation.max_new_tokens=24",
+        cwd=workdir,
+    )
     assert base.returncode == 0 and "Paris" in base.stdout, base.stderr[-2000:]
     exported = run_cli(f"run={run}", cwd=workdir, module="ftlab.export")
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert json.loads((run / "merged" / "export.json").read_text())["check"]["same_argmax"] == 1.0
     prompt = "prompt=The invoice was issued on 3 March 1998."
-    tuned, merged = (infer(f"run={target}", prompt, "generation.max_new_tokens=16", "trainer.precision=32-true",
-                           cwd=workdir) for target in (run, run / "merged"))
+    tuned, merged = (
+        infer(f"run={target}", prompt, "generation.max_new_tokens=16", "trainer.precision=32-true", cwd=workdir)
+        for target in (run, run / "merged")
+    )
     assert tuned.returncode == 0 and merged.returncode == 0, merged.stderr[-2000:]
     assert tuned.stdout.strip() and tuned.stdout == merged.stdout  # the merged model is the tuned model

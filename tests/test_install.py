@@ -1,5 +1,6 @@
 """A wheel install finds its configs, chat templates and demo data without the source tree (editable installs
 are the rest)."""
+
 import os
 import re
 import subprocess
@@ -13,37 +14,73 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.mark.slow
 def test_wheel_install_finds_configs_and_assets(tmp_path):
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"),
-                            str(ROOT)], capture_output=True, text=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     # packages are found by discovery and data declared: the build warns about neither
     log = built.stdout + built.stderr
     assert not re.findall(r"SetuptoolsDeprecationWarning|is absent from the `packages`|as data is deprecated", log)
     (wheel,) = (tmp_path / "dist").glob("ftlab-*.whl")
     site = tmp_path / "site"
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                                str(wheel)], capture_output=True, text=True)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert installed.returncode == 0, installed.stderr[-2000:]
     # the wheel's ftlab comes first on the path, ahead of the editable install of this checkout
     env = dict(os.environ, PYTHONPATH=str(site))
-    where = subprocess.run([sys.executable, "-c", "import ftlab.config.compose as c; print(c.config_dir())"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import ftlab.config.compose as c; print(c.config_dir())"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.strip() == str(site / "ftlab" / "conf"), where.stderr
-    cfg = subprocess.run([sys.executable, "-m", "ftlab", "model=llama3", "quant=4bit", "--cfg", "job"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    cfg = subprocess.run(
+        [sys.executable, "-m", "ftlab", "model=llama3", "quant=4bit", "--cfg", "job"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert cfg.returncode == 0 and "bits: 4" in cfg.stdout, cfg.stderr
-    demo = subprocess.run([sys.executable, "-c", "from ftlab.config.compose import compose; from ftlab.config.checks import "
-                           "validate; print(validate(compose([])).data.path)"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ftlab.config.compose import compose; from ftlab.config.checks import "
+            "validate; print(validate(compose([])).data.path)",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert Path(demo.stdout.strip()) == site / "ftlab" / "assets" / "demo.jsonl"
     assert Path(demo.stdout.strip()).is_file()
-    shipped = subprocess.run([sys.executable, "-c", "from ftlab.data import templates; print(templates.shipped(), "
-                              "templates.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    shipped = subprocess.run(
+        [sys.executable, "-c", "from ftlab.data import templates; print(templates.shipped(), templates.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert shipped.stdout.startswith("['chatml', 'gemma', 'llama3', 'mistral'] " + str(site)), shipped.stderr
-    sweep = subprocess.run([sys.executable, "-m", "ftlab", "sweep=lora", "--cfg", "hydra"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True)  # the sweep group and the Optuna sweeper plugin
-    assert sweep.returncode == 0 and "FtlabOptunaSweeper" in sweep.stdout and "study_name: lora" in sweep.stdout, \
+    sweep = subprocess.run(
+        [sys.executable, "-m", "ftlab", "sweep=lora", "--cfg", "hydra"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )  # the sweep group and the Optuna sweeper plugin
+    assert sweep.returncode == 0 and "FtlabOptunaSweeper" in sweep.stdout and "study_name: lora" in sweep.stdout, (
         sweep.stderr
+    )
 
 
 def test_postgresql_tests_skip_without_a_server_and_fail_under_ci(tmp_path):
@@ -52,7 +89,13 @@ def test_postgresql_tests_skip_without_a_server_and_fail_under_ci(tmp_path):
     root = Path(__file__).resolve().parent.parent
     for ci, outcome in (("", "1 skipped"), ("true", "1 error")):
         env = dict(os.environ, FTLAB_TEST_POSTGRES="postgresql://nobody@127.0.0.1:9/none", CI=ci)
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
-                                cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert outcome in result.stdout, result.stdout[-3000:]
         assert "no PostgreSQL server answers at postgresql://nobody@127.0.0.1:9/none" in result.stdout

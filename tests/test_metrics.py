@@ -1,4 +1,5 @@
 """Answer scores on hand-worked examples, and how report.py turns them into metrics.json keys and a table."""
+
 import pytest
 import torchmetrics.functional.text  # noqa: F401  imported at collection, so no single test pays torch's import
 
@@ -6,20 +7,25 @@ from ftlab.use import metrics, report
 
 # ── exact_match ──────────────────────────────────────────────────────────────────────────────────────────
 
-@pytest.mark.parametrize("prediction, reference, expected", [
-    ("1998-03-03", "1998-03-03", 1.0),
-    (" 1998-03-03\n", "1998-03-03", 1.0),          # surrounding whitespace is dropped
-    ("New  York\tCity", "New York City", 1.0),     # repeated inner whitespace collapses to one space
-    ("1998-03-03.", "1998-03-03", 0.0),            # punctuation counts
-    ("Answer: 1998-03-03", "1998-03-03", 0.0),     # extra words count
-    ("paris", "Paris", 0.0),                       # case counts
-    ("NewYork", "New York", 0.0),                  # whitespace between words is not dropped, only collapsed
-])
+
+@pytest.mark.parametrize(
+    "prediction, reference, expected",
+    [
+        ("1998-03-03", "1998-03-03", 1.0),
+        (" 1998-03-03\n", "1998-03-03", 1.0),  # surrounding whitespace is dropped
+        ("New  York\tCity", "New York City", 1.0),  # repeated inner whitespace collapses to one space
+        ("1998-03-03.", "1998-03-03", 0.0),  # punctuation counts
+        ("Answer: 1998-03-03", "1998-03-03", 0.0),  # extra words count
+        ("paris", "Paris", 0.0),  # case counts
+        ("NewYork", "New York", 0.0),  # whitespace between words is not dropped, only collapsed
+    ],
+)
 def test_exact_match_ignores_only_whitespace(prediction, reference, expected):
     assert metrics.exact_match(prediction, reference) == expected
 
 
 # ── token_f1 ─────────────────────────────────────────────────────────────────────────────────────────────
+
 
 def test_token_f1_partial_answer_gets_partial_credit():
     # "The cat sat." -> [cat, sat]; "a cat sat down" -> [cat, sat, down]; common 2
@@ -53,16 +59,19 @@ def test_token_f1_one_empty_side_scores_zero():
     assert metrics.token_f1("cat", "!!") == 0.0
 
 
-@pytest.mark.parametrize("prediction, reference, expected", [
-    # [x, x, y] vs [x, y, y]: common = min(2,1) + min(1,2) = 2; P = R = 2/3; F1 = 2/3
-    ("x x y", "x y y", 2 / 3),
-    # [x, x, x] vs [x]: common = min(3,1) = 1; P = 1/3, R = 1; F1 = 2 * 1/3 / (4/3) = 0.5
-    ("x x x", "x", 0.5),
-    # [x] vs [x, x]: common 1; P = 1, R = 1/2; F1 = 1 / 1.5 = 2/3
-    ("x", "x x", 2 / 3),
-    # [x, x] vs [x, x]: every repeat is matched
-    ("x x", "x x", 1.0),
-])
+@pytest.mark.parametrize(
+    "prediction, reference, expected",
+    [
+        # [x, x, y] vs [x, y, y]: common = min(2,1) + min(1,2) = 2; P = R = 2/3; F1 = 2/3
+        ("x x y", "x y y", 2 / 3),
+        # [x, x, x] vs [x]: common = min(3,1) = 1; P = 1/3, R = 1; F1 = 2 * 1/3 / (4/3) = 0.5
+        ("x x x", "x", 0.5),
+        # [x] vs [x, x]: common 1; P = 1, R = 1/2; F1 = 1 / 1.5 = 2/3
+        ("x", "x x", 2 / 3),
+        # [x, x] vs [x, x]: every repeat is matched
+        ("x x", "x x", 1.0),
+    ],
+)
 def test_token_f1_counts_repeated_words_with_multiplicity(prediction, reference, expected):
     assert metrics.token_f1(prediction, reference) == pytest.approx(expected)
 
@@ -73,6 +82,7 @@ def test_normalized_words_follow_squad():
 
 
 # ── rouge_l ──────────────────────────────────────────────────────────────────────────────────────────────
+
 
 def test_rouge_l_one_word_swapped():
     # [the cat sat on the mat] vs [the cat is on the mat]: LCS = the cat on the mat = 5 of 6 each
@@ -97,6 +107,7 @@ def test_rouge_l_identical_and_disjoint():
 
 # ── per_example and mean ─────────────────────────────────────────────────────────────────────────────────
 
+
 def test_per_example_scores_each_pair():
     scores = metrics.per_example(["1998-03-03", "1998-03-04"], ["1998-03-03", "1998-03-03"])
     assert scores[0] == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": pytest.approx(1.0)}
@@ -105,12 +116,17 @@ def test_per_example_scores_each_pair():
 
 
 def test_mean_averages_each_metric():
-    scores = [{"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0},
-              {"exact_match": 0.0, "token_f1": 0.5, "rouge_l": 2 / 3},
-              {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0}]
+    scores = [
+        {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0},
+        {"exact_match": 0.0, "token_f1": 0.5, "rouge_l": 2 / 3},
+        {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0},
+    ]
     # exact match (1+0+0)/3 = 1/3; token F1 (1+0.5+0)/3 = 0.5; ROUGE-L (1 + 2/3 + 0)/3 = 5/9
-    assert metrics.mean(scores) == {"exact_match": pytest.approx(1 / 3), "token_f1": pytest.approx(0.5),
-                                    "rouge_l": pytest.approx(5 / 9)}
+    assert metrics.mean(scores) == {
+        "exact_match": pytest.approx(1 / 3),
+        "token_f1": pytest.approx(0.5),
+        "rouge_l": pytest.approx(5 / 9),
+    }
 
 
 def test_mean_of_no_examples_is_empty():
@@ -119,12 +135,21 @@ def test_mean_of_no_examples_is_empty():
 
 # ── report.flat and report.table ─────────────────────────────────────────────────────────────────────────
 
+
 def _doc(scores: dict, examples: int = 50, do_sample: bool = False) -> dict:
     """A report document in the shape report.build returns."""
-    return {"run": "outputs/2026-01-01/10-00-00", "model": "ftlab/tiny-llama", "data": "data/dates.jsonl",
-            "data_fingerprint": "abc123", "split": "test", "examples": examples,
-            "generation": {"do_sample": do_sample, "max_new_tokens": 64, "batch_size": 8}, "seed": 42,
-            "train_on": "assistant", "scores": scores}
+    return {
+        "run": "outputs/2026-01-01/10-00-00",
+        "model": "ftlab/tiny-llama",
+        "data": "data/dates.jsonl",
+        "data_fingerprint": "abc123",
+        "split": "test",
+        "examples": examples,
+        "generation": {"do_sample": do_sample, "max_new_tokens": 64, "batch_size": 8},
+        "seed": 42,
+        "train_on": "assistant",
+        "scores": scores,
+    }
 
 
 BASE = {"exact_match": 0.0, "token_f1": 0.5, "rouge_l": 0.25, "loss": 2.5, "perplexity": None}
@@ -133,14 +158,24 @@ TUNED = {"exact_match": 0.92, "token_f1": 0.875, "rouge_l": 0.75, "loss": 0.5, "
 
 def test_flat_names_tuned_eval_and_base_base_eval():
     assert report.flat(_doc({"base": BASE, "tuned": TUNED}, examples=50)) == {
-        "base_eval_exact_match": 0.0, "base_eval_token_f1": 0.5, "base_eval_rouge_l": 0.25, "base_eval_loss": 2.5,
-        "eval_exact_match": 0.92, "eval_token_f1": 0.875, "eval_rouge_l": 0.75, "eval_loss": 0.5,
-        "eval_perplexity": 1.6487, "eval_examples": 50}  # base perplexity None: left out
+        "base_eval_exact_match": 0.0,
+        "base_eval_token_f1": 0.5,
+        "base_eval_rouge_l": 0.25,
+        "base_eval_loss": 2.5,
+        "eval_exact_match": 0.92,
+        "eval_token_f1": 0.875,
+        "eval_rouge_l": 0.75,
+        "eval_loss": 0.5,
+        "eval_perplexity": 1.6487,
+        "eval_examples": 50,
+    }  # base perplexity None: left out
 
 
 def test_flat_of_a_model_scored_alone():
     assert report.flat(_doc({"model": {"exact_match": 0.5, "loss": None}}, examples=2)) == {
-        "eval_exact_match": 0.5, "eval_examples": 2}
+        "eval_exact_match": 0.5,
+        "eval_examples": 2,
+    }
 
 
 def test_table_compares_base_and_tuned_in_points():
@@ -149,11 +184,11 @@ def test_table_compares_base_and_tuned_in_points():
         "",
         "| metric | base | tuned | change |",
         "|---|---:|---:|---:|",
-        "| exact match | 0.0% | 92.0% | +92.0 pts |",     # 100 * (0.92 - 0.0)
-        "| token F1 | 50.0% | 87.5% | +37.5 pts |",       # 100 * (0.875 - 0.5)
-        "| ROUGE-L | 25.0% | 75.0% | +50.0 pts |",        # 100 * (0.75 - 0.25)
-        "| loss | 2.5 | 0.5 | -2 |",                      # not a percentage: plain difference
-        "| perplexity | n/a | 1.649 |  |",                # no base value: no change
+        "| exact match | 0.0% | 92.0% | +92.0 pts |",  # 100 * (0.92 - 0.0)
+        "| token F1 | 50.0% | 87.5% | +37.5 pts |",  # 100 * (0.875 - 0.5)
+        "| ROUGE-L | 25.0% | 75.0% | +50.0 pts |",  # 100 * (0.75 - 0.25)
+        "| loss | 2.5 | 0.5 | -2 |",  # not a percentage: plain difference
+        "| perplexity | n/a | 1.649 |  |",  # no base value: no change
     ]
 
 

@@ -1,4 +1,5 @@
 """Model loading: quantized layers train correctly on CPU, sources resolve and are cached."""
+
 import pytest
 import torch
 
@@ -55,8 +56,10 @@ def test_smollm2_gguf_is_converted_once_into_a_loadable_cache(cache_dir):
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source)
     assert "quantization_config" not in model.config.to_dict()
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           add_generation_prompt=True, return_tensors="pt")["input_ids"]
-    answer = tokenizer.decode(model.generate(prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1]:],
-                              skip_special_tokens=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt"
+    )["input_ids"]
+    answer = tokenizer.decode(
+        model.generate(prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1] :], skip_special_tokens=True
+    )
     assert "Paris" in answer

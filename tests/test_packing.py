@@ -1,4 +1,5 @@
 """Packing changes how examples share a row, never what the model learns from them; length grouping and padding."""
+
 import pytest
 import torch
 
@@ -20,10 +21,19 @@ def examples(train_on="assistant"):
 @pytest.fixture(scope="module")
 def tiny_model(cache_dir):
     def build(attn):
-        ft = FineTune(compose(["model=tiny", f"cache_dir={cache_dir}", f"model.attn_implementation={attn}",
-                               "trainer.precision=32-true"]))
+        ft = FineTune(
+            compose(
+                [
+                    "model=tiny",
+                    f"cache_dir={cache_dir}",
+                    f"model.attn_implementation={attn}",
+                    "trainer.precision=32-true",
+                ]
+            )
+        )
         base, ft.tokenizer = ft.load_base_model_and_tokenizer()
         return ft.get_peft_model(base).eval()
+
     return build
 
 
@@ -59,8 +69,12 @@ def test_packed_rows_hold_every_example_once_with_restarting_positions():
 
 
 def test_collated_packed_batch_pads_with_a_sequence_of_its_own():
-    batch = Collator(pad_id=7)([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
-                                {"input_ids": [4], "labels": [-100], "position_ids": [0]}])
+    batch = Collator(pad_id=7)(
+        [
+            {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
+            {"input_ids": [4], "labels": [-100], "position_ids": [0]},
+        ]
+    )
     assert batch["position_ids"].tolist() == [[0, 1, 0], [0, 0, 1]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["input_ids"][1].tolist() == [4, 7, 7] and batch["labels"][1].tolist() == [-100, -100, -100]
@@ -86,8 +100,9 @@ def test_packing_is_refused_on_a_model_whose_attention_leaks(tiny_model, cache_d
     assert not attention_stays_inside(IgnoresPositions(model))[0]
     ft = FineTune(compose(["model=tiny", f"cache_dir={cache_dir}", "data.packing=true"]))
     ft.model = IgnoresPositions(model)
-    with pytest.raises(FtlabError, match="data.packing=true: .* lets packed examples attend to each other.*"
-                                         "set data.packing=false"):
+    with pytest.raises(
+        FtlabError, match="data.packing=true: .* lets packed examples attend to each other.*set data.packing=false"
+    ):
         ft.check_packing()
 
 

@@ -1,4 +1,5 @@
 """`python -m ftlab.preview` shows the data as the model will see it, from the tokenizer alone."""
+
 import json
 import os
 import subprocess
@@ -11,8 +12,9 @@ from conftest import qa_rows, write_rows
 
 def preview(*args, cwd):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "ftlab.preview", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ftlab.preview", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_preview_marks_supervised_tokens_and_reports_lengths_padding_and_drops(tmp_path):
@@ -21,8 +23,16 @@ def test_preview_marks_supervised_tokens_and_reports_lengths_padding_and_drops(t
     lines = [json.dumps(r) for r in rows]
     lines[5] = '{"question": "q", "answer": ""}'
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
-    result = preview("model=tiny", f"data.path={tmp_path / 'd.jsonl'}", f"cache_dir={tmp_path / 'cache'}",
-                     "data.max_seq_len=100", "data.skip_bad_rows=true", "-n", "2", cwd=tmp_path)
+    result = preview(
+        "model=tiny",
+        f"data.path={tmp_path / 'd.jsonl'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "data.max_seq_len=100",
+        "data.skip_bad_rows=true",
+        "-n",
+        "2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "data format: qa (detected from the columns question, answer" in out

@@ -21,9 +21,19 @@ class QA(FineTune):
 
 
 def overrides(data, cache_dir, *extra):
-    return ["model=tiny", "data=local", f"data.path={data}", "data.val_size=4", "data.test_size=0.1",
-            "data.batch_size=4", "trainer.max_steps=2", "trainer.precision=32-true", f"cache_dir={cache_dir}",
-            "generation.max_new_tokens=3", *extra]
+    return [
+        "model=tiny",
+        "data=local",
+        f"data.path={data}",
+        "data.val_size=4",
+        "data.test_size=0.1",
+        "data.batch_size=4",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        f"cache_dir={cache_dir}",
+        "generation.max_new_tokens=3",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -47,7 +57,9 @@ def test_a_subclass_trains_and_evaluates_after_training_on_its_own_rows(trained_
     rows = [json.loads(line) for line in mine.read_text().splitlines()]
     held_out = json.loads((recipe.run_dir / "eval" / "report.json").read_text())
     assert held_out["examples"] == stats["test_examples"] == 4 and stats["eval_examples"] == 4
-    generations = [json.loads(line) for line in (recipe.run_dir / "eval" / "generations.jsonl").read_text().splitlines()]
+    generations = [
+        json.loads(line) for line in (recipe.run_dir / "eval" / "generations.jsonl").read_text().splitlines()
+    ]
     answers = {r["q"]: r["a"] for r in rows}
     for g in generations:  # each reference is the held-out row's own answer, mapped by the subclass
         assert g["reference"] == answers[g["messages"][-1]["content"]]
@@ -57,8 +69,11 @@ def test_the_evaluate_command_uses_the_subclass_stages(trained_qa, workdir):
     from ftlab.evaluate import evaluate
 
     recipe, stats = trained_qa
-    doc = evaluate(EvaluateCommand(run=str(recipe.run_dir), output=str(workdir / "again")),
-                   ["generation.max_new_tokens=3"], recipe_cls=QA)
+    doc = evaluate(
+        EvaluateCommand(run=str(recipe.run_dir), output=str(workdir / "again")),
+        ["generation.max_new_tokens=3"],
+        recipe_cls=QA,
+    )
     assert doc["examples"] == 4
     assert doc["scores"]["tuned"]["loss"] == pytest.approx(stats["eval_loss"], rel=1e-5)
 

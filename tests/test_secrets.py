@@ -1,4 +1,5 @@
 """Tokens given by environment or override are used, and written nowhere: run dir, tracking store, W&B dir."""
+
 import logging
 from pathlib import Path
 
@@ -49,8 +50,15 @@ def test_log_lines_are_masked(monkeypatch, capsys):
 
 def test_planted_tokens_are_used_but_written_nowhere(workdir, tiny, fake_hub):
     overrides = [f"{k}={v}" for k, v in OVERRIDDEN.items()]
-    result = run_cli(*tiny, "tracker=all", "hub.push=true", "hub.repo_id=me/secret-test", *overrides,
-                     cwd=workdir, env_extra=online(fake_hub, **PLANTED))
+    result = run_cli(
+        *tiny,
+        "tracker=all",
+        "hub.push=true",
+        "hub.repo_id=me/secret-test",
+        *overrides,
+        cwd=workdir,
+        env_extra=online(fake_hub, **PLANTED),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     # the override won over the environment, and reached the Hub
     commits = [r for r in fake_hub.requests if "/commit/" in r.path]
@@ -65,8 +73,16 @@ def test_planted_tokens_are_used_but_written_nowhere(workdir, tiny, fake_hub):
 
 def test_a_failed_push_keeps_the_results_and_says_how_to_push_again(workdir, tiny, fake_hub):
     fake_hub.fail_commits, fake_hub.fail_status = 99, 503
-    result = run_cli(*tiny, "hub.push=true", "hub.repo_id=me/flaky", "hub.retries=2", "hub.retry_wait=0.01",
-                     "tracker=mlflow", cwd=workdir, env_extra=online(fake_hub, HF_TOKEN=PLANTED["HF_TOKEN"]))
+    result = run_cli(
+        *tiny,
+        "hub.push=true",
+        "hub.repo_id=me/flaky",
+        "hub.retries=2",
+        "hub.retry_wait=0.01",
+        "tracker=mlflow",
+        cwd=workdir,
+        env_extra=online(fake_hub, HF_TOKEN=PLANTED["HF_TOKEN"]),
+    )
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
     (run_dir,) = run_dirs(workdir)
     assert f"python -m ftlab.publish {run_dir}" in result.stderr and "after 2 retries" in result.stderr
@@ -82,8 +98,13 @@ def test_a_failed_push_keeps_the_results_and_says_how_to_push_again(workdir, tin
 
 def test_a_rejected_token_stops_the_run_before_training(workdir, tiny, fake_hub):
     fake_hub.reject_all = 401
-    result = run_cli(*tiny, "hub.push=true", "hub.repo_id=me/nope", cwd=workdir,
-                     env_extra=online(fake_hub, HF_TOKEN=PLANTED["HF_TOKEN"]))
+    result = run_cli(
+        *tiny,
+        "hub.push=true",
+        "hub.repo_id=me/nope",
+        cwd=workdir,
+        env_extra=online(fake_hub, HF_TOKEN=PLANTED["HF_TOKEN"]),
+    )
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
     assert "401" in result.stderr and "HF_TOKEN" in result.stderr and PLANTED["HF_TOKEN"] not in result.stderr
     assert "[5/6] Training" not in result.stdout and run_dirs(workdir) == []

@@ -1,4 +1,5 @@
 """Every format from every kind of source, column mapping, auto-detection, splits, and bad data named in one line."""
+
 import json
 
 import pytest
@@ -29,16 +30,30 @@ def all_examples(ft) -> list:
 
 ROWS = {
     "qa": qa_rows(12),
-    "instruction": [{"instruction": f"Double {i}.", "input": "" if i % 2 else f"({i})", "output": str(2 * i)}
-                    for i in range(12)],
-    "conversation": [{"messages": [{"role": "user", "content": f"Double {i}."},
-                                   {"role": "assistant", "content": str(2 * i)}]} for i in range(12)],
-    "sharegpt": [{"conversations": [{"from": "system", "value": "Be brief."},
-                                    {"from": "human", "value": f"Double {i}."},
-                                    {"from": "gpt", "value": str(2 * i)}]} for i in range(12)],
+    "instruction": [
+        {"instruction": f"Double {i}.", "input": "" if i % 2 else f"({i})", "output": str(2 * i)} for i in range(12)
+    ],
+    "conversation": [
+        {"messages": [{"role": "user", "content": f"Double {i}."}, {"role": "assistant", "content": str(2 * i)}]}
+        for i in range(12)
+    ],
+    "sharegpt": [
+        {
+            "conversations": [
+                {"from": "system", "value": "Be brief."},
+                {"from": "human", "value": f"Double {i}."},
+                {"from": "gpt", "value": str(2 * i)},
+            ]
+        }
+        for i in range(12)
+    ],
 }
-CASES = [(fmt, suffix) for fmt in ROWS for suffix in ("jsonl", "json", "csv", "parquet")
-         if not (suffix == "csv" and fmt in ("conversation", "sharegpt"))]  # CSV cells hold no lists
+CASES = [
+    (fmt, suffix)
+    for fmt in ROWS
+    for suffix in ("jsonl", "json", "csv", "parquet")
+    if not (suffix == "csv" and fmt in ("conversation", "sharegpt"))
+]  # CSV cells hold no lists
 
 
 @pytest.mark.parametrize("fmt,suffix", CASES, ids=[f"{f}-{s}" for f, s in CASES])
@@ -65,8 +80,15 @@ def test_columns_map_onto_the_format_fields_and_system_prompts_apply(tmp_path):
     path = write_rows(tmp_path / "pc.jsonl", rows)
     with pytest.raises(ConfigError, match=r"columns \(prompt, completion, sys\).*data.columns.question=prompt"):
         prepare(tmp_path, f"data.path={path}")
-    ft = prepare(tmp_path, f"data.path={path}", "data.columns.question=prompt", "data.columns.answer=completion",
-                 "data.columns.system=sys", "data.system_prompt=Be exact.", "data.val_size=1")
+    ft = prepare(
+        tmp_path,
+        f"data.path={path}",
+        "data.columns.question=prompt",
+        "data.columns.answer=completion",
+        "data.columns.system=sys",
+        "data.system_prompt=Be exact.",
+        "data.val_size=1",
+    )
     texts = [decoded(ft, x)[0] for x in all_examples(ft)]
     assert sum("<|im_start|>system\nAnswer in French.<|im_end|>" in t for t in texts) == 1  # the row's own
     assert sum("<|im_start|>system\nBe exact.<|im_end|>" in t for t in texts) == 11  # the default elsewhere
@@ -126,23 +148,45 @@ def bad_jsonl(tmp_path, bad_line: str) -> str:
 
 
 BAD = [
-    ('{"questoin": "1+1?", "answer": "2"}', [],
-     r"d.jsonl:3: no column 'question' \(columns: questoin, answer\); did you mean data.columns.question=questoin\?"),
+    (
+        '{"questoin": "1+1?", "answer": "2"}',
+        [],
+        r"d.jsonl:3: no column 'question' \(columns: questoin, answer\); did you mean data.columns.question=questoin\?",
+    ),
     ('{"question": "1+1?", "answer": 2}', [], r"d.jsonl:3: column 'answer' must be text, got int \(2\)"),
     ('{"question": "1+1?", "answer": "  "}', [], r"d.jsonl:3: column 'answer' is an empty string"),
     ('{"question": "1+1?", "answer": null}', [], r"d.jsonl:3: column 'answer' is empty"),
     ('{"question": "1+1?", "answer": "2"', [], r"d.jsonl:3: not valid JSON"),
-    ('[1, 2]', [], r"d.jsonl:3: a JSON list, not an object"),
-    ('{"messages": [{"role": "robot", "content": "hi"}]}', ["data.format=conversation"],
-     r"d.jsonl:3: messages\[0\]: unknown role 'robot'; use one of system, user, human, assistant, gpt"),
-    ('{"messages": [{"role": "user", "content": "hi"}]}', ["data.format=conversation"],
-     r"d.jsonl:3: the conversation has no assistant turn"),
+    ("[1, 2]", [], r"d.jsonl:3: a JSON list, not an object"),
+    (
+        '{"messages": [{"role": "robot", "content": "hi"}]}',
+        ["data.format=conversation"],
+        r"d.jsonl:3: messages\[0\]: unknown role 'robot'; use one of system, user, human, assistant, gpt",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "hi"}]}',
+        ["data.format=conversation"],
+        r"d.jsonl:3: the conversation has no assistant turn",
+    ),
     ('{"messages": "hi"}', ["data.format=conversation"], r"d.jsonl:3: column 'messages' must be a non-empty list"),
 ]
 
 
-@pytest.mark.parametrize("line,overrides,expected", BAD, ids=["misspelled-column", "wrong-type", "empty-string",
-                         "null", "malformed-json", "not-an-object", "unknown-role", "no-assistant", "not-a-list"])
+@pytest.mark.parametrize(
+    "line,overrides,expected",
+    BAD,
+    ids=[
+        "misspelled-column",
+        "wrong-type",
+        "empty-string",
+        "null",
+        "malformed-json",
+        "not-an-object",
+        "unknown-role",
+        "no-assistant",
+        "not-a-list",
+    ],
+)
 def test_bad_rows_name_file_line_column_and_fix(line, overrides, expected, tmp_path):
     if "data.format=conversation" in overrides:  # a conversation file whose line 3 is bad
         good = json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]})
@@ -177,8 +221,11 @@ def test_csv_row_with_the_wrong_number_of_fields(tmp_path):
 def test_a_file_in_no_known_format_is_reported_before_any_split_size_problem(tmp_path):
     path = tmp_path / "few.csv"
     path.write_text("prompt,completion\nWhat is 1 plus 1?,2\n")  # one row: carving validation would leave none
-    with pytest.raises(ConfigError, match=r"few.csv:2: data.format=auto found no known format in the columns "
-                                          r"\(prompt, completion\).*data.columns.question=prompt"):
+    with pytest.raises(
+        ConfigError,
+        match=r"few.csv:2: data.format=auto found no known format in the columns "
+        r"\(prompt, completion\).*data.columns.question=prompt",
+    ):
         prepare(tmp_path, f"data.path={path}")
 
 
@@ -197,14 +244,17 @@ def test_skip_bad_rows_counts_them_and_prints_the_first_reasons(tmp_path, capsys
     assert "d.jsonl:5: not valid JSON" in out and "d.jsonl:8: column 'answer' is an empty string" in out
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    (["data.path=null"], "data needs exactly one source: .* \\(got neither\\)"),
-    (["data.name=org/set"], "data needs exactly one source: .* \\(got both\\)"),
-    (["data.subset=x"], "data.subset selects a configuration of a Hub dataset, so it needs data.name"),
-    (["data.packing=true", "data.group_by_length=true"], "data.group_by_length only applies without packing"),
-    (["data.test_size=1.5"], "data.test_size is a fraction below 1 or a whole row count"),
-    (["data.train_on=user"], "data.train_on must be one of assistant, last_assistant, all"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["data.path=null"], "data needs exactly one source: .* \\(got neither\\)"),
+        (["data.name=org/set"], "data needs exactly one source: .* \\(got both\\)"),
+        (["data.subset=x"], "data.subset selects a configuration of a Hub dataset, so it needs data.name"),
+        (["data.packing=true", "data.group_by_length=true"], "data.group_by_length only applies without packing"),
+        (["data.test_size=1.5"], "data.test_size is a fraction below 1 or a whole row count"),
+        (["data.train_on=user"], "data.train_on must be one of assistant, last_assistant, all"),
+    ],
+)
 def test_data_options_are_validated(overrides, expected):
     from ftlab.config.checks import validate
 

@@ -1,4 +1,5 @@
 """Grid multiruns with Hydra's sweeper; Optuna searches that resume, survive failures and reject bad spaces."""
+
 import json
 import logging
 import os
@@ -15,8 +16,16 @@ from conftest import CHAT, run_cli
 
 @pytest.fixture
 def sweep_args(cache_dir):
-    return ["-m", "sweep=lora", "model=tiny", f"data.path={CHAT}", "data.val_size=8", "trainer.max_steps=2",
-            "trainer.precision=32-true", f"cache_dir={cache_dir}"]
+    return [
+        "-m",
+        "sweep=lora",
+        "model=tiny",
+        f"data.path={CHAT}",
+        "data.val_size=8",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        f"cache_dir={cache_dir}",
+    ]
 
 
 def study(workdir, name="lora"):
@@ -65,8 +74,13 @@ def test_report_from_the_storage_alone(workdir, sweep_args):
     assert run_cli(*sweep_args, "hydra.sweeper.n_trials=2", cwd=workdir).returncode == 0
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     storage = f"sqlite:///{workdir}/outputs/sweeps/optuna.db"
-    result = subprocess.run([sys.executable, "-m", "ftlab.sweeps", "report", "--storage", storage, "--out",
-                             str(workdir / "report")], cwd=workdir.parent, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ftlab.sweeps", "report", "--storage", storage, "--out", str(workdir / "report")],
+        cwd=workdir.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "COMPLETE" in line]
     assert len(rows) == 2 and all("trial-" in row for row in rows)  # number, params, value, state, time, run dir
@@ -75,18 +89,30 @@ def test_report_from_the_storage_alone(workdir, sweep_args):
     assert f"python -m ftlab --rerun {best.user_attrs['run_dir']}" in result.stdout
     assert "python -m ftlab sweep=lora model=tiny" in result.stdout  # the best trial as an override line
     assert {p.name for p in (workdir / "report").iterdir()} == {
-        "report.md", "optimization_history.png", "param_importances.png", "parallel_coordinate.png"}
-    missing = subprocess.run([sys.executable, "-m", "ftlab.sweeps", "report", "--storage", storage, "--study", "nope"],
-                             cwd=workdir, env=env, capture_output=True, text=True)
-    assert missing.returncode == 1 and missing.stderr.strip() == \
-        f"ftlab.sweeps: error: no study 'nope' in {storage}; it holds: lora"
+        "report.md",
+        "optimization_history.png",
+        "param_importances.png",
+        "parallel_coordinate.png",
+    }
+    missing = subprocess.run(
+        [sys.executable, "-m", "ftlab.sweeps", "report", "--storage", storage, "--study", "nope"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        missing.returncode == 1
+        and missing.stderr.strip() == f"ftlab.sweeps: error: no study 'nope' in {storage}; it holds: lora"
+    )
 
 
 def test_killed_sweep_rerun_marks_the_interrupted_trial_failed_and_finishes(workdir, sweep_args):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     args = [sys.executable, "-m", "ftlab", *sweep_args, "hydra.sweeper.n_trials=3", "trainer.max_steps=400"]
-    proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     log = workdir / "outputs" / "sweeps" / "lora" / "trial-0" / "train.log"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.is_file() and "[5/6] Training" in log.read_text()):
@@ -103,9 +129,16 @@ def test_killed_sweep_rerun_marks_the_interrupted_trial_failed_and_finishes(work
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(workdir, sweep_args):
     # data.max_seq_len=4 leaves no example to learn from: that trial raises, the others run
-    result = run_cli(*sweep_args, "hydra.sweeper.n_trials=4", "data.max_seq_len=choice(4,256)",
-                     "hydra.sweeper.sampler.name=grid", "lora.r=choice(4)", "optim.lr=choice(1e-4)",
-                     "data.batch_size=choice(4,8)", cwd=workdir)
+    result = run_cli(
+        *sweep_args,
+        "hydra.sweeper.n_trials=4",
+        "data.max_seq_len=choice(4,256)",
+        "hydra.sweeper.sampler.name=grid",
+        "lora.r=choice(4)",
+        "optim.lr=choice(1e-4)",
+        "data.batch_size=choice(4,8)",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     trials = study(workdir).trials
     failed = [t for t in trials if t.state.name == "FAIL"]
@@ -116,8 +149,13 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(workdir, sweep_args):
 
 
 def test_too_many_failures_stop_the_sweep(workdir, sweep_args):
-    result = run_cli(*sweep_args, "hydra.sweeper.n_trials=6", "data.max_seq_len=choice(4)",
-                     "hydra.sweeper.max_failure_rate=0.3", cwd=workdir)
+    result = run_cli(
+        *sweep_args,
+        "hydra.sweeper.n_trials=6",
+        "data.max_seq_len=choice(4)",
+        "hydra.sweeper.max_failure_rate=0.3",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert states(workdir) == ["FAIL"] * 2 and "stopping, 2 trials failed" in result.stdout
 
@@ -125,11 +163,21 @@ def test_too_many_failures_stop_the_sweep(workdir, sweep_args):
 def test_a_clearly_bad_trial_is_pruned_promptly(workdir, sweep_args):
     # the grid (seeded) runs the good learning rate first; the second, which barely moves, lags it at the
     # first validation and stops there
-    result = run_cli(*sweep_args, "trainer.max_steps=12", "trainer.val_every_n_steps=2", "hydra.sweeper.n_trials=2",
-                     "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=1",
-                     "hydra.sweeper.pruner.n_warmup_steps=0",
-                     "hydra.sweeper.sampler.name=grid", "hydra.sweeper.sampler.seed=1", "optim.lr=choice(3e-2,1e-9)",
-                     "lora.r=choice(8)", "data.batch_size=choice(4)", cwd=workdir)
+    result = run_cli(
+        *sweep_args,
+        "trainer.max_steps=12",
+        "trainer.val_every_n_steps=2",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner.name=median",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "hydra.sweeper.sampler.name=grid",
+        "hydra.sweeper.sampler.seed=1",
+        "optim.lr=choice(3e-2,1e-9)",
+        "lora.r=choice(8)",
+        "data.batch_size=choice(4)",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert states(workdir) == ["COMPLETE", "PRUNED"]
     pruned = study(workdir).trials[1]
@@ -139,14 +187,17 @@ def test_a_clearly_bad_trial_is_pruned_promptly(workdir, sweep_args):
     assert "trial 1: lora.r=8 optim.lr=1e-09 data.batch_size=4 PRUNED at step 2" in result.stdout
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("trainer.val_every_n_steps=0", "prunes on intermediate validation losses; set trainer.val_every_n_steps"),
-    ("lora.nope=choice(1,2)", "lora.nope is not an ftlab option"),
-    ("optim.lr=tag(log,interval(0,1e-3))", "a log-scale interval needs a positive lower bound"),
-    ("lora.r=choice()", "empty choice is not legal"),
-    ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be > 0"),
-    ("hydra.sweeper.sampler.name=cmaes", "hydra.sweeper.sampler.name must be one of tpe, random, grid (got cmaes)"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("trainer.val_every_n_steps=0", "prunes on intermediate validation losses; set trainer.val_every_n_steps"),
+        ("lora.nope=choice(1,2)", "lora.nope is not an ftlab option"),
+        ("optim.lr=tag(log,interval(0,1e-3))", "a log-scale interval needs a positive lower bound"),
+        ("lora.r=choice()", "empty choice is not legal"),
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be > 0"),
+        ("hydra.sweeper.sampler.name=cmaes", "hydra.sweeper.sampler.name must be one of tpe, random, grid (got cmaes)"),
+    ],
+)
 def test_invalid_search_spaces_are_rejected_before_any_trial(override, expected, workdir, sweep_args):
     result = run_cli(*sweep_args, override, cwd=workdir)
     assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
@@ -162,11 +213,20 @@ def test_two_workers_share_one_study_on_postgresql(workdir, sweep_args, postgres
     import optuna
 
     storage, name = postgres_url, f"ftlab_test_{uuid.uuid4().hex[:12]}"
-    args = [sys.executable, "-m", "ftlab", *sweep_args, "hydra.sweeper.n_trials=5", f"hydra.sweeper.storage={storage}",
-            f"hydra.sweeper.study_name={name}"]
+    args = [
+        sys.executable,
+        "-m",
+        "ftlab",
+        *sweep_args,
+        "hydra.sweeper.n_trials=5",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweeper.study_name={name}",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    workers = [subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     try:
         assert all(w.returncode == 0 for w in workers), [o[-3000:] for o in outputs]

@@ -1,4 +1,5 @@
 """Trackers, read back the way a user would: MlflowClient (local store and a real server), W&B's offline files."""
+
 import csv
 import json
 import os
@@ -14,8 +15,16 @@ import pytest
 
 from conftest import CHAT, run_cli, run_dirs
 
-ARTIFACTS = {"adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/chat_template.jinja",
-             "config.yaml", "metrics.json", "loss.png", "README.md", "train.log"}
+ARTIFACTS = {
+    "adapter/adapter_model.safetensors",
+    "adapter/adapter_config.json",
+    "adapter/chat_template.jinja",
+    "config.yaml",
+    "metrics.json",
+    "loss.png",
+    "README.md",
+    "train.log",
+}
 LIVE = ("train/loss", "train/lr", "train/grad_norm", "tok/s", "sys/peak_memory_gb")
 
 
@@ -46,8 +55,7 @@ def test_an_mlflow_run_holds_config_metrics_artifacts_and_a_loadable_model(workd
     import mlflow
     from mlflow import MlflowClient
 
-    result = run_cli(*tiny, "tracker=mlflow", "trainer.log_every_n_steps=1", "tracker.tags=[baseline]",
-                     cwd=workdir)
+    result = run_cli(*tiny, "tracker=mlflow", "trainer.log_every_n_steps=1", "tracker.tags=[baseline]", cwd=workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = run_dirs(workdir)
     client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")  # the embedded default: no server
@@ -89,10 +97,27 @@ def mlflow_server(tmp_path, postgres_url):
         db.execute(f"CREATE DATABASE {database}")
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"{postgres_url.rsplit('/', 1)[0]}/{database}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"{postgres_url.rsplit('/', 1)[0]}/{database}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -114,8 +139,14 @@ def mlflow_server(tmp_path, postgres_url):
 def test_runs_go_to_a_tracking_server_backed_by_postgresql(workdir, tiny, mlflow_server):
     from mlflow import MlflowClient
 
-    result = run_cli(*tiny, "tracker=mlflow", f"tracker.mlflow.uri={mlflow_server}", "tracker.experiment=server",
-                     "tracker.run_name=on-the-server", cwd=workdir)
+    result = run_cli(
+        *tiny,
+        "tracker=mlflow",
+        f"tracker.mlflow.uri={mlflow_server}",
+        "tracker.experiment=server",
+        "tracker.run_name=on-the-server",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient(mlflow_server)
     (run,) = client.search_runs([client.get_experiment_by_name("server").experiment_id])
@@ -143,11 +174,11 @@ def wandb_records(run_dir: Path) -> list:
     data, pos, chunks, out = path.read_bytes(), 7, b"", []  # 7: the file header
     while pos + 7 <= len(data):
         left = 32768 - pos % 32768
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if left < 7 or (kind == 0 and length == 0):  # the rest of the block is padding
             pos += left
             continue
-        chunks = (b"" if kind in (1, 2) else chunks) + data[pos + 7:pos + 7 + length]
+        chunks = (b"" if kind in (1, 2) else chunks) + data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             record = pb.Record()
@@ -157,8 +188,13 @@ def wandb_records(run_dir: Path) -> list:
 
 
 def wandb_history(records, key: str) -> list:
-    return [float(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
-            for i in r.history.item if (i.key or "/".join(i.nested_key)) == key]
+    return [
+        float(i.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+        for i in r.history.item
+        if (i.key or "/".join(i.nested_key)) == key
+    ]
 
 
 def test_a_wandb_offline_run_holds_the_config_and_the_loss_history(workdir, tiny):
@@ -192,9 +228,20 @@ def test_wandb_online_without_a_key_fails_in_one_line_before_loading(workdir, ti
 def test_sweep_trials_nest_under_one_parent_run(workdir, cache_dir):
     from mlflow import MlflowClient
 
-    result = run_cli("-m", "sweep=lora", "model=tiny", f"data.path={CHAT}", "data.val_size=8",
-                     "trainer.max_steps=2", "trainer.precision=32-true", f"cache_dir={cache_dir}",
-                     "hydra.sweeper.n_trials=2", "tracker=all", "tracker.experiment=sweeps", cwd=workdir)
+    result = run_cli(
+        "-m",
+        "sweep=lora",
+        "model=tiny",
+        f"data.path={CHAT}",
+        "data.val_size=8",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        f"cache_dir={cache_dir}",
+        "hydra.sweeper.n_trials=2",
+        "tracker=all",
+        "tracker.experiment=sweeps",
+        cwd=workdir,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
@@ -207,8 +254,11 @@ def test_sweep_trials_nest_under_one_parent_run(workdir, cache_dir):
     best = min(r.data.metrics["val_loss_after"] for r in children)
     assert parent.data.metrics["best/val_loss_after"] == pytest.approx(best)
     for n in range(2):  # W&B: one group per study, each trial a run of it
-        (run,) = [r.run for r in wandb_records(workdir / "outputs" / "sweeps" / "lora" / f"trial-{n}")
-                  if r.WhichOneof("record_type") == "run"]
+        (run,) = [
+            r.run
+            for r in wandb_records(workdir / "outputs" / "sweeps" / "lora" / f"trial-{n}")
+            if r.WhichOneof("record_type") == "run"
+        ]
         assert (run.run_group, run.job_type, run.display_name) == ("lora", "trial", f"lora-trial-{n}")
 
 

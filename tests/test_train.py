@@ -1,4 +1,5 @@
 """End to end on CPU: tiny model in every quant mode, artifacts, determinism, resume, re-run, SmolLM2."""
+
 import csv
 import json
 from pathlib import Path
@@ -12,10 +13,21 @@ from ftlab import FineTune, compose
 from ftlab.utils.errors import FtlabError
 
 EXPECTED_FILES = {
-    ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
-    "adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-    "adapter/chat_template.jinja", "adapter/tokenizer.json", "adapter/tokenizer_config.json",
-    "checkpoints/last.ckpt", "logs/metrics.csv", "loss.png", "metrics.json", "README.md", "train.log",
+    ".hydra/config.yaml",
+    ".hydra/hydra.yaml",
+    ".hydra/overrides.yaml",
+    "adapter/README.md",
+    "adapter/adapter_config.json",
+    "adapter/adapter_model.safetensors",
+    "adapter/chat_template.jinja",
+    "adapter/tokenizer.json",
+    "adapter/tokenizer_config.json",
+    "checkpoints/last.ckpt",
+    "logs/metrics.csv",
+    "loss.png",
+    "metrics.json",
+    "README.md",
+    "train.log",
 }
 
 
@@ -47,12 +59,29 @@ def test_cli_run_writes_exactly_the_documented_artifacts(workdir, tiny):
     (run_dir,) = run_dirs(workdir)
     assert files_under(run_dir) == EXPECTED_FILES
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("val_loss_before", "val_loss_after", "train_loss_first_step", "train_loss_last_steps", "steps",
-                "tokens_seen", "train_seconds", "wall_seconds", "tokens_per_second", "git_commit", "versions"):
+    for key in (
+        "val_loss_before",
+        "val_loss_after",
+        "train_loss_first_step",
+        "train_loss_last_steps",
+        "steps",
+        "tokens_seen",
+        "train_seconds",
+        "wall_seconds",
+        "tokens_per_second",
+        "git_commit",
+        "versions",
+    ):
         assert key in metrics
     assert set(metrics["versions"]) >= {"ftlab", "torch", "transformers", "peft", "lightning"}
-    for stage in ("[1/6] Checking model source", "[3/6] Loading base model", "trainable parameters:",
-                  "effective batch size: 4", "validation loss before training", "[6/6] Saving artifacts"):
+    for stage in (
+        "[1/6] Checking model source",
+        "[3/6] Loading base model",
+        "trainable parameters:",
+        "effective batch size: 4",
+        "validation loss before training",
+        "[6/6] Saving artifacts",
+    ):
         assert stage in result.stdout
     assert "tok/s=" in result.stdout + result.stderr  # the progress bar shows throughput
 
@@ -154,8 +183,14 @@ def test_runs_started_in_the_same_second_get_their_own_dirs(workdir):
 def test_rerun_from_saved_config_reproduces_the_losses(workdir, tiny):
     assert run_cli(*tiny, "trainer.log_every_n_steps=1", cwd=workdir).returncode == 0
     (original,) = run_dirs(workdir)
-    long_form = run_cli("--config-path", str(original / ".hydra"), "--config-name", "config",
-                        "hydra.run.dir=outputs/rerun/long", cwd=workdir)
+    long_form = run_cli(
+        "--config-path",
+        str(original / ".hydra"),
+        "--config-name",
+        "config",
+        "hydra.run.dir=outputs/rerun/long",
+        cwd=workdir,
+    )
     assert long_form.returncode == 0, long_form.stderr[-3000:]
     short_form = run_cli("--rerun", str(original), "hydra.run.dir=outputs/rerun/short", cwd=workdir)
     assert short_form.returncode == 0, short_form.stderr[-3000:]
@@ -183,18 +218,27 @@ def test_a_missing_model_path_fails_in_one_line_and_leaves_nothing(workdir):
 
 @pytest.mark.slow
 def test_short_real_run_on_smollm2(workdir, cache_dir):
-    stats = FineTune(compose([f"cache_dir={cache_dir}", "trainer.max_steps=3", "data.batch_size=4",
-                              "data.val_size=16"])).run()
+    stats = FineTune(
+        compose([f"cache_dir={cache_dir}", "trainer.max_steps=3", "data.batch_size=4", "data.val_size=16"])
+    ).run()
     assert stats["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and stats["steps"] == 3
     assert 0 < stats["val_loss_after"] < stats["val_loss_before"]  # even 3 steps move a real model
 
 
-@pytest.mark.parametrize("options", [
-    ["lora=dora", "model.gradient_checkpointing=true"],
-    ["trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2", "optim.warmup_steps=2",
-     "optim.scheduler=linear"],
-    ["lora=attention", "optim.name=adamw_8bit", "trainer.val_every_n_steps=2", "lora.bias=lora_only"],
-], ids=["dora-rslora-checkpointing", "bf16-accumulation-warmup", "attention-adamw8bit-midval"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["lora=dora", "model.gradient_checkpointing=true"],
+        [
+            "trainer.precision=bf16-mixed",
+            "trainer.accumulate_grad_batches=2",
+            "optim.warmup_steps=2",
+            "optim.scheduler=linear",
+        ],
+        ["lora=attention", "optim.name=adamw_8bit", "trainer.val_every_n_steps=2", "lora.bias=lora_only"],
+    ],
+    ids=["dora-rslora-checkpointing", "bf16-accumulation-warmup", "attention-adamw8bit-midval"],
+)
 def test_tiny_runs_with_other_options(options, workdir, tiny):
     ft = FineTune(compose(tiny + options))
     stats = ft.run()
@@ -230,8 +274,9 @@ def test_stages_are_public_and_callable_one_by_one(workdir, tiny):
     base, ft.tokenizer = ft.load_base_model_and_tokenizer()
     peft_model = ft.get_peft_model(base)
     assert peft_model.get_nb_trainable_parameters()[0] > 0
-    messages = ft.to_conversation({"conversations": [{"role": "user", "content": "2+2?"},
-                                                     {"role": "assistant", "content": "4"}]}, "row 1")
+    messages = ft.to_conversation(
+        {"conversations": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}, "row 1"
+    )
     example = ft.apply_chat_template(messages)
     supervised = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
     assert ft.tokenizer.decode(supervised) == "4<|im_end|>"

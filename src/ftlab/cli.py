@@ -49,8 +49,14 @@ def expand_shortcuts(argv: List[str]) -> List[str]:
     if source is None:
         return argv
     # keep ftlab's console and log-file layout, which the saved config (no hydra node) does not carry
-    return ["--config-path", rundir.saved_config_dir(source), "--config-name", CONFIG_NAME,
-            "hydra/job_logging=none", "hydra.job.name=ftlab"] + argv
+    return [
+        "--config-path",
+        rundir.saved_config_dir(source),
+        "--config-name",
+        CONFIG_NAME,
+        "hydra/job_logging=none",
+        "hydra.job.name=ftlab",
+    ] + argv
 
 
 def _task_overrides(overrides: List[str]) -> List[str]:
@@ -64,8 +70,9 @@ def precheck(args) -> None:
         if o.startswith("hydra.run.dir="):
             run_dir = Path(o.split("=", 1)[1])
             if run_dir.exists() and any(run_dir.iterdir()):
-                raise ConfigError(f"hydra.run.dir={run_dir} already holds files; ftlab never writes over "
-                                  "a run: pick a new directory")
+                raise ConfigError(
+                    f"hydra.run.dir={run_dir} already holds files; ftlab never writes over a run: pick a new directory"
+                )
 
 
 def precheck_sweep(args) -> None:
@@ -83,11 +90,15 @@ def precheck_sweep(args) -> None:
         sweeper = validate_sweeper(cfg.hydra.sweeper)
         space.parse({**sweeper.params, **swept})
         if sweeper.objective.startswith(("eval_", "base_eval_")) and not cfg.eval.after_train:
-            raise ConfigError(f"hydra.sweeper.objective={sweeper.objective} is a score of the evaluation after "
-                              "training; add eval.after_train=true (and a test split, e.g. data.test_size=0.1)")
+            raise ConfigError(
+                f"hydra.sweeper.objective={sweeper.objective} is a score of the evaluation after "
+                "training; add eval.after_train=true (and a test split, e.g. data.test_size=0.1)"
+            )
         if sweeper.pruner.name != "none" and cfg.trainer.val_every_n_steps == 0:
-            raise ConfigError(f"hydra.sweeper.pruner.name={sweeper.pruner.name} prunes on intermediate validation "
-                              "losses; set trainer.val_every_n_steps, e.g. trainer.val_every_n_steps=5")
+            raise ConfigError(
+                f"hydra.sweeper.pruner.name={sweeper.pruner.name} prunes on intermediate validation "
+                "losses; set trainer.val_every_n_steps, e.g. trainer.val_every_n_steps=5"
+            )
     if cfg.tracker.name in ("mlflow", "all"):  # the sweeper opens the sweep's parent run before any trial
         from ftlab.tracking.mlflow_backend import MlflowBackend  # mlflow takes seconds to import
 

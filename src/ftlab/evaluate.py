@@ -52,14 +52,17 @@ def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=FineTune
     info(f"{len(examples)} examples from the {run.cfg.eval.split} split")
     trained_on = trained_fingerprint(run)
     if trained_on and trained_on != fingerprint:
-        info(f"note: the data changed since training ({run.cfg.data.path or run.cfg.data.name}); the "
-             f"{run.cfg.eval.split} split may now hold rows the model was trained on")
+        info(
+            f"note: the data changed since training ({run.cfg.data.path or run.cfg.data.name}); the "
+            f"{run.cfg.eval.split} split may now hold rows the model was trained on"
+        )
     stages.start("Loading the model", run.cfg.model.name)
     model = recipe.load_trained(run.adapter)
     info(f"precision: {recipe.precision}")
     stages.start("Evaluating", f"into {out_dir}")
-    doc = scoring.evaluate(model, recipe.tokenizer, examples, run.cfg, out_dir, run.label, fingerprint,
-                           adapter=run.adapter is not None)
+    doc = scoring.evaluate(
+        model, recipe.tokenizer, examples, run.cfg, out_dir, run.label, fingerprint, adapter=run.adapter is not None
+    )
     stages.finish()
     log.info(report.table(doc))
     log.info(f"ftlab: report in {out_dir / 'report.md'}")

@@ -9,6 +9,7 @@ a few chat-formatted inputs; a mismatch beyond float tolerance is an error, and 
 A 4-bit or 8-bit base is dequantized first, and the adapter merged into those dequantized weights: that is the
 base the adapter was trained against, and merging into the quantized weights would round the update away.
 """
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,10 +30,17 @@ from ftlab.utils.files import atomic, new_output, write_json
 
 # float error allowed between the reloaded merged model and the adapter model, relative to the logits' scale
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
-PROBES = [[{"role": "user", "content": "What is a low-rank adapter?"},
-           {"role": "assistant", "content": "A small trainable update added to frozen weights."}],
-          [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a prime number."},
-           {"role": "assistant", "content": "Seven."}]]
+PROBES = [
+    [
+        {"role": "user", "content": "What is a low-rank adapter?"},
+        {"role": "assistant", "content": "A small trainable update added to frozen weights."},
+    ],
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Name a prime number."},
+        {"role": "assistant", "content": "Seven."},
+    ],
+]
 
 
 def output_dir(run: runs.Run, output: Optional[str]) -> Path:
@@ -70,9 +78,14 @@ def compare(reference: torch.Tensor, folder: Path, batch: dict, dtype: torch.dty
     scale = float(reference.abs().max())
     name = str(dtype).replace("torch.", "")
     same_top = (got.argmax(-1) == reference.argmax(-1)).float().mean()
-    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "logit_scale": scale,
-            "tolerance": TOLERANCE[name] * max(1.0, scale), "same_argmax": float(same_top),
-            "tokens": int(reference.shape[0])}
+    return {
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "logit_scale": scale,
+        "tolerance": TOLERANCE[name] * max(1.0, scale),
+        "same_argmax": float(same_top),
+        "tokens": int(reference.shape[0]),
+    }
 
 
 def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) -> None:
@@ -80,11 +93,15 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
     stages = Stages(("Finding the run", "Loading the adapter model", "Merging", "Saving and checking"))
     stages.start("Finding the run", options.run)
     # float32 throughout, so the comparison measures the merge and the saved dtype, not the training precision
-    run = runs.locate(options.run, list(overrides) + ["trainer.precision=32-true", "model.dtype=float32",
-                                                      "quant.compute_dtype=float32"])
+    run = runs.locate(
+        options.run,
+        list(overrides) + ["trainer.precision=32-true", "model.dtype=float32", "quant.compute_dtype=float32"],
+    )
     if run.adapter is None:
-        raise FtlabError(f"run={options.run} has no adapter (no adapter_config.json); export merges a run's adapter "
-                         "into its base: give a finished run dir")
+        raise FtlabError(
+            f"run={options.run} has no adapter (no adapter_config.json); export merges a run's adapter "
+            "into its base: give a finished run dir"
+        )
     target = output_dir(run, options.output)
     stages.start("Loading the adapter model", f"{run.cfg.model.name} + {run.adapter}")
     recipe = recipe_cls(run.cfg)
@@ -98,8 +115,10 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
     else:
         del adapter_model  # merging into quantized weights would round the update away; free it, reload the base
         recipe.model = None
-        info(f"the base was loaded {run.cfg.quant.bits}-bit as in training; dequantizing it to float32 before "
-             "merging (the merged model is the dequantized base plus the adapter)")
+        info(
+            f"the base was loaded {run.cfg.quant.bits}-bit as in training; dequantizing it to float32 before "
+            "merging (the merged model is the dequantized base plus the adapter)"
+        )
         merged = adapter.merge_dequantized(recipe.load_base_model(recipe.model_source()), run.adapter)
     merged.config.use_cache = True  # training switched it off; a model for inference wants it
     dtype = saved_dtype(recipe.model_source(), options.dtype)
@@ -110,19 +129,30 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
         tokenizer.save_pretrained(tmp)
         check = compare(reference, tmp, batch, dtype) if options.check else None
         if check and check["max_abs_diff"] > check["tolerance"]:
-            raise FtlabError(f"the merged model's logits differ from the adapter model's by up to "
-                             f"{check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g}); nothing was "
-                             "written. Try dtype=float32")
-        write_json(tmp / "export.json", {"run": run.label, "base_model": run.cfg.model.name,
-                                         "adapter": str(run.adapter), "dtype": str(dtype).replace("torch.", ""),
-                                         "dequantized_from_bits": run.cfg.quant.bits, "check": check})
+            raise FtlabError(
+                f"the merged model's logits differ from the adapter model's by up to "
+                f"{check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g}); nothing was "
+                "written. Try dtype=float32"
+            )
+        write_json(
+            tmp / "export.json",
+            {
+                "run": run.label,
+                "base_model": run.cfg.model.name,
+                "adapter": str(run.adapter),
+                "dtype": str(dtype).replace("torch.", ""),
+                "dequantized_from_bits": run.cfg.quant.bits,
+                "check": check,
+            },
+        )
     if check:
-        info(f"reloaded with AutoModelForCausalLM: logits within {check['max_abs_diff']:.2g} of the adapter model's "
-             f"(tolerance {check['tolerance']:.2g}) on {check['tokens']} tokens; same top token on "
-             f"{check['same_argmax']:.0%}")
+        info(
+            f"reloaded with AutoModelForCausalLM: logits within {check['max_abs_diff']:.2g} of the adapter model's "
+            f"(tolerance {check['tolerance']:.2g}) on {check['tokens']} tokens; same top token on "
+            f"{check['same_argmax']:.0%}"
+        )
     stages.finish()
-    log.info(f"ftlab: merged model in {target}; load it with "
-                     f"AutoModelForCausalLM.from_pretrained(\"{target}\")")
+    log.info(f'ftlab: merged model in {target}; load it with AutoModelForCausalLM.from_pretrained("{target}")')
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -39,12 +39,16 @@ def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, optio
     gen = generate.settings(run.cfg.generation)
     if run.cfg.generation.do_sample:
         gen["seed"] = run.cfg.seed
-    line = {"line": int(prompt.where.rsplit(":", 1)[1]), "messages": prompt.messages, "prompt": answer.prompt,
-            "output": answer.output, "new_tokens": answer.new_tokens}
+    line = {
+        "line": int(prompt.where.rsplit(":", 1)[1]),
+        "messages": prompt.messages,
+        "prompt": answer.prompt,
+        "output": answer.output,
+        "new_tokens": answer.new_tokens,
+    }
     if prompt.reference is not None:
         line["reference"] = prompt.reference
-    return {**line, "model": run.label, "adapter": run.adapter is not None and not options.base_only,
-            "generation": gen}
+    return {**line, "model": run.label, "adapter": run.adapter is not None and not options.base_only, "generation": gen}
 
 
 def chat(recipe: FineTune, model, system: Optional[str]) -> None:
@@ -87,8 +91,9 @@ def infer(options: InferCommand, overrides: List[str], recipe_cls=FineTune) -> N
     recipe.load_trained_tokenizer(run.adapter)
     batch = target = None
     if options.input is not None:  # a bad file fails now, not after the model has loaded
-        batch = prompts.read(Path(options.input).expanduser(), run.cfg.data.columns, options.system,
-                             recipe.to_conversation)
+        batch = prompts.read(
+            Path(options.input).expanduser(), run.cfg.data.columns, options.system, recipe.to_conversation
+        )
         target = output_path(options)
         info(f"{len(batch)} prompts from {options.input}")
     what = "base model alone" if options.base_only or run.adapter is None else f"adapter {run.adapter}"
@@ -98,10 +103,10 @@ def infer(options: InferCommand, overrides: List[str], recipe_cls=FineTune) -> N
     stages.start("Generating")
     gen, seed = run.cfg.generation, run.cfg.seed
     if options.prompt is not None:
-        messages = ([{"role": "system", "content": options.system}] if options.system else []) + \
-            [{"role": "user", "content": options.prompt}]
-        print(generate.answers(model, recipe.tokenizer, [recipe.prompt_ids(messages)], gen, seed)[0].output,
-              flush=True)
+        messages = ([{"role": "system", "content": options.system}] if options.system else []) + [
+            {"role": "user", "content": options.prompt}
+        ]
+        print(generate.answers(model, recipe.tokenizer, [recipe.prompt_ids(messages)], gen, seed)[0].output, flush=True)
     elif batch is not None:
         encoded = [recipe.prompt_ids(p.messages, p.where) for p in batch]
         answers = generate.answers(model, recipe.tokenizer, encoded, gen, seed, progress=True)

@@ -5,6 +5,7 @@ then prints N rendered training examples with the supervised tokens marked, toke
 padding share with and without packing, and how many rows were dropped or skipped and why. The tokenized
 data lands in the preprocessing cache, so the run that follows starts without re-tokenizing.
 """
+
 import os
 import sys
 from typing import List, Optional

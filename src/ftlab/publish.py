@@ -42,8 +42,15 @@ def publish(run_dir: Path, repo_id: Optional[str], public: bool) -> str:
         stats = json.loads(metrics.read_text()) if metrics.is_file() else {}
         card.write(run_dir, cfg, stats, f"python -m ftlab --rerun {run_dir}", repo=repo_id)
     h = cfg.hub
-    return push.push(run_dir, repo_id, private=h.private and not public, token=os.environ.get("HF_TOKEN") or None,
-                     retries=h.retries, retry_wait=h.retry_wait, log=info)
+    return push.push(
+        run_dir,
+        repo_id,
+        private=h.private and not public,
+        token=os.environ.get("HF_TOKEN") or None,
+        retries=h.retries,
+        retry_wait=h.retry_wait,
+        log=info,
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> None:

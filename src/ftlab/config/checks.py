@@ -13,8 +13,12 @@ from omegaconf.errors import OmegaConfBaseException
 from ftlab.config.schema import RunConfig, SweeperOptions
 from ftlab.utils.errors import ConfigError, first_line
 
-_OPS = {"gt": (">", lambda v, b: v > b), "ge": (">=", lambda v, b: v >= b),
-        "lt": ("<", lambda v, b: v < b), "le": ("<=", lambda v, b: v <= b)}
+_OPS = {
+    "gt": (">", lambda v, b: v > b),
+    "ge": (">=", lambda v, b: v >= b),
+    "lt": ("<", lambda v, b: v < b),
+    "le": ("<=", lambda v, b: v <= b),
+}
 
 
 def _show(value) -> str:
@@ -46,18 +50,24 @@ def _combination_errors(c: RunConfig):
     if c.trainer.accelerator == "cpu" and c.model.attn_implementation == "flash_attention_2":
         yield "model.attn_implementation=flash_attention_2 needs a CUDA GPU; on CPU use sdpa (or trainer=gpu)"
     if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
-        yield (f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
-               f"with quant.bits={c.quant.bits}; use quant=none or lora.init_weights=default")
+        yield (
+            f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
+            f"with quant.bits={c.quant.bits}; use quant=none or lora.init_weights=default"
+        )
     if c.model.random_init is not None and c.model.gguf_file is not None:
         yield "model.random_init builds a fresh model, so model.gguf_file must be null"
     arch = c.model.random_init
     if arch is not None and (arch.hidden_size % arch.num_heads or arch.num_heads % arch.num_kv_heads):
-        yield ("model.random_init: num_heads must divide hidden_size and num_kv_heads must divide num_heads "
-               f"(got {arch.hidden_size}, {arch.num_heads}, {arch.num_kv_heads})")
+        yield (
+            "model.random_init: num_heads must divide hidden_size and num_kv_heads must divide num_heads "
+            f"(got {arch.hidden_size}, {arch.num_heads}, {arch.num_kv_heads})"
+        )
     d = c.data
     if (d.path is None) == (d.name is None):
-        yield (f"data needs exactly one source: data.path=FILE_OR_FOLDER or data.name=HUB_DATASET (got "
-               f"{'both' if d.path else 'neither'})")
+        yield (
+            f"data needs exactly one source: data.path=FILE_OR_FOLDER or data.name=HUB_DATASET (got "
+            f"{'both' if d.path else 'neither'})"
+        )
     if d.subset is not None and d.name is None:
         yield "data.subset selects a configuration of a Hub dataset, so it needs data.name"
     for key in ("val_path", "test_path"):

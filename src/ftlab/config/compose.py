@@ -66,8 +66,9 @@ def compose(
     directory = str(Path(config_path or config_dir()).expanduser().resolve())
     try:
         with initialize_config_dir(config_dir=directory, version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides or []),
-                                 return_hydra_config=with_hydra)
+            return hydra_compose(
+                config_name=config_name, overrides=list(overrides or []), return_hydra_config=with_hydra
+            )
     except FtlabError:
         raise
     except Exception as e:  # Hydra's composition errors: bad override, unknown key or group option

@@ -100,11 +100,19 @@ def render() -> str:
 
 
 def command_usage(command_cls, prog: str, summary: str) -> str:
-    lines = [f"{prog}: {summary}", "", f"usage: python -m {prog} run=RUN [option=value ...] [run config key=value ...]",
-             "", "options:"]
+    lines = [
+        f"{prog}: {summary}",
+        "",
+        f"usage: python -m {prog} run=RUN [option=value ...] [run config key=value ...]",
+        "",
+        "options:",
+    ]
     lines += option_lines(command_cls)
-    lines += ["", "run config keys override the run's saved config; see python -m ftlab --help, e.g.",
-              "  generation.max_new_tokens=64 generation.do_sample=true eval.max_examples=50 quant=4bit"]
+    lines += [
+        "",
+        "run config keys override the run's saved config; see python -m ftlab --help, e.g.",
+        "  generation.max_new_tokens=64 generation.do_sample=true eval.max_examples=50 quant=4bit",
+    ]
     return "\n".join(lines)
 
 
@@ -119,16 +127,25 @@ def _markdown_table(node, prefix: str = "") -> list:
 
 def options_markdown() -> str:
     """docs/options.md: generated from the schema (a test keeps the file current; `make docs` rewrites it)."""
-    parts = ["# Options", "",
-             "Generated from `src/ftlab/config/schema.py` by `make docs`; do not edit by hand. Set any option on the",
-             "command line as `key=value`; pick a config group's preset as `group=option`.", "",
-             "## Config groups", "", "| group | options |", "|---|---|"]
+    parts = [
+        "# Options",
+        "",
+        "Generated from `src/ftlab/config/schema.py` by `make docs`; do not edit by hand. Set any option on the",
+        "command line as `key=value`; pick a config group's preset as `group=option`.",
+        "",
+        "## Config groups",
+        "",
+        "| group | options |",
+        "|---|---|",
+    ]
     parts += [f"| `{g}` | {', '.join(f'`{n}`' for n in names)} |" for g, names in groups().items()]
-    sections = [("Run config (`python -m ftlab`)", schema.RunConfig, ""),
-                ("Sweeper (`sweep=NAME` or `hydra/sweeper=ftlab_optuna`)", schema.SweeperOptions, "hydra.sweeper."),
-                ("`python -m ftlab.infer`", schema.InferCommand, ""),
-                ("`python -m ftlab.evaluate`", schema.EvaluateCommand, ""),
-                ("`python -m ftlab.export`", schema.ExportCommand, "")]
+    sections = [
+        ("Run config (`python -m ftlab`)", schema.RunConfig, ""),
+        ("Sweeper (`sweep=NAME` or `hydra/sweeper=ftlab_optuna`)", schema.SweeperOptions, "hydra.sweeper."),
+        ("`python -m ftlab.infer`", schema.InferCommand, ""),
+        ("`python -m ftlab.evaluate`", schema.EvaluateCommand, ""),
+        ("`python -m ftlab.export`", schema.ExportCommand, ""),
+    ]
     for title, node, prefix in sections:
         parts += ["", f"## {title}", ""]
         doc = inspect.getdoc(node)

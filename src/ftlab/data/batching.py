@@ -7,6 +7,7 @@ for SDPA and eager attention and as variable-length sequences for flash-attentio
 every example is masked, so no example is asked to predict the next one's first token. FineTune checks
 on the loaded model that its attention honours this before it trains on packed rows.
 """
+
 from bisect import bisect_left, insort
 from typing import List, Optional
 
@@ -104,8 +105,8 @@ def epoch_order(n: int, seed: int, epoch: int, lengths: Optional[List[int]] = No
     if lengths is None:
         return order
     window = batch_size * GROUP_SPAN
-    ranked = [i for s in range(0, n, window) for i in sorted(order[s:s + window], key=lambda i: -lengths[i])]
-    batches = [ranked[s:s + batch_size] for s in range(0, n, batch_size)]
+    ranked = [i for s in range(0, n, window) for i in sorted(order[s : s + window], key=lambda i: -lengths[i])]
+    batches = [ranked[s : s + batch_size] for s in range(0, n, batch_size)]
     tail = [batches.pop()] if len(batches[-1]) < batch_size else []
     longest = max(range(len(batches)), key=lambda b: lengths[batches[b][0]]) if batches else 0
     head = [batches.pop(longest)] if batches else []
@@ -138,7 +139,7 @@ def padding_fraction(lengths: List[int], order: List[int], batch_size: int) -> f
     """Share of the batch tensors' tokens that are padding, over one epoch in `order`."""
     real = padded = 0
     for s in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[s:s + batch_size]]
+        batch = [lengths[i] for i in order[s : s + batch_size]]
         real += sum(batch)
         padded += max(batch) * len(batch)
     return 1 - real / padded if padded else 0.0

@@ -8,6 +8,7 @@ rows), the code that renders and masks, and any FineTune stage a subclass overri
 the key changes; nothing is ever served stale. Entries are written whole, then renamed into
 place, so a crash or a concurrent trial never leaves half an entry.
 """
+
 import dataclasses
 import hashlib
 import importlib
@@ -48,8 +49,7 @@ def key(data_cfg, seed: int, source_fingerprint: str, tokenizer, stages: list) -
     """`stages`: the FineTune methods that turn rows into tokens; an override in a subclass changes the key."""
     options = shaping_options(data_cfg)
     code = [inspect.getsource(importlib.import_module(m)) for m in _CODE]
-    parts = [source_fingerprint, tokenizer_fingerprint(tokenizer), options, seed, code,
-             [_source_of(f) for f in stages]]
+    parts = [source_fingerprint, tokenizer_fingerprint(tokenizer), options, seed, code, [_source_of(f) for f in stages]]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -75,8 +75,11 @@ def load(path: Path) -> Optional[Prepared]:
 
 
 def save(path: Path, prepared: Prepared) -> None:
-    stored = {"format": prepared.format, "skipped": prepared.skipped,
-              "splits": {s: _flatten(v) for s, v in prepared.splits.items()}}
+    stored = {
+        "format": prepared.format,
+        "skipped": prepared.skipped,
+        "splits": {s: _flatten(v) for s, v in prepared.splits.items()},
+    }
     with atomic(path) as tmp:  # a crash or a concurrent sweep trial never leaves half an entry
         torch.save(stored, tmp)
 
@@ -84,17 +87,19 @@ def save(path: Path, prepared: Prepared) -> None:
 def _flatten(split: Split) -> dict:
     """Three flat tensors instead of lists of Python ints: compact, and fast to save and load."""
     items = split.items
-    return {"ids": torch.tensor([t for x in items for t in x["input_ids"]], dtype=torch.int64),
-            "supervised": torch.tensor([label != IGNORE for x in items for label in x["labels"]], dtype=torch.bool),
-            "lengths": torch.tensor([len(x["input_ids"]) for x in items], dtype=torch.int64),
-            "dropped": split.dropped}
+    return {
+        "ids": torch.tensor([t for x in items for t in x["input_ids"]], dtype=torch.int64),
+        "supervised": torch.tensor([label != IGNORE for x in items for label in x["labels"]], dtype=torch.bool),
+        "lengths": torch.tensor([len(x["input_ids"]) for x in items], dtype=torch.int64),
+        "dropped": split.dropped,
+    }
 
 
 def _unflatten(stored: dict) -> Split:
     ids, sup = stored["ids"].tolist(), stored["supervised"].tolist()
     items, at = [], 0
     for n in stored["lengths"].tolist():
-        chunk = ids[at:at + n]
-        items.append({"input_ids": chunk, "labels": [t if s else IGNORE for t, s in zip(chunk, sup[at:at + n])]})
+        chunk = ids[at : at + n]
+        items.append({"input_ids": chunk, "labels": [t if s else IGNORE for t, s in zip(chunk, sup[at : at + n])]})
         at += n
     return Split(items, stored["dropped"])

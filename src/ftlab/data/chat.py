@@ -9,6 +9,7 @@ Turn i supervises the characters from len(prefix) to the end of the last special
 separator whitespace after it. Tokens whose characters start in a supervised span get labels; all
 others get IGNORE. The rows themselves are checked before this, in formats.py.
 """
+
 from typing import List, Optional
 
 from jinja2 import TemplateError
@@ -24,8 +25,9 @@ def _render(tokenizer, messages, generation_prompt: bool, where: str) -> str:
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except TemplateError as e:  # templates raise on shapes they refuse (e.g. roles that do not alternate)
-        raise FtlabError(f"{where}: the chat template refuses this conversation ({e}); fix the row or set "
-                         "data.chat_template") from None
+        raise FtlabError(
+            f"{where}: the chat template refuses this conversation ({e}); fix the row or set data.chat_template"
+        ) from None
 
 
 def supervised_spans(tokenizer, messages: List[dict], where: str, train_on: str) -> tuple:
@@ -40,11 +42,13 @@ def supervised_spans(tokenizer, messages: List[dict], where: str, train_on: str)
         if m["role"] != "assistant":
             continue
         prefix = _render(tokenizer, messages[:i], True, where)
-        through = _render(tokenizer, messages[:i + 1], False, where)
+        through = _render(tokenizer, messages[: i + 1], False, where)
         if not (through.startswith(prefix) and full.startswith(through)):
-            raise FtlabError(f"{where}: the chat template does not render turn {i} as a continuation of the "
-                             "turns before it, so its assistant tokens cannot be located; set data.chat_template")
-        turn = through[len(prefix):]
+            raise FtlabError(
+                f"{where}: the chat template does not render turn {i} as a continuation of the "
+                "turns before it, so its assistant tokens cannot be located; set data.chat_template"
+            )
+        turn = through[len(prefix) :]
         # the end-of-turn marker: the last special token in the turn; a template whose marker is not a special
         # token of this vocabulary (see templates.py) ends the turn where its trailing whitespace starts
         ends = [turn.rfind(s) + len(s) for s in specials if s in turn]
@@ -100,7 +104,10 @@ def prompt_ids(tokenizer, messages: List[dict], where: str, train_on: str) -> tu
 def end_of_turn(tokenizer) -> str:
     """The text the chat template closes an assistant turn with (<|im_end|>, <|eot_id|> ...): what
     supervised_spans trains after an answer; generation stops there. "" when the template writes none."""
-    full, [(start, end)] = supervised_spans(tokenizer, [{"role": "user", "content": "hi"},
-                                                        {"role": "assistant", "content": "ok"}], "the chat template",
-                                         "assistant")
+    full, [(start, end)] = supervised_spans(
+        tokenizer,
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}],
+        "the chat template",
+        "assistant",
+    )
     return full[start:end].split("ok", 1)[-1].strip()

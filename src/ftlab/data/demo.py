@@ -60,9 +60,7 @@ def make_rows(n: int, seed: int) -> list[dict]:
         if (y, m, d) in seen:  # distinct dates keep validation rows unseen in training
             continue
         seen.add((y, m, d))
-        date = rng.choice(DATE_FORMATS).format(
-            d=d, y=y, month=MONTHS[m - 1], abbr=ABBREVS[m - 1], ord=_ordinal(d)
-        )
+        date = rng.choice(DATE_FORMATS).format(d=d, y=y, month=MONTHS[m - 1], abbr=ABBREVS[m - 1], ord=_ordinal(d))
         sentence = rng.choice(SENTENCES).format(date=date, n=rng.randint(100, 9999))
         rows.append(
             {

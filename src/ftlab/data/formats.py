@@ -8,6 +8,7 @@ Column names come from data.columns, so `data.columns.question=prompt` reads a `
 names the row, the column and the fix; nothing that would train on garbage (an empty answer, a number where
 text belongs, an unknown role) passes silently.
 """
+
 import difflib
 from typing import List, Optional
 
@@ -39,7 +40,8 @@ def detect(keys, columns, where: str) -> str:
         f"{where}: data.format=auto found no known format in the columns ({found}); qa needs "
         f"{columns.question}+{columns.answer}, instruction needs {columns.instruction}+{columns.output}, "
         f"conversation needs {columns.messages or 'conversations or messages'}. Map yours, e.g. "
-        "data.columns.question=prompt data.columns.answer=completion, or set data.format")
+        "data.columns.question=prompt data.columns.answer=completion, or set data.format"
+    )
 
 
 def to_messages(row: dict, where: str, fmt: str, columns, system_prompt: Optional[str]) -> List[dict]:
@@ -58,8 +60,10 @@ def to_messages(row: dict, where: str, fmt: str, columns, system_prompt: Optiona
             extra = _text(row, columns.input, where, optional=True)
             user = f"{user}\n\n{extra}" if extra else user
             answer = _text(row, columns.output, where, key="output")
-        messages = ([{"role": "system", "content": system}] if system else []) + \
-            [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": answer},
+        ]
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
@@ -87,18 +91,23 @@ def conversation_turns(row: dict, where: str, columns) -> List[dict]:
     column = conversation_column(row, columns)
     if column is None:
         wanted = columns.messages or "conversations' or 'messages"
-        raise FtlabError(f"{where}: no '{wanted}' column (columns: {', '.join(map(str, row))}); "
-                         "set data.columns.messages=<column> or data.format")
+        raise FtlabError(
+            f"{where}: no '{wanted}' column (columns: {', '.join(map(str, row))}); "
+            "set data.columns.messages=<column> or data.format"
+        )
     turns = row[column]
     if not isinstance(turns, list) or not turns:
-        raise FtlabError(f"{where}: column '{column}' must be a non-empty list of turns, got "
-                         f"{type(turns).__name__} ({str(turns)[:40]})")
+        raise FtlabError(
+            f"{where}: column '{column}' must be a non-empty list of turns, got "
+            f"{type(turns).__name__} ({str(turns)[:40]})"
+        )
     messages = []
     for j, turn in enumerate(turns):
         at = f"{where}: {column}[{j}]"
         if not isinstance(turn, dict):
-            raise FtlabError(f"{at} must be an object like {{\"role\": \"user\", \"content\": \"...\"}}, got "
-                             f"{type(turn).__name__}")
+            raise FtlabError(
+                f'{at} must be an object like {{"role": "user", "content": "..."}}, got {type(turn).__name__}'
+            )
         sharegpt = "from" in turn and "role" not in turn
         role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
         role = turn.get(role_key)

@@ -9,6 +9,7 @@ and counted with data.skip_bad_rows=true.
     named = source.read(problems)       # {"train": rows, "validation": rows, ...}: the splits the source names
     splits = assign_splits(named, ...)  # carve the missing validation/test rows out of train, seeded
 """
+
 import csv
 import hashlib
 import io
@@ -25,14 +26,23 @@ from ftlab.utils.errors import FtlabError, first_line
 
 SPLITS = ("train", "validation", "test")
 # file stems and Hub split names that mean a split; anything else in a folder is training data
-_SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                "val": "validation", "dev": "validation", "eval": "validation", "test": "test"}
+_SPLIT_WORDS = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "test": "test",
+}
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
 
 @dataclass
 class Problems:
     """Where bad rows go: raised at once, or (skip=True) counted with their reasons."""
+
     skip: bool = False
     reasons: List[str] = field(default_factory=list)
 
@@ -118,9 +128,10 @@ def _decode(path: Path, raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise FtlabError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8") \
-            from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise FtlabError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8"
+        ) from None
 
 
 def _read_json_lines(path: Path, raw: bytes, problems: Problems) -> List[tuple]:
@@ -162,8 +173,9 @@ def _read_json(path: Path, raw: bytes, text: str, problems: Problems) -> List[tu
         if isinstance(row, dict):
             rows.append((f"{path} row {i}", row))
         else:
-            problems.report(f"{path} row {i}: a JSON {type(row).__name__}, not an object; the file must hold an "
-                            "array of objects")
+            problems.report(
+                f"{path} row {i}: a JSON {type(row).__name__}, not an object; the file must hold an array of objects"
+            )
     return rows
 
 
@@ -174,8 +186,10 @@ def _read_csv(path: Path, text: str, problems: Problems) -> List[tuple]:
         where = f"{path}:{reader.line_num}"
         if None in row or None in row.values():
             width = len(row) - (None in row) + len(row.get(None) or [])
-            problems.report(f"{where}: {width} fields but the header has {len(reader.fieldnames)}; quote fields "
-                            "that contain commas or newlines")
+            problems.report(
+                f"{where}: {width} fields but the header has {len(reader.fieldnames)}; quote fields "
+                "that contain commas or newlines"
+            )
             continue
         rows.append((where, row))
     return rows
@@ -198,9 +212,11 @@ def _hub_source(name: str, subset) -> Source:
         loaded = datasets.load_dataset(name, subset)
     except Exception as e:  # network, auth, missing subset, offline mode: one line either way
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise FtlabError(f"data.name={name}: cannot load the dataset ({reason}). Offline, only datasets already "
-                         "in the datasets cache load: connect and retry once, or download it and use "
-                         "data.path=/local/files") from None
+        raise FtlabError(
+            f"data.name={name}: cannot load the dataset ({reason}). Offline, only datasets already "
+            "in the datasets cache load: connect and retry once, or download it and use "
+            "data.path=/local/files"
+        ) from None
     splits = {}
     for split_name in loaded:
         split = _SPLIT_WORDS.get(split_name.lower())
@@ -208,13 +224,16 @@ def _hub_source(name: str, subset) -> Source:
             splits[split] = (split_name, loaded[split_name])
     if "train" not in splits:
         raise FtlabError(f"data.name={name} has no train split (it has: {', '.join(loaded)})")
-    fingerprint = hashlib.sha256(json.dumps(
-        [name, subset, [(s, n, d._fingerprint) for s, (n, d) in sorted(splits.items())]]).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps([name, subset, [(s, n, d._fingerprint) for s, (n, d) in sorted(splits.items())]]).encode()
+    ).hexdigest()[:16]
 
     def read(problems: Problems) -> dict:
         label = name + (f"/{subset}" if subset else "")
-        return {split: [(f"{label}[{n}] row {i}", row) for i, row in enumerate(d, start=1)]
-                for split, (n, d) in splits.items()}
+        return {
+            split: [(f"{label}[{n}] row {i}", row) for i, row in enumerate(d, start=1)]
+            for split, (n, d) in splits.items()
+        }
 
     return Source(name, fingerprint, read)
 
@@ -230,7 +249,7 @@ def assign_splits(named: dict, val_size: float, test_size: float, seed: int) -> 
     out, taken = dict(named), 0
     for split, size in carve.items():
         n = int(size) if size >= 1 else max(1, round(len(train) * size))
-        out[split] = [train[i] for i in sorted(order[taken:taken + n])]
+        out[split] = [train[i] for i in sorted(order[taken : taken + n])]
         taken += n
     if taken >= len(train):
         sizes = ", ".join(f"data.{'val' if s == 'validation' else s}_size={v}" for s, v in carve.items())

@@ -74,10 +74,14 @@ def check_not_empty(prepared: Prepared, max_seq_len: int) -> None:
         if split.items:
             continue
         if split.dropped:
-            raise FtlabError(f"no {name} example survives data.max_seq_len={max_seq_len}: every assistant turn "
-                             "is truncated away; raise data.max_seq_len")
-        raise FtlabError(f"no {name} rows are left after skipping {len(prepared.skipped)} bad rows; first: "
-                         f"{prepared.skipped[0] if prepared.skipped else 'none'}")
+            raise FtlabError(
+                f"no {name} example survives data.max_seq_len={max_seq_len}: every assistant turn "
+                "is truncated away; raise data.max_seq_len"
+            )
+        raise FtlabError(
+            f"no {name} rows are left after skipping {len(prepared.skipped)} bad rows; first: "
+            f"{prepared.skipped[0] if prepared.skipped else 'none'}"
+        )
 
 
 def describe(prepared: Prepared, rows: List[dict], data_cfg, seed: int) -> dict:
@@ -85,34 +89,50 @@ def describe(prepared: Prepared, rows: List[dict], data_cfg, seed: int) -> dict:
     c, splits = data_cfg, prepared.splits
     train = splits["train"]
     dropped = sum(s.dropped for s in splits.values())
-    info(f"examples: {len(train.items)} train, {len(splits['validation'].items)} validation"
-         + (f", {len(splits['test'].items)} test" if "test" in splits else "") + f"; {dropped} dropped"
-         + (f" (every supervised token truncated away by data.max_seq_len={c.max_seq_len})" if dropped else ""))
+    info(
+        f"examples: {len(train.items)} train, {len(splits['validation'].items)} validation"
+        + (f", {len(splits['test'].items)} test" if "test" in splits else "")
+        + f"; {dropped} dropped"
+        + (f" (every supervised token truncated away by data.max_seq_len={c.max_seq_len})" if dropped else "")
+    )
     if prepared.skipped:
-        info(f"skipped {len(prepared.skipped)} bad rows (data.skip_bad_rows=true); first: "
-             + " | ".join(prepared.skipped[:3]))
-    info(f"tokens per example: {_length_summary(train.lengths)}; {train.tokens} train tokens, "
-         f"{train.supervised} supervised")
+        info(
+            f"skipped {len(prepared.skipped)} bad rows (data.skip_bad_rows=true); first: "
+            + " | ".join(prepared.skipped[:3])
+        )
+    info(
+        f"tokens per example: {_length_summary(train.lengths)}; {train.tokens} train tokens, "
+        f"{train.supervised} supervised"
+    )
     lengths = train.lengths
     order = batching.epoch_order(len(lengths), seed, 0, lengths if c.group_by_length else None, c.batch_size)
     unpacked = batching.padding_fraction(lengths, order, c.batch_size)
     packed_lengths = [len(x["input_ids"]) for x in (rows if c.packing else batching.pack(train.items, c.max_seq_len))]
     packed = batching.padding_fraction(packed_lengths, batching.epoch_order(len(packed_lengths), seed, 0), c.batch_size)
     if c.packing:
-        info(f"packing: {len(train.items)} examples in {len(rows)} rows of <= {c.max_seq_len} tokens; "
-             f"padding {packed:.0%} of batch tokens (unpacked: {unpacked:.0%})")
+        info(
+            f"packing: {len(train.items)} examples in {len(rows)} rows of <= {c.max_seq_len} tokens; "
+            f"padding {packed:.0%} of batch tokens (unpacked: {unpacked:.0%})"
+        )
     else:
         info(f"padding: {unpacked:.0%} of batch tokens (data.packing=true would make it {packed:.0%})")
-    return dict(data_format=prepared.format, train_examples=len(train.items),
-                val_examples=len(splits["validation"].items),
-                test_examples=len(splits["test"].items) if "test" in splits else 0, dropped_examples=dropped,
-                skipped_rows=len(prepared.skipped), tokens_per_example=round(train.tokens / len(train.items), 1),
-                tokens_per_row=round(train.tokens / len(rows), 1),
-                padding_fraction=round(packed if c.packing else unpacked, 4))
+    return dict(
+        data_format=prepared.format,
+        train_examples=len(train.items),
+        val_examples=len(splits["validation"].items),
+        test_examples=len(splits["test"].items) if "test" in splits else 0,
+        dropped_examples=dropped,
+        skipped_rows=len(prepared.skipped),
+        tokens_per_example=round(train.tokens / len(train.items), 1),
+        tokens_per_row=round(train.tokens / len(rows), 1),
+        padding_fraction=round(packed if c.packing else unpacked, 4),
+    )
 
 
 def _length_summary(lengths: List[int]) -> str:
     ordered = sorted(lengths)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return (f"min {ordered[0]}, median {pick(0.5)}, p95 {pick(0.95)}, max {ordered[-1]}, "
-            f"mean {sum(ordered) / len(ordered):.0f}")
+    return (
+        f"min {ordered[0]}, median {pick(0.5)}, p95 {pick(0.95)}, max {ordered[-1]}, "
+        f"mean {sum(ordered) / len(ordered):.0f}"
+    )

@@ -3,6 +3,7 @@
 The template chosen here is set on the tokenizer, which the run saves beside its adapter, so inference later
 renders prompts with exactly the template training used.
 """
+
 import re
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ _SHIPPED = resources.files("ftlab") / "assets" / "templates"
 
 
 def shipped() -> list:
-    return sorted(p.name[:-len(".jinja")] for p in _SHIPPED.iterdir() if p.name.endswith(".jinja"))
+    return sorted(p.name[: -len(".jinja")] for p in _SHIPPED.iterdir() if p.name.endswith(".jinja"))
 
 
 def read(spec: str) -> str:
@@ -25,8 +26,10 @@ def read(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    raise FtlabError(f"data.chat_template={spec}: neither a shipped template ({', '.join(shipped())}) nor a "
-                     "file; give one of those names or a path to a .jinja file")
+    raise FtlabError(
+        f"data.chat_template={spec}: neither a shipped template ({', '.join(shipped())}) nor a "
+        "file; give one of those names or a path to a .jinja file"
+    )
 
 
 def apply(tokenizer, spec: Optional[str], model_name: str) -> None:
@@ -36,8 +39,10 @@ def apply(tokenizer, spec: Optional[str], model_name: str) -> None:
         info(f"chat template: {spec} (data.chat_template)")
         _note_text_markers(tokenizer)
     elif not tokenizer.chat_template:
-        raise FtlabError(f"the tokenizer of {model_name} has no chat template (a base model?); set "
-                         f"data.chat_template to one of {', '.join(shipped())} or a path to a .jinja file")
+        raise FtlabError(
+            f"the tokenizer of {model_name} has no chat template (a base model?); set "
+            f"data.chat_template to one of {', '.join(shipped())} or a path to a .jinja file"
+        )
     else:
         info("chat template: the tokenizer's own")
 

@@ -3,6 +3,7 @@
 Only the keys listed in KEY_CONFIG reach the card: secrets such as hub.token or tracker.wandb.api_key live in
 the same config and must never be published, so the card allow-lists instead of dumping the config.
 """
+
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -54,7 +55,8 @@ def render(cfg: DictConfig, stats: dict, command: str, *, repo: Optional[str] = 
         _front_matter(cfg),
         f"# {title}\n",
         f"A LoRA adapter of [{base}](https://huggingface.co/{base}) trained with ftlab"
-        + (" on a quantised base (QLoRA)" if _get(cfg, "quant.bits") else "") + ".\n",
+        + (" on a quantised base (QLoRA)" if _get(cfg, "quant.bits") else "")
+        + ".\n",
         "## Data\n",
         _data_section(cfg, stats),
         "## Training configuration\n",
@@ -93,8 +95,11 @@ def _data_section(cfg: DictConfig, stats: dict) -> str:
     else:
         source = f"`{name}`" + (f" (subset `{subset}`)" if subset else "") if name else "not recorded"
     train_on = _get(cfg, "data.train_on")
-    loss_on = {"assistant": "every assistant turn", "last_assistant": "the last assistant turn",
-               "all": "every token"}.get(train_on, train_on)
+    loss_on = {
+        "assistant": "every assistant turn",
+        "last_assistant": "the last assistant turn",
+        "all": "every token",
+    }.get(train_on, train_on)
     fmt = _get(cfg, "data.format")
     # with data.format=auto the run recorded the format it detected, which is what a reader wants to know
     detected = stats.get("data_format") if fmt == "auto" else None
@@ -106,11 +111,17 @@ def _config_rows(cfg: DictConfig, stats: dict) -> list:
     rows = [(f"`{key}`", _value(_get(cfg, key)), meaning) for key, meaning in KEY_CONFIG]
     max_steps, steps = _get(cfg, "trainer.max_steps"), stats.get("steps")
     budget = f"{max_steps} (epochs: {_get(cfg, 'trainer.max_epochs')})" if max_steps == -1 else str(max_steps)
-    rows.append(("`trainer.max_steps` / steps done", f"{budget} / {steps if steps is not None else '?'}",
-                 "step budget and optimizer steps run"))
+    rows.append(
+        (
+            "`trainer.max_steps` / steps done",
+            f"{budget} / {steps if steps is not None else '?'}",
+            "step budget and optimizer steps run",
+        )
+    )
     # the precision the run resolved `auto` to (metrics.json) says more than the configured `auto`
-    rows.append(("`trainer.precision`", _value(stats.get("precision") or _get(cfg, "trainer.precision")),
-                 "numeric precision"))
+    rows.append(
+        ("`trainer.precision`", _value(stats.get("precision") or _get(cfg, "trainer.precision")), "numeric precision")
+    )
     return rows
 
 

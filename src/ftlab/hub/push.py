@@ -33,8 +33,16 @@ class PublishError(FtlabError):
     """Pushing to the Hub failed; the message is one line naming the repo and what would fix it."""
 
 
-def push(run_dir: Path, repo_id: str, *, private: bool, token: Optional[str], retries: int, retry_wait: float,
-         log: Callable[[str], None]) -> str:
+def push(
+    run_dir: Path,
+    repo_id: str,
+    *,
+    private: bool,
+    token: Optional[str],
+    retries: int,
+    retry_wait: float,
+    log: Callable[[str], None],
+) -> str:
     """Upload run_dir/adapter/* and run_dir/README.md (the card) to the root of `repo_id` in one commit, creating
     the repo if needed (an existing one keeps its visibility). Returns the repo URL. token=None:
     huggingface_hub's own lookup (HF_TOKEN, then the stored login)."""
@@ -42,8 +50,13 @@ def push(run_dir: Path, repo_id: str, *, private: bool, token: Optional[str], re
     _check_online()
     files = _files_to_push(run_dir)
     api = _api(token)
-    failure = _Failure(api.endpoint, repo_id, token, doing="push to",
-                       again=f"the run's files are intact, push again with `python -m ftlab.publish {run_dir}`")
+    failure = _Failure(
+        api.endpoint,
+        repo_id,
+        token,
+        doing="push to",
+        again=f"the run's files are intact, push again with `python -m ftlab.publish {run_dir}`",
+    )
     _check_repo_id(repo_id, failure)
     retry = _Retry(retries, retry_wait, log, "Hub upload", failure)
     url = retry(lambda: api.create_repo(repo_id, private=private, exist_ok=True))
@@ -52,15 +65,20 @@ def push(run_dir: Path, repo_id: str, *, private: bool, token: Optional[str], re
     return str(url)
 
 
-def preflight(repo_id: Optional[str], token: Optional[str], *, retries: int, retry_wait: float,
-              log: Callable[[str], None]) -> str:
+def preflight(
+    repo_id: Optional[str], token: Optional[str], *, retries: int, retry_wait: float, log: Callable[[str], None]
+) -> str:
     """Check, before training, that a push to `repo_id` can work: network allowed, a valid repo id, a token the
     Hub accepts that is not read-only, so a bad token fails in seconds. Returns a line saying whose token it is."""
     _check_online()
     api = _api(token)
-    failure = _Failure(api.endpoint, repo_id, token, doing="check the Hub token for",
-                       again="check the network, or train with hub.push=false and push later with "
-                             "`python -m ftlab.publish RUN_DIR`")
+    failure = _Failure(
+        api.endpoint,
+        repo_id,
+        token,
+        doing="check the Hub token for",
+        again="check the network, or train with hub.push=false and push later with `python -m ftlab.publish RUN_DIR`",
+    )
     _check_repo_id(repo_id, failure)
     me = _Retry(retries, retry_wait, log, "Hub token check", failure)(api.whoami)
     role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
@@ -70,6 +88,7 @@ def preflight(repo_id: Optional[str], token: Optional[str], *, retries: int, ret
 
 
 # ── the steps ─────────────────────────────────────────────────────────────────────────────────────────
+
 
 def _check_online() -> None:
     # os.environ at call time: huggingface_hub.constants froze the value when it was imported
@@ -91,8 +110,11 @@ def _files_to_push(run_dir: Path) -> List[Tuple[Path, str]]:
     if not card.is_file():
         raise PublishError(f"{card} is missing: `python -m ftlab.publish {run_dir}` writes the card and pushes")
     # PEFT saves its own generic adapter/README.md; the run's card replaces it
-    files = [(p, p.relative_to(adapter).as_posix()) for p in sorted(adapter.rglob("*"))
-             if p.is_file() and p.relative_to(adapter).as_posix() != "README.md"]
+    files = [
+        (p, p.relative_to(adapter).as_posix())
+        for p in sorted(adapter.rglob("*"))
+        if p.is_file() and p.relative_to(adapter).as_posix() != "README.md"
+    ]
     if not files:
         raise PublishError(f"nothing to push: {adapter} holds no files")
     config = run_dir / ".hydra" / "config.yaml"
@@ -106,8 +128,10 @@ def _operations(files: List[Tuple[Path, str]]) -> list:
 def _check_repo_id(repo_id: Optional[str], failure: "_Failure") -> None:
     """Before any request: a missing or malformed repo id is a config mistake, not a Hub failure."""
     if not repo_id:
-        raise PublishError("no repo to push to: set hub.repo_id=your-name/your-model-lora "
-                           "(or pass --repo-id to python -m ftlab.publish)")
+        raise PublishError(
+            "no repo to push to: set hub.repo_id=your-name/your-model-lora "
+            "(or pass --repo-id to python -m ftlab.publish)"
+        )
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
@@ -115,6 +139,7 @@ def _check_repo_id(repo_id: Optional[str], failure: "_Failure") -> None:
 
 
 # ── retries and messages ──────────────────────────────────────────────────────────────────────────────
+
 
 class _Retry:
     """Call a Hub request, retrying transient failures with waits retry_wait, 2x, 4x ...; raise PublishError."""
@@ -132,7 +157,7 @@ class _Retry:
                     raise PublishError(self.failure.describe(e)) from e
                 if attempt == self.retries:
                     raise PublishError(self.failure.exhausted(reason, self.retries)) from e
-                wait = self.retry_wait * 2 ** attempt
+                wait = self.retry_wait * 2**attempt
                 self.log(f"{self.what} failed ({reason}); retry {attempt + 1} of {self.retries} in {wait:g}s")
                 time.sleep(wait)
 
@@ -172,8 +197,10 @@ class _Failure:
         self.token = token  # whichever token was used must never reach a message, even in a server's error text
 
     def exhausted(self, reason: str, retries: int) -> str:
-        return self._clean(f"could not {self.doing} {self.repo_id}: {self.endpoint} still failing after {retries} "
-                           f"retries ({reason}); {self.again}")
+        return self._clean(
+            f"could not {self.doing} {self.repo_id}: {self.endpoint} still failing after {retries} "
+            f"retries ({reason}); {self.again}"
+        )
 
     def describe(self, error: Exception) -> str:
         repo, status = self.repo_id, http_status(error)
@@ -182,21 +209,26 @@ class _Failure:
         elif status == 403:
             message = f"the token cannot write to {repo}: use a token with write access or a repo you own"
         elif status == 404:
-            message = (f"{repo} was not found on {self.endpoint} (404 Not Found): check hub.repo_id "
-                       "(namespace/name) and that the token can create repos in that namespace")
+            message = (
+                f"{repo} was not found on {self.endpoint} (404 Not Found): check hub.repo_id "
+                "(namespace/name) and that the token can create repos in that namespace"
+            )
         elif status is not None:
-            message = (f"could not {self.doing} {repo}: the Hub answered {status_text(status)} "
-                       f"({_first_line(error)}); fix the cause, then {self.again}")
+            message = (
+                f"could not {self.doing} {repo}: the Hub answered {status_text(status)} "
+                f"({_first_line(error)}); fix the cause, then {self.again}"
+            )
         elif isinstance(error, LocalTokenNotFoundError):
             message = f"no Hugging Face token found to push to {repo}: {LOGIN_FIX}"
         elif isinstance(error, OfflineModeIsEnabled):
-            message = (f"could not {self.doing} {repo}: huggingface_hub was imported with HF_HUB_OFFLINE=1 set; "
-                       "unset it before starting ftlab")
+            message = (
+                f"could not {self.doing} {repo}: huggingface_hub was imported with HF_HUB_OFFLINE=1 set; "
+                "unset it before starting ftlab"
+            )
         elif isinstance(error, HFValidationError):
             message = f"'{repo}' is not a valid Hub repo id ({_first_line(error)}): use namespace/name"
         else:
-            message = (f"could not {self.doing} {repo} ({type(error).__name__}: {_first_line(error)}); "
-                       f"{self.again}")
+            message = f"could not {self.doing} {repo} ({type(error).__name__}: {_first_line(error)}); {self.again}"
         return self._clean(message)
 
     def _clean(self, message: str) -> str:

@@ -38,14 +38,19 @@ def check_fits(base, adapter: Path, source: str) -> None:
                 problem = f"it adapts {name}, which this base model does not have"
                 break
             shape = f.get_slice(key).get_shape()
-            want, have = (shape[1], getattr(module, "in_features", None)) if kind == "A" else \
-                (shape[0], getattr(module, "out_features", None))
+            want, have = (
+                (shape[1], getattr(module, "in_features", None))
+                if kind == "A"
+                else (shape[0], getattr(module, "out_features", None))
+            )
             if have is not None and want != have:
                 problem = f"{name} has {have} {'inputs' if kind == 'A' else 'outputs'}, the adapter expects {want}"
                 break
     if problem:
-        raise FtlabError(f"{config}: the adapter was trained on {trained_on} and does not fit the base model loaded "
-                         f"from {source} ({problem}); load the base it was trained on (model.name= or model.path=)")
+        raise FtlabError(
+            f"{config}: the adapter was trained on {trained_on} and does not fit the base model loaded "
+            f"from {source} ({problem}); load the base it was trained on (model.name= or model.path=)"
+        )
     if trained_on and trained_on not in (source, str(Path(source).resolve())):
         info(f"note: the adapter was trained on {trained_on}; its layers fit the base loaded from {source}")
 

@@ -16,8 +16,9 @@ def load_tokenizer(source, model_cfg, gguf_file=None):
         tokenizer = byte_tokenizer()
     else:
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=model_cfg.revision,
-                                                  trust_remote_code=model_cfg.trust_remote_code, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code, **kwargs
+        )
     if tokenizer.pad_token_id is None:  # padding is masked out of loss and attention, so any id will do
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -59,9 +60,12 @@ def compute_dtype(quant_cfg, precision: str) -> torch.dtype:
 
 def quantization_config(quant_cfg, precision: str):
     if quant_cfg.bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_cfg.quant_type,
-                                  bnb_4bit_use_double_quant=quant_cfg.double_quant,
-                                  bnb_4bit_compute_dtype=compute_dtype(quant_cfg, precision))
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant_cfg.quant_type,
+            bnb_4bit_use_double_quant=quant_cfg.double_quant,
+            bnb_4bit_compute_dtype=compute_dtype(quant_cfg, precision),
+        )
     if quant_cfg.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
@@ -76,13 +80,19 @@ def describe_quant(q, precision: str) -> str:
 
 def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precision: str):
     """`precision`: trainer.precision as resolve_precision settled it."""
-    kwargs = dict(dtype=weight_dtype(model_cfg, precision), attn_implementation=model_cfg.attn_implementation,
-                  revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+    kwargs = dict(
+        dtype=weight_dtype(model_cfg, precision),
+        attn_implementation=model_cfg.attn_implementation,
+        revision=model_cfg.revision,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
     quant = quantization_config(quant_cfg, precision)
     if quant is not None:
         # bitsandbytes places quantised weights at load time, so the target device is chosen here
-        kwargs.update(quantization_config=quant,
-                      device_map={"": "cpu" if accelerator == "cpu" or not torch.cuda.is_available() else 0})
+        kwargs.update(
+            quantization_config=quant,
+            device_map={"": "cpu" if accelerator == "cpu" or not torch.cuda.is_available() else 0},
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ImportError as e:
@@ -111,14 +121,22 @@ def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool):
         model.enable_input_require_grads()
     targets = list(lora_cfg.target_modules)
     config = LoraConfig(
-        r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, bias=lora_cfg.bias,
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        bias=lora_cfg.bias,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
-        use_rslora=lora_cfg.use_rslora, use_dora=lora_cfg.use_dora,
+        use_rslora=lora_cfg.use_rslora,
+        use_dora=lora_cfg.use_dora,
         init_lora_weights=True if lora_cfg.init_weights == "default" else lora_cfg.init_weights,
-        modules_to_save=list(lora_cfg.modules_to_save) or None, task_type="CAUSAL_LM")
+        modules_to_save=list(lora_cfg.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(model, config)
     except ValueError as e:
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if "Linear" in type(m).__name__})
-        raise FtlabError(f"lora.target_modules={targets}: {first_line(e)} This model's linear layers: "
-                         f"{', '.join(linear)}; e.g. lora.target_modules=[all-linear]") from None
+        raise FtlabError(
+            f"lora.target_modules={targets}: {first_line(e)} This model's linear layers: "
+            f"{', '.join(linear)}; e.g. lora.target_modules=[all-linear]"
+        ) from None

@@ -36,8 +36,9 @@ def resolve_source(model_cfg, cache_dir: str, seed: int) -> str:
         return str(_convert_gguf(Path(model_cfg.path or model_cfg.name), model_cfg.gguf_file, cache))
     source = model_cfg.path or model_cfg.name
     if model_cfg.path is not None and not Path(source).expanduser().is_dir():
-        raise FtlabError(f"model.path={source} is not a directory; point it at a downloaded model "
-                         "(config.json + weights)")
+        raise FtlabError(
+            f"model.path={source} is not a directory; point it at a downloaded model (config.json + weights)"
+        )
     _check_reachable(source, model_cfg)
     return str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
 
@@ -46,9 +47,11 @@ def _check_tokenizer_path(path) -> None:
     """With model.random_init, model.path only supplies the tokenizer: a local folder or a Hub id."""
     if path is None or Path(path).expanduser().is_dir() or HUB_ID.fullmatch(path):
         return
-    raise FtlabError(f"model.path={path} is not a directory; with model.random_init it supplies only the "
-                     "tokenizer: point it at a tokenizer's folder or Hub id, or set model.path=null for the "
-                     "built-in byte tokenizer")
+    raise FtlabError(
+        f"model.path={path} is not a directory; with model.random_init it supplies only the "
+        "tokenizer: point it at a tokenizer's folder or Hub id, or set model.path=null for the "
+        "built-in byte tokenizer"
+    )
 
 
 def _check_reachable(source: str, model_cfg) -> None:
@@ -59,7 +62,8 @@ def _check_reachable(source: str, model_cfg) -> None:
         reason = first_line(e, 160)
         raise FtlabError(
             f"could not fetch model '{source}' ({reason}). Connect to the network, export HF_TOKEN if the "
-            "model is gated (accept its licence on the Hub first), or set model.path=/local/copy") from None
+            "model is gated (accept its licence on the Hub first), or set model.path=/local/copy"
+        ) from None
 
 
 def _cached(final: Path, build) -> Path:
@@ -110,8 +114,13 @@ def byte_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(specials)
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     tok.chat_template = CHATML
     return tok
 
@@ -119,19 +128,35 @@ def byte_tokenizer():
 def _build_random(model_cfg, cache: Path, seed: int) -> Path:
     """A random Llama-style model of the configured shape, saved once per (shape, tokenizer, seed)."""
     arch = model_cfg.random_init
-    spec = {k: getattr(arch, k) for k in ("hidden_size", "intermediate_size", "num_layers", "num_heads",
-                                          "num_kv_heads", "max_position_embeddings")}
+    spec = {
+        k: getattr(arch, k)
+        for k in (
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "max_position_embeddings",
+        )
+    }
     key = hashlib.sha256(json.dumps([spec, model_cfg.path, seed], sort_keys=True).encode()).hexdigest()[:12]
     final = cache / "random" / key
 
     def build():
         tokenizer = AutoTokenizer.from_pretrained(model_cfg.path) if model_cfg.path else byte_tokenizer()
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=arch.hidden_size,
-                             intermediate_size=arch.intermediate_size, num_hidden_layers=arch.num_layers,
-                             num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_kv_heads,
-                             max_position_embeddings=arch.max_position_embeddings, tie_word_embeddings=True,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=arch.hidden_size,
+            intermediate_size=arch.intermediate_size,
+            num_hidden_layers=arch.num_layers,
+            num_attention_heads=arch.num_heads,
+            num_key_value_heads=arch.num_kv_heads,
+            max_position_embeddings=arch.max_position_embeddings,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(config, dtype=torch.float32), tokenizer
 
@@ -150,5 +175,3 @@ def tokenizer_source(model_cfg, cache_dir: str) -> tuple:
             return str(converted[-1].parent), None
         return str(Path(model_cfg.path or model_cfg.name).expanduser()), model_cfg.gguf_file
     return resolve_source(model_cfg, cache_dir, seed=0), None
-
-

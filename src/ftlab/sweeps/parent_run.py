@@ -3,6 +3,7 @@
 Its id is kept in the study's attributes, so a resumed sweep and every worker of a shared study use the
 same parent. W&B needs no parent: its trials share the group named after the study (tracking/).
 """
+
 from typing import Optional
 
 ATTR = "ftlab_mlflow_parent_run"
@@ -24,8 +25,7 @@ def start(config, study) -> Optional[str]:
         from ftlab.tracking import mlflow_backend  # mlflow takes seconds to import; only sweeps that track pay
 
         uri = mlflow_backend.tracking_uri(tracker)
-        run_id = mlflow_backend.start_run(uri, tracker.experiment, study.study_name,
-                                          {"ftlab.sweep": study.study_name})
+        run_id = mlflow_backend.start_run(uri, tracker.experiment, study.study_name, {"ftlab.sweep": study.study_name})
         study.set_user_attr(ATTR, run_id)
     return run_id
 

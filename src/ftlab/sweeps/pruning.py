@@ -17,8 +17,9 @@ PRUNER_ATTR = "ftlab_pruner"  # study attribute: the pruner settings every worke
 def make_pruner(settings: Optional[dict]):
     settings = settings or {"name": "none"}
     if settings["name"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=settings["n_startup_trials"],
-                                           n_warmup_steps=settings["n_warmup_steps"])
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=settings["n_startup_trials"], n_warmup_steps=settings["n_warmup_steps"]
+        )
     if settings["name"] == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=max(1, settings["n_warmup_steps"]))
     return optuna.pruners.NopPruner()

@@ -8,6 +8,7 @@
 Every key must be an ftlab option, every choice non-empty, every log range positive: a bad space is
 rejected before any trial starts, in one line naming the key.
 """
+
 from typing import Dict, List
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -38,8 +39,9 @@ def split_arguments(arguments: List[str]) -> tuple:
 def parse(params: Dict[str, str]) -> dict:
     """{key: optuna distribution}; ConfigError on anything a trial could not use."""
     if not params:
-        raise ConfigError("hydra.sweeper.params is empty; give the search space, e.g. "
-                          "hydra.sweeper.params={lora.r:'choice(8,16)'}")
+        raise ConfigError(
+            "hydra.sweeper.params is empty; give the search space, e.g. hydra.sweeper.params={lora.r:'choice(8,16)'}"
+        )
     parser = OverridesParser.create()
     space = {}
     for key, text in params.items():
@@ -48,8 +50,10 @@ def parse(params: Dict[str, str]) -> dict:
         try:
             override = parser.parse_override(f"{key}={text}")
         except HydraException as e:
-            raise ConfigError(f"hydra.sweeper.params.{key}: cannot parse '{text}' ({first_line(e)}); "
-                              "use choice(a,b), interval(lo,hi), tag(log, interval(lo,hi)) or range(lo,hi)") from None
+            raise ConfigError(
+                f"hydra.sweeper.params.{key}: cannot parse '{text}' ({first_line(e)}); "
+                "use choice(a,b), interval(lo,hi), tag(log, interval(lo,hi)) or range(lo,hi)"
+            ) from None
         sweep = override.value()
         where = f"hydra.sweeper.params.{key}={text}"
         if isinstance(sweep, ChoiceSweep):
@@ -70,6 +74,8 @@ def parse(params: Dict[str, str]) -> dict:
             whole = isinstance(lo, int) and isinstance(hi, int)
             space[key] = IntDistribution(lo, hi, log=log) if whole else FloatDistribution(lo, hi, log=log)
         else:
-            raise ConfigError(f"{where}: not a search range; use choice(...), interval(...) or range(...) "
-                              "(fixed values go on the command line as key=value)")
+            raise ConfigError(
+                f"{where}: not a search range; use choice(...), interval(...) or range(...) "
+                "(fixed values go on the command line as key=value)"
+            )
     return space

@@ -4,6 +4,7 @@
 
 The sweeper writes the same report when it finishes (report.md and the plots in the sweep dir).
 """
+
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -17,8 +18,11 @@ from ftlab.utils.errors import FtlabError
 from ftlab.utils.files import atomic, outputs_root, sqlite_file, write_text
 
 SWEEP_DIR, COMMAND = "ftlab_sweep_dir", "ftlab_command"  # study / trial attributes the sweeper sets
-PLOTS = {"optimization_history.png": "plot_optimization_history", "param_importances.png": "plot_param_importances",
-         "parallel_coordinate.png": "plot_parallel_coordinate"}
+PLOTS = {
+    "optimization_history.png": "plot_optimization_history",
+    "param_importances.png": "plot_param_importances",
+    "parallel_coordinate.png": "plot_parallel_coordinate",
+}
 
 
 def default_storage() -> str:
@@ -34,8 +38,9 @@ def load(storage: str, study_name: Optional[str]):
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if study_name is None:
         if len(names) != 1:
-            raise FtlabError(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}); "
-                             "choose one with --study NAME")
+            raise FtlabError(
+                f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}); choose one with --study NAME"
+            )
         study_name = names[0]
     if study_name not in names:
         raise FtlabError(f"no study '{study_name}' in {storage}; it holds: {', '.join(names) or 'none'}")
@@ -45,21 +50,28 @@ def load(storage: str, study_name: Optional[str]):
 def table(study) -> str:
     """Markdown: one row per trial, in order, and the best trial's command under it."""
     keys = sorted({k for t in study.trials for k in t.params})
-    lines = ["| trial | " + " | ".join(keys) + " | value | state | duration | run dir |",
-             "|---|" + "---|" * len(keys) + "---|---|---|---|"]
+    lines = [
+        "| trial | " + " | ".join(keys) + " | value | state | duration | run dir |",
+        "|---|" + "---|" * len(keys) + "---|---|---|---|",
+    ]
     for t in sorted(study.trials, key=lambda t: t.number):
         params = [_show(t.params.get(k, "")) for k in keys]
         value = f"{t.value:.4f}" if t.value is not None else ""
         state = t.state.name + (f" ({t.user_attrs['fail_reason']})" if "fail_reason" in t.user_attrs else "")
         seconds = f"{t.duration.total_seconds():.0f}s" if t.duration else ""
-        lines.append(f"| {t.number} | " + " | ".join(params) + f" | {value} | {state} | {seconds} | "
-                     f"{t.user_attrs.get('run_dir', '')} |")
+        lines.append(
+            f"| {t.number} | " + " | ".join(params) + f" | {value} | {state} | {seconds} | "
+            f"{t.user_attrs.get('run_dir', '')} |"
+        )
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if complete:
         best = study.best_trial
-        lines += ["", f"best: trial {best.number}, value {best.value:.4f}",
-                  f"    python -m ftlab {best.user_attrs.get(COMMAND, '')}".rstrip(),
-                  f"    python -m ftlab --rerun {best.user_attrs.get('run_dir')}"]
+        lines += [
+            "",
+            f"best: trial {best.number}, value {best.value:.4f}",
+            f"    python -m ftlab {best.user_attrs.get(COMMAND, '')}".rstrip(),
+            f"    python -m ftlab --rerun {best.user_attrs.get('run_dir')}",
+        ]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ One study in a storage (a SQLite file by default, any database URL for several w
   - a trial that raises (out of memory, NaN loss, an invalid sampled combination) is recorded FAILED with
     its reason and the sweep goes on, until failures pass max_failure_rate of n_trials.
 """
+
 import logging
 import sys
 import time
@@ -35,8 +36,18 @@ log = logging.getLogger("ftlab.sweep")  # its own stdout handler: not into a tri
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, n_trials: int, storage: Optional[str], study_name: str, direction: str, objective: str,
-                 sampler: DictConfig, pruner: DictConfig, max_failure_rate: float, params: DictConfig):
+    def __init__(
+        self,
+        n_trials: int,
+        storage: Optional[str],
+        study_name: str,
+        direction: str,
+        objective: str,
+        sampler: DictConfig,
+        pruner: DictConfig,
+        max_failure_rate: float,
+        params: DictConfig,
+    ):
         super().__init__()
         self.n_trials, self.storage_url, self.study_name = n_trials, storage, study_name
         self.direction, self.objective, self.max_failure_rate = direction, objective, max_failure_rate
@@ -47,8 +58,9 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # ── the sweep ──────────────────────────────────────────────────────────────────────────────────
     def sweep(self, arguments: List[str]) -> list:
@@ -64,8 +76,10 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info(f"ftlab sweep: study '{self.study_name}' in {self.storage_url}, {self._count(study)} of "
-                 f"{self.n_trials} trials already there; trial run dirs in {sweep_dir}")
+        log.info(
+            f"ftlab sweep: study '{self.study_name}' in {self.storage_url}, {self._count(study)} of "
+            f"{self.n_trials} trials already there; trial run dirs in {sweep_dir}"
+        )
         returns = []
         while True:
             # counting and asking under one lock: workers sharing the study never run more than n_trials
@@ -73,8 +87,10 @@ class OptunaSweeper(Sweeper):
                 if self._count(study) >= self.n_trials:
                     break
                 if self._failed(study) > self.max_failure_rate * self.n_trials:
-                    log.info(f"ftlab sweep: stopping, {self._failed(study)} trials failed (more than "
-                             f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of {self.n_trials})")
+                    log.info(
+                        f"ftlab sweep: stopping, {self._failed(study)} trials failed (more than "
+                        f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of {self.n_trials})"
+                    )
                     break
                 trial = study.ask(distributions)
                 trial.set_user_attr(workers.WORKER, workers.me())
@@ -102,8 +118,10 @@ class OptunaSweeper(Sweeper):
             trial.set_user_attr("run_dir", str(run_dir))
         if result.status == JobStatus.COMPLETED and result.return_value.get("pruned_at_step") is not None:
             study.tell(trial, state=TrialState.PRUNED)
-            log.info(f"ftlab sweep: trial {trial.number}: {shown} PRUNED at step "
-                     f"{result.return_value['pruned_at_step']} ({seconds:.0f}s)")
+            log.info(
+                f"ftlab sweep: trial {trial.number}: {shown} PRUNED at step "
+                f"{result.return_value['pruned_at_step']} ({seconds:.0f}s)"
+            )
             return
         if result.status == JobStatus.COMPLETED:
             value = result.return_value[self.objective]
@@ -121,11 +139,15 @@ class OptunaSweeper(Sweeper):
         try:
             text, files = summary.write(study)
         except Exception as e:  # the trials are safe in the storage; `python -m ftlab.sweeps report` retries
-            log.info(f"ftlab sweep: could not write the report ({type(e).__name__}: {e}); the trials are in "
-                     f"{self.storage_url}: python -m ftlab.sweeps report --study {self.study_name}")
+            log.info(
+                f"ftlab sweep: could not write the report ({type(e).__name__}: {e}); the trials are in "
+                f"{self.storage_url}: python -m ftlab.sweeps report --study {self.study_name}"
+            )
             return
-        log.info(f"ftlab sweep: {self._count(study)} of {self.n_trials} trials in the study\n{text}\n"
-                 f"report and plots: {', '.join(str(f) for f in files)}")
+        log.info(
+            f"ftlab sweep: {self._count(study)} of {self.n_trials} trials in the study\n{text}\n"
+            f"report and plots: {', '.join(str(f) for f in files)}"
+        )
 
     # ── study and storage ──────────────────────────────────────────────────────────────────────────
     def _study(self, params: dict):
@@ -133,9 +155,14 @@ class OptunaSweeper(Sweeper):
         storage = None
         if self.storage_url:
             storage = optuna.storages.RDBStorage(self.storage_url)
-        study = optuna.create_study(storage=storage, study_name=self.study_name, direction=self.direction,
-                                    sampler=self._sampler(params), pruner=pruning.make_pruner(self.pruner),
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=self.study_name,
+            direction=self.direction,
+            sampler=self._sampler(params),
+            pruner=pruning.make_pruner(self.pruner),
+            load_if_exists=True,
+        )
         study.set_user_attr(pruning.PRUNER_ATTR, self.pruner)  # for trials running elsewhere
         study.set_user_attr(summary.SWEEP_DIR, str(self.config.hydra.sweep.dir))
         return study
@@ -193,5 +220,7 @@ def _grid_values(key: str, text: str) -> list:
         return list(dist.choices)
     if isinstance(dist, IntDistribution) and not dist.log:
         return list(range(dist.low, dist.high + 1, dist.step))
-    raise ConfigError(f"hydra.sweeper.params.{key}={text}: the grid sampler needs choice(...) or range(...), "
-                      "not a continuous interval")
+    raise ConfigError(
+        f"hydra.sweeper.params.{key}={text}: the grid sampler needs choice(...) or range(...), "
+        "not a continuous interval"
+    )

@@ -16,8 +16,9 @@ class Pruning(L.Callback):
 
     def __init__(self, storage: str, study_name: str, number: int):
         probe = optuna.load_study(study_name=study_name, storage=storage)
-        self.study = optuna.load_study(study_name=study_name, storage=storage,
-                                       pruner=make_pruner(probe.user_attrs.get(PRUNER_ATTR)))
+        self.study = optuna.load_study(
+            study_name=study_name, storage=storage, pruner=make_pruner(probe.user_attrs.get(PRUNER_ATTR))
+        )
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.number, self.pruned_at = number, None

@@ -1,5 +1,6 @@
 """How several workers share one study: a lock around "count the trials, add one", a heartbeat on each
 running trial, and failing the trials whose worker died (the same machine's by pid, others' by heartbeat)."""
+
 import fcntl
 import os
 import socket
@@ -90,8 +91,9 @@ def fail_orphans(study, log) -> None:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             log.info(f"ftlab sweep: trial {t.number} was interrupted; marked FAILED")
         elif not worker.startswith(host + ":") and time.time() - t.user_attrs.get(BEAT, 0) > STALE_SECONDS:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                               f"interrupted: no heartbeat from {worker} for {STALE_SECONDS}s")
+            study._storage.set_trial_user_attr(
+                t._trial_id, "fail_reason", f"interrupted: no heartbeat from {worker} for {STALE_SECONDS}s"
+            )
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             log.info(f"ftlab sweep: trial {t.number} of {worker} stopped beating; marked FAILED")
 

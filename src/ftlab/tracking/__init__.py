@@ -10,6 +10,7 @@ stream every logged metric (loss, val loss, lr, grad norm, tokens/s, peak memory
 final numbers, the run dir's artifacts and the MLflow model, and closes the run with its status.
 Every param and tag goes through secrets.redact_values on the way out.
 """
+
 from datetime import datetime
 from pathlib import Path
 from typing import List
@@ -31,8 +32,9 @@ def flatten(cfg: DictConfig) -> dict:
             if isinstance(value, dict):
                 walk(value, f"{prefix}{key}.")
             else:
-                out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) or value is None \
-                    else str(value)
+                out[f"{prefix}{key}"] = (
+                    value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+                )
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return secrets.redact_values(out)
@@ -40,8 +42,12 @@ def flatten(cfg: DictConfig) -> dict:
 
 def run_tags(cfg: DictConfig) -> dict:
     """What runs are filtered by: model, quantization, LoRA rank, data, and the user's own tags."""
-    tags = {"model": cfg.model.name, "quant": f"{cfg.quant.bits}bit" if cfg.quant.bits else "none",
-            "lora.r": str(cfg.lora.r), "data": Path(str(cfg.data.path)).name if cfg.data.path else cfg.data.name}
+    tags = {
+        "model": cfg.model.name,
+        "quant": f"{cfg.quant.bits}bit" if cfg.quant.bits else "none",
+        "lora.r": str(cfg.lora.r),
+        "data": Path(str(cfg.data.path)).name if cfg.data.path else cfg.data.name,
+    }
     tags.update(dict.fromkeys(cfg.tracker.tags, ""))
     return secrets.redact_values(tags)
 

@@ -67,8 +67,7 @@ def experiment_id(client, name: str, uri: str) -> str:
 def start_run(uri: str, experiment: str, name: str, tags: dict) -> str:
     """A new run with MLflow's usual context tags (user, source, git commit) added; returns its id."""
     client = MlflowClient(uri)
-    return client.create_run(experiment_id(client, experiment, uri), run_name=name,
-                             tags=resolve_tags(tags)).info.run_id
+    return client.create_run(experiment_id(client, experiment, uri), run_name=name, tags=resolve_tags(tags)).info.run_id
 
 
 class _Logger(MLFlowLogger):
@@ -87,8 +86,9 @@ class _Logger(MLFlowLogger):
             super().log_metrics(metrics, step)
         except Exception as e:
             self._failed = True
-            log.info(f"MLflow: logging failed ({_one_line(e)}); training goes on, every metric stays in "
-                     "logs/metrics.csv")
+            log.info(
+                f"MLflow: logging failed ({_one_line(e)}); training goes on, every metric stays in logs/metrics.csv"
+            )
 
 
 class MlflowBackend:
@@ -104,8 +104,10 @@ class MlflowBackend:
             with quick_failure():
                 MlflowClient(self.uri).search_experiments(max_results=1)
         except Exception as e:
-            raise ConfigError(f"tracker.mlflow.uri={self.uri} cannot be reached ({_one_line(e)}); start the "
-                              "tracking server, fix the URI, or use tracker=none") from None
+            raise ConfigError(
+                f"tracker.mlflow.uri={self.uri} cannot be reached ({_one_line(e)}); start the "
+                "tracking server, fix the URI, or use tracker=none"
+            ) from None
         return f"MLflow: {self.uri}, experiment '{self.tracker.experiment}'"
 
     def start(self, name: str, params: dict, tags: dict, sweep) -> MLFlowLogger:
@@ -118,7 +120,7 @@ class MlflowBackend:
         self.client = MlflowClient(self.uri)
         batch = [Param(k, str(v)[:6000]) for k, v in params.items()]  # 6000: MLflow's longest param value
         for i in range(0, len(batch), 100):  # and at most 100 params per call
-            self.client.log_batch(self.run_id, params=batch[i:i + 100])
+            self.client.log_batch(self.run_id, params=batch[i : i + 100])
         return _Logger(experiment_name=self.tracker.experiment, tracking_uri=self.uri, run_id=self.run_id)
 
     def where(self) -> str:
@@ -150,7 +152,9 @@ def log_model(uri: str, run_id: str, run_dir: Path, python_model) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file is noise
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):  # the fluent API logs models into the active run
-        mlflow.pyfunc.log_model(name="model", python_model=python_model,
-                                artifacts={"adapter": str(run_dir / "adapter"),
-                                           "config": str(run_dir / ".hydra" / "config.yaml")},
-                                pip_requirements=[f"ftlab=={version('ftlab')}"])
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            artifacts={"adapter": str(run_dir / "adapter"), "config": str(run_dir / ".hydra" / "config.yaml")},
+            pip_requirements=[f"ftlab=={version('ftlab')}"],
+        )

@@ -1,4 +1,5 @@
 """Weights & Biases: offline by default, into <run dir>/wandb, for a later `wandb sync`; online with a key."""
+
 import netrc
 import os
 import re
@@ -34,19 +35,30 @@ class WandbBackend:
         for key in ("project", "entity"):
             value = getattr(self.c, key)
             if value is not None and (not value or _BAD_NAME.search(value)):
-                raise ConfigError(f"tracker.wandb.{key}={value!r} is not a valid W&B name; use letters, digits, "
-                                  "- _ and . only")
+                raise ConfigError(
+                    f"tracker.wandb.{key}={value!r} is not a valid W&B name; use letters, digits, - _ and . only"
+                )
         if self.c.mode == "online" and not has_api_key():
-            raise ConfigError("tracker.wandb.mode=online needs an API key: set WANDB_API_KEY (or run `wandb "
-                              "login`), or use tracker.wandb.mode=offline and `wandb sync` later")
+            raise ConfigError(
+                "tracker.wandb.mode=online needs an API key: set WANDB_API_KEY (or run `wandb "
+                "login`), or use tracker.wandb.mode=offline and `wandb sync` later"
+            )
         return f"W&B: project '{self.c.project}', {self.c.mode}"
 
     def start(self, name: str, params: dict, tags: dict, sweep):
         labels = [(f"{k}:{v}" if v else k)[:64] for k, v in tags.items()]  # 64: W&B's longest tag
-        self.run = wandb.init(project=self.c.project, entity=self.c.entity, name=name, mode=self.c.mode,
-                              dir=str(self.run_dir), tags=labels, config=dict(params),
-                              group=sweep.study if sweep else None, job_type="trial" if sweep else "train",
-                              settings=wandb.Settings(silent=True))
+        self.run = wandb.init(
+            project=self.c.project,
+            entity=self.c.entity,
+            name=name,
+            mode=self.c.mode,
+            dir=str(self.run_dir),
+            tags=labels,
+            config=dict(params),
+            group=sweep.study if sweep else None,
+            job_type="trial" if sweep else "train",
+            settings=wandb.Settings(silent=True),
+        )
         # Lightning's axis, as its WandbLogger sets when it starts the run itself
         self.run.define_metric("trainer/global_step")
         self.run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
@@ -54,8 +66,10 @@ class WandbBackend:
 
     def where(self) -> str:
         if self.c.mode == "offline":
-            return f"W&B: offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with `wandb sync " \
-                   f"{self.run.dir.rsplit('/files', 1)[0]}`"
+            return (
+                f"W&B: offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with `wandb sync "
+                f"{self.run.dir.rsplit('/files', 1)[0]}`"
+            )
         return f"W&B: {self.c.mode} run {self.run.name}" + (f" at {self.run.url}" if self.run.url else "")
 
     def finish(self, final: dict, files: list, run_dir: Path, status: str) -> None:
@@ -74,6 +88,8 @@ class WandbBackend:
                 elif f.name != "adapter":  # the evaluation report (the adapter went in as an artifact)
                     shutil.copytree(f, Path(self.run.dir) / f.name, dirs_exist_ok=True)
         except Exception as e:
-            log.info(f"W&B: could not log the final results ({type(e).__name__}: {first_line(e)}); they are all in {run_dir}")
+            log.info(
+                f"W&B: could not log the final results ({type(e).__name__}: {first_line(e)}); they are all in {run_dir}"
+            )
         finally:
             self.run.finish(exit_code=0 if status == "FINISHED" else 1)

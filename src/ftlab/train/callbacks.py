@@ -59,11 +59,15 @@ class ResumeHint(L.Callback):
         if not isinstance(exception, KeyboardInterrupt):
             return
         if self.checkpoint.is_file():
-            log.info(f"ftlab: interrupted at step {trainer.global_step}; the last checkpoint is kept in "
-                     f"{self.checkpoint}. Continue with: python -m ftlab resume={self.run_dir}")
+            log.info(
+                f"ftlab: interrupted at step {trainer.global_step}; the last checkpoint is kept in "
+                f"{self.checkpoint}. Continue with: python -m ftlab resume={self.run_dir}"
+            )
         else:
-            log.info(f"ftlab: interrupted at step {trainer.global_step}, before the first checkpoint "
-                     "(trainer.checkpoint_every_n_steps); nothing to resume")
+            log.info(
+                f"ftlab: interrupted at step {trainer.global_step}, before the first checkpoint "
+                "(trainer.checkpoint_every_n_steps); nothing to resume"
+            )
 
 
 def peak_memory_gb(device: torch.device) -> float:

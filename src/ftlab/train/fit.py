@@ -13,15 +13,24 @@ def make_trainer(t, precision: str, run_dir: Path, loggers: list, callbacks: lis
     """`t`: the trainer options; `precision`: trainer.precision with auto settled (model.load.resolve_precision)."""
     validate_during = t.val_every_n_steps > 0
     return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, precision=precision, max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=precision,
+        max_steps=t.max_steps,
         max_epochs=t.max_epochs if t.max_steps == -1 else -1,  # a step budget is not capped by epochs
         accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=t.gradient_clip_val or None, log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=t.gradient_clip_val or None,
+        log_every_n_steps=t.log_every_n_steps,
         # val_check_interval counts micro-batches; ours counts optimizer steps
         val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches if validate_during else None,
-        check_val_every_n_epoch=None if validate_during else 1, num_sanity_val_steps=0,
-        logger=[CSVLogger(run_dir, name="logs", version="")] + loggers, callbacks=callbacks,
-        enable_model_summary=False, deterministic=True, default_root_dir=run_dir)
+        check_val_every_n_epoch=None if validate_during else 1,
+        num_sanity_val_steps=0,
+        logger=[CSVLogger(run_dir, name="logs", version="")] + loggers,
+        callbacks=callbacks,
+        enable_model_summary=False,
+        deterministic=True,
+        default_root_dir=run_dir,
+    )
 
 
 def validation_loss(trainer: L.Trainer, module: L.LightningModule, datamodule) -> float:
@@ -32,10 +41,13 @@ def validation_loss(trainer: L.Trainer, module: L.LightningModule, datamodule) -
 def stats(trainer: L.Trainer, throughput: Throughput, seconds: float) -> dict:
     """What the fit did, for metrics.json: steps, tokens, time, tokens/s and the loss at both ends."""
     losses = throughput.losses
-    tail = losses[-max(1, len(losses) // 10):]  # the last tenth of the steps, smoothing noise
+    tail = losses[-max(1, len(losses) // 10) :]  # the last tenth of the steps, smoothing noise
     return dict(
         train_loss_first_step=losses[0] if losses else None,
         train_loss_last_steps=sum(tail) / len(tail) if tail else None,
-        steps=trainer.global_step, tokens_seen=throughput.tokens, supervised_tokens_seen=throughput.supervised,
+        steps=trainer.global_step,
+        tokens_seen=throughput.tokens,
+        supervised_tokens_seen=throughput.supervised,
         train_seconds=round(seconds, 2),
-        tokens_per_second=round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None)
+        tokens_per_second=round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None,
+    )

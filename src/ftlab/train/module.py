@@ -1,4 +1,5 @@
 """The LightningModule: a PEFT model, its loss, optimizer and schedule, and adapter-only checkpoints."""
+
 import inspect
 import math
 
@@ -11,6 +12,7 @@ from ftlab.data.chat import IGNORE
 
 def lr_lambda(scheduler: str, warmup: int, total: int, floor: float):
     """Multiplier on the peak rate: linear warmup, then cosine/linear decay to `floor`, or constant."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -19,12 +21,22 @@ def lr_lambda(scheduler: str, warmup: int, total: int, floor: float):
         progress = min(1.0, (step - warmup) / (total - warmup))
         decay = 0.5 * (1 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1 - progress
         return floor + (1 - floor) * decay
+
     return factor
 
 
 class LoRAModule(L.LightningModule):
-    def __init__(self, model, lr: float, weight_decay: float, betas: tuple, optimizer: str, scheduler: str,
-                 warmup_steps: int, min_lr_ratio: float):
+    def __init__(
+        self,
+        model,
+        lr: float,
+        weight_decay: float,
+        betas: tuple,
+        optimizer: str,
+        scheduler: str,
+        warmup_steps: int,
+        min_lr_ratio: float,
+    ):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.betas, self.optimizer_name = lr, weight_decay, tuple(betas), optimizer
@@ -38,8 +50,11 @@ class LoRAModule(L.LightningModule):
         """Mean cross-entropy over the batch's supervised tokens (the same value as the model's own loss)."""
         ids, labels = batch["input_ids"], batch["labels"]
         # packed rows: restarting position ids, and no mask, keep each example's attention to itself (batching.py)
-        inputs = {"position_ids": batch["position_ids"]} if "position_ids" in batch else \
-            {"attention_mask": batch["attention_mask"]}
+        inputs = (
+            {"position_ids": batch["position_ids"]}
+            if "position_ids" in batch
+            else {"attention_mask": batch["attention_mask"]}
+        )
         if not self._keeps_logits:
             return self.model(input_ids=ids, labels=labels, **inputs).loss
         # Project onto the vocabulary only at positions that predict a label: with response-only labels
@@ -77,15 +92,18 @@ class LoRAModule(L.LightningModule):
         # known only once the trainer has seen the datamodule, which is why this lives here
         total = self.trainer.estimated_stepping_batches
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(self.scheduler, self.warmup_steps, total, self.min_lr_ratio))
+            optimizer, lr_lambda(self.scheduler, self.warmup_steps, total, self.min_lr_ratio)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         # dropout draws from the global generator: with its state, a resumed run retraces the interrupted one
-        checkpoint["ftlab_rng"] = {"cpu": torch.get_rng_state(),
-                                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        checkpoint["ftlab_rng"] = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
 
     def on_load_checkpoint(self, checkpoint):
         rng = checkpoint.get("ftlab_rng")

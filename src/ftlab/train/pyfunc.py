@@ -25,6 +25,8 @@ class ChatAdapter(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: List[str], params=None) -> List[str]:
         cfg = self.recipe.cfg
-        prompts = [self.recipe.prompt_ids([{"role": "user", "content": p}], f"prompt {i + 1}")
-                   for i, p in enumerate(model_input)]
+        prompts = [
+            self.recipe.prompt_ids([{"role": "user", "content": p}], f"prompt {i + 1}")
+            for i, p in enumerate(model_input)
+        ]
         return [a.output for a in generate.answers(self.model, self.tokenizer, prompts, cfg.generation, cfg.seed)]

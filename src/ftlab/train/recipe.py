@@ -41,20 +41,30 @@ from ftlab.utils.files import new_run_dir, write_json, write_text
 
 
 class FineTune:
-    STAGES = ("Checking model source and access", "Loading tokenizer and data", "Loading base model",
-              "Adding LoRA adapters", "Training", "Saving artifacts")
+    STAGES = (
+        "Checking model source and access",
+        "Loading tokenizer and data",
+        "Loading base model",
+        "Adding LoRA adapters",
+        "Training",
+        "Saving artifacts",
+    )
 
     def __init__(self, cfg: DictConfig, run_dir: Optional[Path] = None, command: Optional[str] = None):
         setup()
         self.cfg = validate(secrets.take_from_config(cfg))  # tokens move to the environment, out of every file
         self.run_dir = Path(run_dir) if run_dir is not None else None  # made by run(): outputs/DATE/TIME
         self.command = command  # what the user typed, for the model card; None: the --rerun command
-        self.stages = Stages(self.STAGES + (("Evaluating",) if self.cfg.eval.after_train else ())
-                             + (("Publishing to the Hub",) if self.cfg.hub.push else ()))
+        self.stages = Stages(
+            self.STAGES
+            + (("Evaluating",) if self.cfg.eval.after_train else ())
+            + (("Publishing to the Hub",) if self.cfg.hub.push else ())
+        )
         self.trial = TrialEnv.from_environment()  # set when this run is a trial of an Optuna sweep
         self.trackers = None  # tracking.Trackers, made by check_access()
-        self.precision, self._precision_why = load.resolve_precision(self.cfg.trainer.precision,
-                                                                     self.cfg.trainer.accelerator)
+        self.precision, self._precision_why = load.resolve_precision(
+            self.cfg.trainer.precision, self.cfg.trainer.accelerator
+        )
         self.tokenizer = self.model = self.datamodule = self.trainer = None
         self.data_format = None  # qa, instruction or conversation: data.format, or detected by detect_format
         self.prepared = None  # the tokenized splits (splits.Prepared), kept for preview
@@ -79,8 +89,12 @@ class FineTune:
         return self.load_base_model(source_dir), self.load_tokenizer(source_dir)
 
     def get_peft_model(self, base):
-        return load.add_lora(base, self.cfg.lora, quantized=self.cfg.quant.bits is not None,
-                             gradient_checkpointing=self.cfg.model.gradient_checkpointing)
+        return load.add_lora(
+            base,
+            self.cfg.lora,
+            quantized=self.cfg.quant.bits is not None,
+            gradient_checkpointing=self.cfg.model.gradient_checkpointing,
+        )
 
     # ── data stages ────────────────────────────────────────────────────────────────────────────────
     def detect_format(self, row: dict, where: str) -> str:
@@ -156,14 +170,22 @@ class FineTune:
         self.prepared = self.tokenize_data()
         split = self.cfg.eval.split
         if self.cfg.eval.after_train and not self.prepared.splits.get(split, splits.Split()).items:
-            raise FtlabError(f"eval.after_train=true scores the {split} split, and this data has no {split} rows; "
-                             f"{scoring.split_fix(split)}")
+            raise FtlabError(
+                f"eval.after_train=true scores the {split} split, and this data has no {split} rows; "
+                f"{scoring.split_fix(split)}"
+            )
         train = self.prepared.splits["train"].items
         rows = batching.pack(train, c.max_seq_len) if c.packing else train
         self.stats.update(splits.describe(self.prepared, rows, c, self.cfg.seed))
-        return ChatDataModule(rows, self.prepared.splits["validation"].items, batch_size=c.batch_size,
-                              pad_id=self.tokenizer.pad_token_id, seed=self.cfg.seed, num_workers=c.num_workers,
-                              group_by_length=c.group_by_length)
+        return ChatDataModule(
+            rows,
+            self.prepared.splits["validation"].items,
+            batch_size=c.batch_size,
+            pad_id=self.tokenizer.pad_token_id,
+            seed=self.cfg.seed,
+            num_workers=c.num_workers,
+            group_by_length=c.group_by_length,
+        )
 
     def evaluation_examples(self) -> tuple:
         """([scoring.Example], data fingerprint) of eval.split, the first eval.max_examples of them, made by this
@@ -174,15 +196,19 @@ class FineTune:
         problems = sources.Problems(skip=c.skip_bad_rows)
         rows = self.read_splits(data, problems).get(split) or []
         if not rows:
-            raise FtlabError(f"eval.split={split}: the data ({data.label}) has no {split} rows; "
-                             f"{scoring.split_fix(split)} (a new split needs a new training run, which holds it out)")
+            raise FtlabError(
+                f"eval.split={split}: the data ({data.label}) has no {split} rows; "
+                f"{scoring.split_fix(split)} (a new split needs a new training run, which holds it out)"
+            )
         examples = []
         for where, row in rows[: self.cfg.eval.max_examples or None]:
             try:
                 messages = self.to_conversation(row, where)
                 if messages[-1]["role"] != "assistant":
-                    raise FtlabError(f"{where}: the conversation ends with a {messages[-1]['role']} turn, so there "
-                                     "is no reference answer to score against")
+                    raise FtlabError(
+                        f"{where}: the conversation ends with a {messages[-1]['role']} turn, so there "
+                        "is no reference answer to score against"
+                    )
                 prompt = prompts.split_reference(messages, where)
                 text, ids = self.prompt_ids(prompt.messages, where)
             except ConfigError:  # not the row's fault: skipping cannot help
@@ -201,33 +227,51 @@ class FineTune:
             return
         ok, leak, diff = batching.attention_stays_inside(self.model)
         if not ok:
-            raise FtlabError(f"data.packing=true: {self.cfg.model.name} with attention "
-                             f"{self.cfg.model.attn_implementation} lets packed examples attend to each other "
-                             f"(logits moved by {diff:.2g}); set data.packing=false")
-        info(f"packing: attention stays inside each example (checked on this model: logits moved by "
-             f"{diff:.1g} vs {leak:.1g} across a boundary)")
+            raise FtlabError(
+                f"data.packing=true: {self.cfg.model.name} with attention "
+                f"{self.cfg.model.attn_implementation} lets packed examples attend to each other "
+                f"(logits moved by {diff:.2g}); set data.packing=false"
+            )
+        info(
+            f"packing: attention stays inside each example (checked on this model: logits moved by "
+            f"{diff:.1g} vs {leak:.1g} across a boundary)"
+        )
 
     def callbacks(self) -> list:
         """Lightning callbacks of a run; extend in a subclass to add your own."""
         self.throughput = callbacks.Throughput()
-        saver = ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                every_n_train_steps=self.cfg.trainer.checkpoint_every_n_steps,
-                                save_on_train_epoch_end=False)
+        saver = ModelCheckpoint(
+            dirpath=self.run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=self.cfg.trainer.checkpoint_every_n_steps,
+            save_on_train_epoch_end=False,
+        )
         hint = callbacks.ResumeHint(self.run_dir, self.run_dir / rundir.CHECKPOINT)
         self.pruning = Pruning.for_trial(self.trial)
-        return [saver, self.throughput, callbacks.Telemetry(), callbacks.ProgressBar(refresh_rate=1), hint] + \
-            ([self.pruning] if self.pruning else [])
+        return [saver, self.throughput, callbacks.Telemetry(), callbacks.ProgressBar(refresh_rate=1), hint] + (
+            [self.pruning] if self.pruning else []
+        )
 
     def train(self) -> dict:
         c, t = self.cfg, self.cfg.trainer
-        module = LoRAModule(self.model, lr=c.optim.lr, weight_decay=c.optim.weight_decay, betas=c.optim.betas,
-                            optimizer=c.optim.name, scheduler=c.optim.scheduler, warmup_steps=c.optim.warmup_steps,
-                            min_lr_ratio=c.optim.min_lr_ratio)
+        module = LoRAModule(
+            self.model,
+            lr=c.optim.lr,
+            weight_decay=c.optim.weight_decay,
+            betas=c.optim.betas,
+            optimizer=c.optim.name,
+            scheduler=c.optim.scheduler,
+            warmup_steps=c.optim.warmup_steps,
+            min_lr_ratio=c.optim.min_lr_ratio,
+        )
         self.trainer = fit.make_trainer(t, self.precision, self.run_dir, self.trackers.start(), self.callbacks())
         effective = c.data.batch_size * t.accumulate_grad_batches * t.devices
-        info(f"effective batch size: {effective} = {c.data.batch_size} (data.batch_size) x "
-             f"{t.accumulate_grad_batches} (accumulation) x {t.devices} (devices); "
-             f"~{effective * self.stats['tokens_per_row']:.0f} tokens per step")
+        info(
+            f"effective batch size: {effective} = {c.data.batch_size} (data.batch_size) x "
+            f"{t.accumulate_grad_batches} (accumulation) x {t.devices} (devices); "
+            f"~{effective * self.stats['tokens_per_row']:.0f} tokens per step"
+        )
         dm = self.datamodule
         before = fit.validation_loss(self.trainer, module, dm)
         info(f"validation loss before training: {before:.4f}")
@@ -235,14 +279,22 @@ class FineTune:
         epoch, done = rundir.resume_position(ckpt) if ckpt else (0, 0)
         module.train()  # from_pretrained and validate() leave eval mode on, which would switch dropout off
         started = time.perf_counter()
-        self.trainer.fit(module, train_dataloaders=dm.train_dataloader(epoch, done),
-                         val_dataloaders=dm.val_dataloader() if t.val_every_n_steps > 0 else None, ckpt_path=ckpt)
+        self.trainer.fit(
+            module,
+            train_dataloaders=dm.train_dataloader(epoch, done),
+            val_dataloaders=dm.val_dataloader() if t.val_every_n_steps > 0 else None,
+            ckpt_path=ckpt,
+        )
         seconds = time.perf_counter() - started
         after = fit.validation_loss(self.trainer, module, dm)
         info(f"validation loss after training:  {after:.4f} ({after - before:+.4f})")
-        self.stats.update(val_loss_before=before, val_loss_after=after, **fit.stats(self.trainer, self.throughput, seconds),
-                          resumed_from=str(ckpt) if ckpt else None,
-                          pruned_at_step=self.pruning.pruned_at if self.pruning else None)
+        self.stats.update(
+            val_loss_before=before,
+            val_loss_after=after,
+            **fit.stats(self.trainer, self.throughput, seconds),
+            resumed_from=str(ckpt) if ckpt else None,
+            pruned_at_step=self.pruning.pruned_at if self.pruning else None,
+        )
         return self.stats
 
     def save(self) -> None:
@@ -250,8 +302,12 @@ class FineTune:
         self.model.save_pretrained(adapter_dir)
         # saved beside the adapter with its chat template, so inference renders prompts exactly as training did
         self.tokenizer.save_pretrained(adapter_dir)
-        self.stats.update(versions=rundir.versions(), git_commit=rundir.git_commit(),
-                          model=self.cfg.model.name, wall_seconds=round(time.perf_counter() - self._t0, 2))
+        self.stats.update(
+            versions=rundir.versions(),
+            git_commit=rundir.git_commit(),
+            model=self.cfg.model.name,
+            wall_seconds=round(time.perf_counter() - self._t0, 2),
+        )
         write_json(self.run_dir / "metrics.json", self.stats)
         plots.plot_losses(self.run_dir)
 
@@ -262,8 +318,16 @@ class FineTune:
         info(f"{len(examples)} examples from the {self.cfg.eval.split} split")
         self.model.eval()
         self.model.config.use_cache = True  # generation needs the KV cache training switched off
-        doc = scoring.evaluate(self.model, self.tokenizer, examples, self.cfg, self.run_dir / "eval",
-                               str(self.run_dir), fingerprint, adapter=True)
+        doc = scoring.evaluate(
+            self.model,
+            self.tokenizer,
+            examples,
+            self.cfg,
+            self.run_dir / "eval",
+            str(self.run_dir),
+            fingerprint,
+            adapter=True,
+        )
         log.info(report.table(doc))
         self.stats.update(report.flat(doc))
         write_json(self.run_dir / "metrics.json", self.stats)
@@ -300,8 +364,11 @@ class FineTune:
         self.trackers.check()
         if self.cfg.hub.push:
             h = self.cfg.hub
-            info(push.preflight(h.repo_id, os.environ.get("HF_TOKEN"), retries=h.retries, retry_wait=h.retry_wait,
-                                log=info))
+            info(
+                push.preflight(
+                    h.repo_id, os.environ.get("HF_TOKEN"), retries=h.retries, retry_wait=h.retry_wait, log=info
+                )
+            )
 
     def write_card(self) -> Path:
         command = self.command or f"python -m ftlab --rerun {self.run_dir}"
@@ -309,8 +376,15 @@ class FineTune:
 
     def publish(self) -> str:
         h = self.cfg.hub
-        url = push.push(self.run_dir, h.repo_id, private=h.private, token=os.environ.get("HF_TOKEN"),
-                        retries=h.retries, retry_wait=h.retry_wait, log=info)
+        url = push.push(
+            self.run_dir,
+            h.repo_id,
+            private=h.private,
+            token=os.environ.get("HF_TOKEN"),
+            retries=h.retries,
+            retry_wait=h.retry_wait,
+            log=info,
+        )
         self.stats["hub_url"] = url
         return url
 

@@ -12,6 +12,7 @@ A run dir holds, once training finished:
   eval/                        evaluation report (eval.after_train=true or ftlab.evaluate; later ones eval-2/ ...)
   merged/                      the merged model, after ftlab.export
 """
+
 import shutil
 import subprocess
 from importlib import metadata
@@ -43,8 +44,10 @@ def find_resume_dir(value: str) -> Path:
         return found[-1].parent.parent.resolve()
     run_dir = Path(value).expanduser().resolve()
     if not (run_dir / CHECKPOINT).is_file():
-        raise FtlabError(f"resume={value}: {run_dir / CHECKPOINT} not found; give a run dir that has "
-                         "written a checkpoint, or resume=last")
+        raise FtlabError(
+            f"resume={value}: {run_dir / CHECKPOINT} not found; give a run dir that has "
+            "written a checkpoint, or resume=last"
+        )
     return run_dir
 
 
@@ -53,16 +56,14 @@ def resume_position(checkpoint: Path) -> tuple:
     import torch  # here, not above: the CLI reads run dirs before anything needs torch
 
     loops = torch.load(checkpoint, map_location="cpu", weights_only=False)["loops"]["fit_loop"]
-    return (loops["epoch_progress"]["current"]["completed"],
-            loops["epoch_loop.batch_progress"]["current"]["processed"])
+    return (loops["epoch_progress"]["current"]["completed"], loops["epoch_loop.batch_progress"]["current"]["processed"])
 
 
 def claim_run_dir(run_dir: Path) -> None:
     """Refuse a dir that already holds another run's results: ftlab never writes over a run."""
     taken = [m for m in RUN_MARKERS if (run_dir / m).exists()]
     if taken:
-        raise FtlabError(f"{run_dir} already holds a run ({', '.join(taken)}); choose another "
-                         "hydra.run.dir or run_dir")
+        raise FtlabError(f"{run_dir} already holds a run ({', '.join(taken)}); choose another hydra.run.dir or run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -93,8 +94,9 @@ def git_commit() -> Optional[str]:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -25,8 +25,11 @@ class Answer:
 
 def settings(gen_cfg) -> dict:
     """The generation settings that shaped an answer, as recorded beside it (sampling knobs only when sampling)."""
-    out = {"max_new_tokens": gen_cfg.max_new_tokens, "do_sample": gen_cfg.do_sample,
-           "repetition_penalty": gen_cfg.repetition_penalty}
+    out = {
+        "max_new_tokens": gen_cfg.max_new_tokens,
+        "do_sample": gen_cfg.do_sample,
+        "repetition_penalty": gen_cfg.repetition_penalty,
+    }
     if gen_cfg.do_sample:
         out.update(temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=gen_cfg.top_k)
     return out
@@ -48,8 +51,9 @@ def _as_list(value) -> list:
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def answers(model, tokenizer, prompts: List[Tuple[str, List[int]]], gen_cfg, seed: int, progress: bool = False,
-            streamer=None) -> List[Answer]:
+def answers(
+    model, tokenizer, prompts: List[Tuple[str, List[int]]], gen_cfg, seed: int, progress: bool = False, streamer=None
+) -> List[Answer]:
     """The model's reply to each prompt, in order. `prompts`: (text, token ids) of each conversation so far,
     rendered with the generation prompt (FineTune.prompt_ids)."""
     marker = end_of_turn(tokenizer)
@@ -60,20 +64,26 @@ def answers(model, tokenizer, prompts: List[Tuple[str, List[int]]], gen_cfg, see
     bar = _progress(len(prompts)) if progress and len(prompts) > gen_cfg.batch_size else None
     out, started, generated = [], time.perf_counter(), 0
     for i in range(0, len(prompts), gen_cfg.batch_size):
-        batch = prompts[i:i + gen_cfg.batch_size]
+        batch = prompts[i : i + gen_cfg.batch_size]
         width = max(len(ids) for _, ids in batch)
         # left padding: every prompt ends at the right edge, where generation continues
         input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for _, ids in batch])
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch])
         with torch.no_grad():
-            result = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                    generation_config=config, streamer=streamer, use_cache=True, **extra)
+            result = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                generation_config=config,
+                streamer=streamer,
+                use_cache=True,
+                **extra,
+            )
         for (text, _), row in zip(batch, result[:, width:].tolist()):
             new = _until_stop(row, config.eos_token_id, tokenizer.pad_token_id)
             generated += len(new)
             reply = tokenizer.decode(new, skip_special_tokens=True)
             if marker and marker in reply:
-                reply = reply[:reply.index(marker)]
+                reply = reply[: reply.index(marker)]
             out.append(Answer(text, reply.strip(), len(new)))
         if bar is not None:
             bar.update(len(batch))

@@ -7,6 +7,7 @@
   rouge_l      ROUGE-L F-measure (longest common subsequence of tokens), computed by torchmetrics
 Loss and perplexity, which need the model rather than its text, are computed in evaluate.py.
 """
+
 import re
 import string
 from collections import Counter
@@ -44,8 +45,10 @@ def rouge_l(prediction: str, reference: str) -> float:
 
 
 def per_example(predictions: List[str], references: List[str]) -> List[Dict[str, float]]:
-    return [{"exact_match": exact_match(p, r), "token_f1": token_f1(p, r), "rouge_l": rouge_l(p, r)}
-            for p, r in zip(predictions, references)]
+    return [
+        {"exact_match": exact_match(p, r), "token_f1": token_f1(p, r), "rouge_l": rouge_l(p, r)}
+        for p, r in zip(predictions, references)
+    ]
 
 
 def mean(scores: List[Dict[str, float]]) -> Dict[str, float]:

@@ -8,6 +8,7 @@ A line may be:
   any other row the run's to_conversation stage takes  (a FineTune subclass's own row format)
   "a JSON string"                                       one user turn
 """
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Callable, List, Optional
 from ftlab.data import formats
 from ftlab.utils.errors import FtlabError
 
-SHAPES = ('{"prompt": "..."}, {"messages": [{"role": "user", "content": "..."}]}, or the run\'s data columns '
-          "({question} or {instruction}; see data.columns)")
+SHAPES = (
+    '{"prompt": "..."}, {"messages": [{"role": "user", "content": "..."}]}, or the run\'s data columns '
+    "({question} or {instruction}; see data.columns)"
+)
 
 
 @dataclass
@@ -37,8 +40,10 @@ def split_reference(messages: List[dict], where: str) -> Prompt:
     if messages and messages[-1]["role"] == "assistant":
         reference, messages = messages[-1]["content"], messages[:-1]
     if not messages or messages[-1]["role"] != "user":
-        raise FtlabError(f"{where}: the conversation must end with a user turn (or a user turn and the expected "
-                         "assistant answer); there is nothing to answer")
+        raise FtlabError(
+            f"{where}: the conversation must end with a user turn (or a user turn and the expected "
+            "assistant answer); there is nothing to answer"
+        )
     return Prompt(where, messages, reference)
 
 
@@ -53,7 +58,7 @@ def from_row(row, where: str, columns, system: Optional[str], to_conversation: O
     if "prompt" in row:
         text = row["prompt"]
         if not isinstance(text, str) or not text.strip():
-            raise FtlabError(f"{where}: \"prompt\" must be non-empty text, got {str(text)[:40]!r}")
+            raise FtlabError(f'{where}: "prompt" must be non-empty text, got {str(text)[:40]!r}')
         own = row.get("system")
         turn = [{"role": "system", "content": own}] if isinstance(own, str) and own.strip() else system_turn
         return Prompt(where, turn + [{"role": "user", "content": text}])
@@ -96,8 +101,9 @@ def read(path: Path, columns, system: Optional[str] = None, to_conversation: Opt
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise FtlabError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON "
-                             f"value: {SHAPES}") from None
+            raise FtlabError(
+                f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON value: {SHAPES}"
+            ) from None
         out.append(from_row(row, where, columns, system, to_conversation))
     if not out:
         raise FtlabError(f"input={path} holds no prompts; write one JSON object per line: {SHAPES}")

@@ -1,19 +1,33 @@
 """An evaluation's results as a document (report.json), a side-by-side Markdown table (report.md, and the
 console) and one line per example (generations.jsonl); and as the flat eval_* numbers of metrics.json."""
+
 from typing import Dict, List
 
 from ftlab.use import generate
 
-ROWS = (("exact_match", "exact match", True), ("token_f1", "token F1", True), ("rouge_l", "ROUGE-L", True),
-        ("loss", "loss", False), ("perplexity", "perplexity", False))  # (key, label, shown as a percentage)
+ROWS = (
+    ("exact_match", "exact match", True),
+    ("token_f1", "token F1", True),
+    ("rouge_l", "ROUGE-L", True),
+    ("loss", "loss", False),
+    ("perplexity", "perplexity", False),
+)  # (key, label, shown as a percentage)
 SHOWN_EXAMPLES = 5
 
 
 def build(cfg, label: str, fingerprint: str, prompts: list, results: Dict[str, dict]) -> dict:
-    return {"run": label, "model": cfg.model.name, "data": str(cfg.data.path or cfg.data.name),
-            "data_fingerprint": fingerprint, "split": cfg.eval.split, "examples": len(prompts),
-            "generation": generate.settings(cfg.generation), "seed": cfg.seed, "train_on": cfg.data.train_on,
-            "scores": {name: r["scores"] for name, r in results.items()}}
+    return {
+        "run": label,
+        "model": cfg.model.name,
+        "data": str(cfg.data.path or cfg.data.name),
+        "data_fingerprint": fingerprint,
+        "split": cfg.eval.split,
+        "examples": len(prompts),
+        "generation": generate.settings(cfg.generation),
+        "seed": cfg.seed,
+        "train_on": cfg.data.train_on,
+        "scores": {name: r["scores"] for name, r in results.items()},
+    }
 
 
 def flat(doc: dict) -> dict:
@@ -53,10 +67,14 @@ def table(doc: dict) -> str:
     names = list(doc["scores"])
     compare = names == ["base", "tuned"]
     head = "| metric | " + " | ".join(names) + (" | change |" if compare else " |")
-    lines = [f"{doc['examples']} examples of the {doc['split']} split of {doc['data']}; "
-             f"generation: {'sampling' if doc['generation']['do_sample'] else 'greedy'}, "
-             f"max_new_tokens={doc['generation']['max_new_tokens']}", "",
-             head, "|---|" + "---:|" * (len(names) + compare)]
+    lines = [
+        f"{doc['examples']} examples of the {doc['split']} split of {doc['data']}; "
+        f"generation: {'sampling' if doc['generation']['do_sample'] else 'greedy'}, "
+        f"max_new_tokens={doc['generation']['max_new_tokens']}",
+        "",
+        head,
+        "|---|" + "---:|" * (len(names) + compare),
+    ]
     for key, label, percent in ROWS:
         values = [doc["scores"][n].get(key) for n in names]
         cells = " | ".join(_cell(v, percent) for v in values)
@@ -71,12 +89,22 @@ def _md(text: str, limit: int = 80) -> str:
 
 def markdown(doc: dict, prompts: list, results: Dict[str, dict]) -> str:
     names = list(results)
-    lines = [f"# Evaluation of {doc['run']}", "", f"Base model: {doc['model']}.", "", table(doc), "",
-             "Exact match: the answer equals the reference (whitespace aside). Token F1: word overlap after "
-             "lowercasing and dropping punctuation and articles. ROUGE-L: longest common subsequence F-measure. "
-             f"Loss and perplexity: on the reference tokens (data.train_on={doc['train_on']}).", "",
-             f"## First {min(SHOWN_EXAMPLES, len(prompts))} examples", "",
-             "| prompt | reference | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines = [
+        f"# Evaluation of {doc['run']}",
+        "",
+        f"Base model: {doc['model']}.",
+        "",
+        table(doc),
+        "",
+        "Exact match: the answer equals the reference (whitespace aside). Token F1: word overlap after "
+        "lowercasing and dropping punctuation and articles. ROUGE-L: longest common subsequence F-measure. "
+        f"Loss and perplexity: on the reference tokens (data.train_on={doc['train_on']}).",
+        "",
+        f"## First {min(SHOWN_EXAMPLES, len(prompts))} examples",
+        "",
+        "| prompt | reference | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for i, prompt in enumerate(prompts[:SHOWN_EXAMPLES]):
         answers = " | ".join(_md(results[n]["answers"][i].output) for n in names)
         lines.append(f"| {_md(prompt.messages[-1]['content'])} | {_md(prompt.reference)} | {answers} |")

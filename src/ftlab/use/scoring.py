@@ -40,8 +40,11 @@ class Example:
 
 def split_fix(split: str) -> str:
     """What gives data the split evaluation scores."""
-    return ("set data.test_size=0.1 or data.test_path=FILE, or eval.split=validation" if split == "test"
-            else "set data.val_size or data.val_path")
+    return (
+        "set data.test_size=0.1 or data.test_path=FILE, or eval.split=validation"
+        if split == "test"
+        else "set data.val_size or data.val_path"
+    )
 
 
 def token_loss(model, tokenized: List[dict], batch_size: int, pad_id: int) -> Optional[float]:
@@ -51,28 +54,43 @@ def token_loss(model, tokenized: List[dict], batch_size: int, pad_id: int) -> Op
     for i in range(0, len(tokenized), batch_size):
         batch = collate(tokenized[i : i + batch_size])
         with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
         labels = batch["labels"][:, 1:].to(device)
-        total += float(F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
-                                       ignore_index=IGNORE, reduction="sum"))
+        total += float(
+            F.cross_entropy(
+                logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"
+            )
+        )
         count += int((labels != IGNORE).sum())
     return total / count if count else None
 
 
 def score(model, tokenizer, examples: List[Example], cfg, progress: bool) -> dict:
     """{"scores": averages, "answers": [...], "per_example": [...]} of one model on the examples."""
-    answers = generate.answers(model, tokenizer, [(e.text, e.ids) for e in examples], cfg.generation, cfg.seed,
-                               progress=progress)
+    answers = generate.answers(
+        model, tokenizer, [(e.text, e.ids) for e in examples], cfg.generation, cfg.seed, progress=progress
+    )
     per = metrics.per_example([a.output for a in answers], [e.prompt.reference for e in examples])
-    loss = token_loss(model, [e.tokens for e in examples if e.tokens is not None], cfg.generation.batch_size,
-                      tokenizer.pad_token_id)
+    loss = token_loss(
+        model, [e.tokens for e in examples if e.tokens is not None], cfg.generation.batch_size, tokenizer.pad_token_id
+    )
     scores = {**metrics.mean(per), "loss": loss, "perplexity": math.exp(loss) if loss is not None else None}
     return {"scores": scores, "answers": answers, "per_example": per}
 
 
-def evaluate(model, tokenizer, examples: List[Example], cfg, out_dir: Path, label: str, fingerprint: str,
-             adapter: bool, progress: bool = True) -> dict:
+def evaluate(
+    model,
+    tokenizer,
+    examples: List[Example],
+    cfg,
+    out_dir: Path,
+    label: str,
+    fingerprint: str,
+    adapter: bool,
+    progress: bool = True,
+) -> dict:
     """Score the model (and, with eval.compare_base and an adapter, its base) and write the report into
     `out_dir`, which must be new: it appears whole or not at all. Returns the report."""
     results = {}

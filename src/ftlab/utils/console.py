@@ -4,6 +4,7 @@ Everything printed also goes, timestamped, to train.log. Library chatter that sa
 path (Lightning's hardware banner, bitsandbytes' CPU kernel notices) is turned down. The progress bar is a
 Lightning callback (train/callbacks.py).
 """
+
 import logging
 import sys
 import time
@@ -61,12 +62,21 @@ def quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    for pattern in (".*does not have many workers.*", ".*MatMul8bitLt.*", ".*gemm_4bit.*", ".*kernels.*",
-                    ".*LeafSpec.*", ".*Checkpoint directory.*", ".*gradient_checkpointing.*deprecated.*",
-                    ".*no `val_dataloader`.*", ".*in eval mode at the start of training.*",
-                    # resume restarts the data where the checkpoint stopped (data.EpochSampler), which
-                    # Lightning cannot see; a resumed run writes a new run dir, by design
-                    ".*dataloader is not resumable.*", ".*The dirpath has changed.*"):
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*MatMul8bitLt.*",
+        ".*gemm_4bit.*",
+        ".*kernels.*",
+        ".*LeafSpec.*",
+        ".*Checkpoint directory.*",
+        ".*gradient_checkpointing.*deprecated.*",
+        ".*no `val_dataloader`.*",
+        ".*in eval mode at the start of training.*",
+        # resume restarts the data where the checkpoint stopped (data.EpochSampler), which
+        # Lightning cannot see; a resumed run writes a new run dir, by design
+        ".*dataloader is not resumable.*",
+        ".*The dirpath has changed.*",
+    ):
         warnings.filterwarnings("ignore", message=pattern)
 
 

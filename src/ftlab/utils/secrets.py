@@ -6,6 +6,7 @@ overrides (take_from_overrides), out of a config passed to the API before it is 
 libraries read (HF_TOKEN, WANDB_API_KEY), so an override simply wins over the variable. Text that could
 still carry one (log lines, tracker params, the model card) goes through redact() as a second guard.
 """
+
 import logging
 import os
 from typing import List
