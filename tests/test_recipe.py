@@ -92,6 +92,6 @@ def test_the_infer_command_reads_prompts_in_the_subclass_format(trained_qa, work
 def test_preview_shows_the_subclass_rows(mine, cache_dir, capsys):
     from ftlab.preview import preview
 
-    preview(overrides(mine, cache_dir), n=1, recipe=QA)
+    preview(overrides(mine, cache_dir), n=1, recipe_cls=QA)
     shown = capsys.readouterr().out
     assert "first 1 training examples" in shown and "[[" in shown and "What is" in shown

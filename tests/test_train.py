@@ -159,6 +159,12 @@ def test_cli_resume_uses_the_saved_config(workdir, tiny):
     metrics = json.loads((resumed / "metrics.json").read_text())
     assert metrics["steps"] == 6  # the saved trainer.max_steps, not the default
     assert "r: 4" in (resumed / ".hydra" / "config.yaml").read_text()
+    # the saved config has no groups to pick from: a group option is refused in one line, not a merge error
+    refused = run_cli(f"resume={interrupted}", "quant=4bit", cwd=workdir)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "ftlab: error: quant=4bit: a saved run's config (--rerun, resume=) has no config groups to pick from; set its "
+        "keys instead, quant.KEY=VALUE (python -m ftlab --help lists them)"
+    ]
 
 
 def test_a_run_never_writes_over_another(workdir, tiny):

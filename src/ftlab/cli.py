@@ -8,6 +8,7 @@ Shortcuts that rewrite the command line before Hydra sees it:
 Composing, validating and --help never import torch: the recipe is imported when a job starts.
 """
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -21,12 +22,14 @@ from hydra.types import RunMode
 from ftlab.config.checks import validate, validate_sweeper
 from ftlab.config.compose import CONFIG_NAME, compose, config_dir, setup
 from ftlab.config.help import render
+from ftlab.config.schema import RunConfig
 from ftlab.train import rundir
 from ftlab.utils import secrets
 from ftlab.utils.errors import ConfigError, FtlabError, exit_on_error, fail
 from ftlab.utils.files import new_run_dir
 
 PROG = "ftlab"
+SECTIONS = {f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.type)}  # group=option words
 # Hydra flags after which there is nothing of ours to check: its help, info, completion
 _NO_PRECHECK = ("hydra_help", "info", "shell_completion")
 
@@ -48,6 +51,13 @@ def expand_shortcuts(argv: List[str]) -> List[str]:
             source = str(run_dir)
     if source is None:
         return argv
+    groups = [a for a in argv if a.partition("=")[0] in SECTIONS]
+    if groups:
+        section = groups[0].partition("=")[0]
+        raise ConfigError(
+            f"{groups[0]}: a saved run's config (--rerun, resume=) has no config groups to pick from; "
+            f"set its keys instead, {section}.KEY=VALUE (python -m ftlab --help lists them)"
+        )
     # keep ftlab's console and log-file layout, which the saved config (no hydra node) does not carry
     return [
         "--config-path",

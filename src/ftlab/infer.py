@@ -7,7 +7,7 @@
 
 The base model is loaded and quantized as the run was trained (override with quant=..., for instance), and
 prompts are rendered with the chat template saved beside the adapter, tokenized exactly as in training: all
-through the recipe's stages (FineTune, or a subclass passed as `recipe`).
+through the recipe's stages (FineTune, or a subclass passed as `recipe_cls`).
 """
 
 import json

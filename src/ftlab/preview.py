@@ -37,10 +37,10 @@ def marked(tokenizer, example: dict, color: bool) -> str:
     return "".join(pieces)
 
 
-def preview(overrides: List[str], n: int = 3, color: bool = False, recipe=FineTune) -> None:
-    """Print what `recipe` (FineTune, or a subclass with stages of its own) makes of the data."""
+def preview(overrides: List[str], n: int = 3, color: bool = False, recipe_cls=FineTune) -> None:
+    """Print what `recipe_cls` (FineTune, or a subclass with stages of its own) makes of the data."""
     setup_logging()
-    ft = recipe(compose(overrides))
+    ft = recipe_cls(compose(overrides))
     ft.tokenizer = ft.load_tokenizer(*tokenizer_source(ft.cfg.model, ft.cfg.cache_dir))
     ft.prepare_data()
     train = ft.prepared.splits["train"].items

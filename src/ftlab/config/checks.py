@@ -159,7 +159,7 @@ def describe_omegaconf_error(e: OmegaConfBaseException) -> str:
     if "missing mandatory value" in first.lower():
         return f"{key} is required and has no value; e.g. {_example(key) or key + '=...'}"
     example = _example(key)
-    return f"{key}: {first}" + (f"; e.g. {example}" if example else "")
+    return (f"{key}: {first}" if key else first) + (f"; e.g. {example}" if example else "")
 
 
 def schema_field(key: str, schema=RunConfig):
