@@ -13,7 +13,10 @@ import matplotlib
 import matplotlib.pyplot as plt
 import optuna
 import optuna.visualization.matplotlib as vis
+from omegaconf import OmegaConf
 
+from ftlab.config.compose import setup
+from ftlab.config.schema import SweeperOptions
 from ftlab.utils.errors import FtlabError
 from ftlab.utils.files import atomic, outputs_root, sqlite_file, write_text
 
@@ -26,8 +29,9 @@ PLOTS = {
 
 
 def default_storage() -> str:
-    """Where the sweeper keeps studies unless hydra.sweeper.storage says otherwise."""
-    return f"sqlite:///{outputs_root()}/sweeps/optuna.db"
+    """Where the sweeper keeps studies unless told otherwise: hydra.sweeper.storage's default, resolved."""
+    setup()  # the default names the outputs root through ftlab's resolver
+    return OmegaConf.create({"storage": SweeperOptions.storage}).storage
 
 
 def load(storage: str, study_name: Optional[str]):
