@@ -64,6 +64,13 @@ def tiny(cache_dir):
     ]
 
 
+@pytest.fixture
+def sweep_args(cache_dir):
+    """A 2-step tiny-model sweep of the shipped lora preset."""
+    return ["-m", "sweep=lora", "model=tiny", f"data.path={CHAT}", "data.val_size=8", "trainer.max_steps=2",
+            "trainer.precision=32-true", f"cache_dir={cache_dir}"]  # fmt: skip
+
+
 def run_cli(*args, cwd: Path, env_extra=None, module: str = "ftlab", stdin: str = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     return subprocess.run(

@@ -33,51 +33,21 @@ def test_wheel_install_finds_configs_and_assets(tmp_path):
     assert installed.returncode == 0, installed.stderr[-2000:]
     # the wheel's ftlab comes first on the path, ahead of the editable install of this checkout
     env = dict(os.environ, PYTHONPATH=str(site))
-    where = subprocess.run(
-        [sys.executable, "-c", "import ftlab.config.compose as c; print(c.config_dir())"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+
+    def python(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    where = python("-c", "import ftlab.config.compose as c; print(c.config_dir())")
     assert where.stdout.strip() == str(site / "ftlab" / "conf"), where.stderr
-    cfg = subprocess.run(
-        [sys.executable, "-m", "ftlab", "model=llama3", "quant=4bit", "--cfg", "job"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    cfg = python("-m", "ftlab", "model=llama3", "quant=4bit", "--cfg", "job")
     assert cfg.returncode == 0 and "bits: 4" in cfg.stdout, cfg.stderr
-    demo = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from ftlab.config.compose import compose; from ftlab.config.checks import "
-            "validate; print(validate(compose([])).data.path)",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    demo = python("-c", "from ftlab.config.compose import compose; from ftlab.config.checks import validate; "
+                  "print(validate(compose([])).data.path)")  # fmt: skip
     assert Path(demo.stdout.strip()) == site / "ftlab" / "assets" / "demo.jsonl"
     assert Path(demo.stdout.strip()).is_file()
-    shipped = subprocess.run(
-        [sys.executable, "-c", "from ftlab.data import templates; print(templates.shipped(), templates.__file__)"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    shipped = python("-c", "from ftlab.data import templates; print(templates.shipped(), templates.__file__)")
     assert shipped.stdout.startswith("['chatml', 'gemma', 'llama3', 'mistral'] " + str(site)), shipped.stderr
-    sweep = subprocess.run(
-        [sys.executable, "-m", "ftlab", "sweep=lora", "--cfg", "hydra"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )  # the sweep group and the Optuna sweeper plugin
+    sweep = python("-m", "ftlab", "sweep=lora", "--cfg", "hydra")  # the sweep group and the Optuna sweeper plugin
     assert sweep.returncode == 0 and "FtlabOptunaSweeper" in sweep.stdout and "study_name: lora" in sweep.stdout, (
         sweep.stderr
     )

@@ -11,21 +11,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CHAT, run_cli
-
-
-@pytest.fixture
-def sweep_args(cache_dir):
-    return [
-        "-m",
-        "sweep=lora",
-        "model=tiny",
-        f"data.path={CHAT}",
-        "data.val_size=8",
-        "trainer.max_steps=2",
-        "trainer.precision=32-true",
-        f"cache_dir={cache_dir}",
-    ]
+from conftest import run_cli
 
 
 def study(workdir, name="lora"):

@@ -225,18 +225,11 @@ def test_wandb_online_without_a_key_fails_in_one_line_before_loading(workdir, ti
     assert run_dirs(workdir) == []
 
 
-def test_sweep_trials_nest_under_one_parent_run(workdir, cache_dir):
+def test_sweep_trials_nest_under_one_parent_run(workdir, sweep_args):
     from mlflow import MlflowClient
 
     result = run_cli(
-        "-m",
-        "sweep=lora",
-        "model=tiny",
-        f"data.path={CHAT}",
-        "data.val_size=8",
-        "trainer.max_steps=2",
-        "trainer.precision=32-true",
-        f"cache_dir={cache_dir}",
+        *sweep_args,
         "hydra.sweeper.n_trials=2",
         "tracker=all",
         "tracker.experiment=sweeps",
