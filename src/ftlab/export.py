@@ -109,6 +109,7 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
     adapter_model = recipe.load_trained(run.adapter)
     batch = probe_batch(tokenizer)
     reference = logits(adapter_model, batch)
+    source_dir = recipe.model_source()  # resolved once: for a Hub id it asks the Hub for the config
     stages.start("Merging", "adapter into the base weights")
     if run.cfg.quant.bits is None:
         merged = adapter_model.merge_and_unload()  # the base is in float32 already: merge in place
@@ -119,9 +120,9 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
             f"the base was loaded {run.cfg.quant.bits}-bit as in training; dequantizing it to float32 before "
             "merging (the merged model is the dequantized base plus the adapter)"
         )
-        merged = adapter.merge_dequantized(recipe.load_base_model(recipe.model_source()), run.adapter)
+        merged = adapter.merge_dequantized(recipe.load_base_model(source_dir), run.adapter)
     merged.config.use_cache = True  # training switched it off; a model for inference wants it
-    dtype = saved_dtype(recipe.model_source(), options.dtype)
+    dtype = saved_dtype(source_dir, options.dtype)
     stages.start("Saving and checking", f"{str(dtype).replace('torch.', '')} weights into {target}")
     with atomic(target, directory=True) as tmp:  # the folder appears whole, or not at all
         merged.to(dtype).save_pretrained(tmp)

@@ -5,6 +5,7 @@ The docs are the attribute docstrings in schema.py, read from its source, so eac
 
 import ast
 import dataclasses
+import functools
 import inspect
 import typing
 from pathlib import Path
@@ -36,6 +37,7 @@ ftlab.sweeps report
 """
 
 
+@functools.cache  # read once per process: --help and docs/options.md ask per section
 def _docs() -> dict:
     """{ClassName: {field: doc}} from the string literal under each field in schema.py."""
     tree = ast.parse(inspect.getsource(schema))
