@@ -46,9 +46,10 @@ def test_loss_on_packed_rows_equals_the_loss_on_the_same_examples_unpacked(attn,
     module = LoRAModule(tiny_model(attn), 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0)
     collate = Collator(pad_id=0)
     with torch.no_grad():
-        unpacked = module(collate(items))
-        packed = module(collate(rows))
-    assert abs(float(packed) - float(unpacked)) < 1e-5, (float(packed), float(unpacked))
+        (unpacked, n_unpacked), (packed, n_packed) = module(collate(items)), module(collate(rows))
+    assert int(n_packed) == int(n_unpacked)  # the same supervised tokens
+    unpacked, packed = float(unpacked / n_unpacked), float(packed / n_packed)
+    assert abs(packed - unpacked) < 1e-5, (packed, unpacked)
 
 
 def test_packed_rows_hold_every_example_once_with_restarting_positions():

@@ -23,6 +23,7 @@ EXPECTED_FILES = {
     "adapter/tokenizer.json",
     "adapter/tokenizer_config.json",
     "checkpoints/last.ckpt",
+    "checkpoints/previous.ckpt",
     "logs/metrics.csv",
     "loss.png",
     "metrics.json",

@@ -9,6 +9,8 @@ Composing, validating and --help never import torch: the recipe is imported when
 """
 
 import dataclasses
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -18,14 +20,15 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from ftlab.config.checks import validate, validate_sweeper
 from ftlab.config.compose import CONFIG_NAME, compose, config_dir, setup
 from ftlab.config.help import render
 from ftlab.config.schema import RunConfig
 from ftlab.train import rundir
-from ftlab.utils import secrets
-from ftlab.utils.errors import ConfigError, FtlabError, exit_on_error, fail
+from ftlab.utils import ranks, secrets
+from ftlab.utils.errors import ConfigError, FtlabError, exit_code, exit_on_error, fail
 from ftlab.utils.files import new_run_dir
 
 PROG = "ftlab"
@@ -44,12 +47,17 @@ def expand_shortcuts(argv: List[str]) -> List[str]:
             raise ConfigError("--rerun needs a run dir, e.g. --rerun outputs/2026-11-23/10-00-00")
         source = argv[i + 1]
         del argv[i : i + 2]
+    if "resume=auto" in argv:
+        argv, source = resume_auto(argv)
     for i, arg in enumerate(argv):
         if arg.startswith("resume=") and arg != "resume=null":
-            run_dir = rundir.find_resume_dir(arg.split("=", 1)[1])
-            argv[i] = f"resume={run_dir}"
-            source = str(run_dir)
-    if source is None:
+            checkpoint = rundir.resume_checkpoint(arg.split("=", 1)[1])
+            from ftlab.train import checkpoints  # torch: only a resumed run, which is about to train, loads it
+
+            checkpoints.read(checkpoint)  # a damaged one fails here, in one line naming the one to go back to
+            argv[i] = f"resume={checkpoint}"
+            source = str(rundir.run_dir_of(checkpoint))
+    if source is None or "--config-path" in argv:  # nothing to expand, or expanded already: a rank Lightning started
         return argv
     groups = [a for a in argv if a.partition("=")[0] in SECTIONS]
     if groups:
@@ -69,6 +77,20 @@ def expand_shortcuts(argv: List[str]) -> List[str]:
     ] + argv
 
 
+def resume_auto(argv: List[str]) -> tuple:
+    """resume=auto: continue the newest run of this same config that has a checkpoint (its saved config, resume=
+    its dir, Hydra's own options kept); else start fresh. A requeued job re-running its command lands here."""
+    args = get_args_parser().parse_args([a for a in argv if a != "resume=auto"])
+    wanted = compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME)
+    found = rundir.find_same_config(OmegaConf.to_container(wanted))
+    if found is None:
+        print(f"{PROG}: resume=auto: no run of this config has a checkpoint; starting fresh", file=sys.stderr)
+        return [a for a in argv if a != "resume=auto"], None
+    print(f"{PROG}: resume=auto: continuing {found}", file=sys.stderr)
+    kept = [a for a in args.overrides if a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    return kept + [f"resume={found}"], None
+
+
 def _task_overrides(overrides: List[str]) -> List[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
@@ -76,10 +98,13 @@ def _task_overrides(overrides: List[str]) -> List[str]:
 def precheck(args) -> None:
     """Compose and validate exactly what Hydra is about to run; raise ConfigError before any file exists."""
     validate(compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME))
+    if not ranks.is_main():  # rank 0 made the run dir the others are given; it is theirs to share
+        return
     for o in args.overrides:
         if o.startswith("hydra.run.dir="):
             run_dir = Path(o.split("=", 1)[1])
-            if run_dir.exists() and any(run_dir.iterdir()):
+            prepared = args.config_path and Path(args.config_path).resolve() == (run_dir / ".hydra").resolve()
+            if run_dir.exists() and any(run_dir.iterdir()) and not prepared:  # prepared: see run_trial_alone
                 raise ConfigError(
                     f"hydra.run.dir={run_dir} already holds files; ftlab never writes over a run: pick a new directory"
                 )
@@ -127,7 +152,15 @@ def prepare(argv: List[str]) -> List[str]:
     precheck(args)
     if args.cfg is None and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
         # Hydra's own outputs/DATE/TIME would put two runs started in the same second into one dir
-        argv.append(f"hydra.run.dir={new_run_dir()}")
+        run_dir = str(new_run_dir()) if ranks.is_main() else ""
+        if ranks.launched_externally():  # torchrun, srun: every rank is here and takes rank 0's dir
+            from ftlab.train.distributed import agree_on_run_dir  # torch: only a distributed job loads it here
+
+            cfg = compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME)
+            run_dir = agree_on_run_dir(run_dir, cfg.trainer.accelerator)
+        argv.append(f"hydra.run.dir={run_dir}")
+    if args.cfg is None and not ranks.is_main() and "hydra.output_subdir=null" not in argv:
+        argv.append("hydra.output_subdir=null")  # .hydra/ is rank 0's to write
     return argv
 
 
@@ -138,14 +171,36 @@ def task(cfg) -> dict:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     command = " ".join(["python -m ftlab", *hydra_cfg.overrides.task])
+    several = cfg.trainer.devices * cfg.trainer.num_nodes > 1
     try:  # FineTune validates the config (a multirun job's was not prechecked)
+        if hydra_cfg.mode == RunMode.MULTIRUN and several and not ranks.launched_externally():
+            return run_trial_alone(run_dir)
         return FineTune(cfg, run_dir=run_dir, command=command).run()
     except FtlabError as e:
+        if not ranks.is_main():
+            # Rank 0 reports. A process Lightning's launcher started must not exit non-zero after a stop
+            # signal: Lightning then kills rank 0 before it has said where the checkpoint is.
+            if getattr(e, "exit_code", 0) > 128:
+                sys.exit(exit_code(e) if ranks.launched_externally() else 0)
+            fail(e, PROG)
         rundir.discard_unfinished(run_dir)  # also when the config failed, before run() claimed the dir
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweeper records the failure and goes on
             print(f"{PROG}: error: {e}", file=sys.stderr)
             raise
         fail(e, PROG)
+
+
+def run_trial_alone(run_dir: Path) -> dict:
+    """A sweep trial with several ranks runs as a `python -m ftlab` of its own, from the config Hydra saved in its
+    run dir: Lightning starts each further rank by re-running the command, and a sweep's command is the whole
+    sweep. The trial's place in the study reaches it through the environment (sweeps/env.py)."""
+    argv = ["--config-path", str(run_dir / ".hydra"), "--config-name", CONFIG_NAME, "hydra/job_logging=none"]
+    argv += ["hydra.job.name=ftlab", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+    done = subprocess.run([sys.executable, "-m", "ftlab", *argv], check=False)
+    metrics = run_dir / "metrics.json"
+    if done.returncode != 0 or not metrics.is_file():
+        raise FtlabError(f"the trial's training process exited with status {done.returncode} (its output is above)")
+    return json.loads(metrics.read_text(encoding="utf-8"))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

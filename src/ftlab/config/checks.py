@@ -49,6 +49,7 @@ def _combination_errors(c: RunConfig):
         yield "trainer.precision=16-mixed needs a GPU; on CPU use trainer.precision=bf16-mixed or 32-true"
     if c.trainer.accelerator == "cpu" and c.model.attn_implementation == "flash_attention_2":
         yield "model.attn_implementation=flash_attention_2 needs a CUDA GPU; on CPU use sdpa (or trainer=gpu)"
+    yield from _strategy_errors(c)
     if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
         yield (
             f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
@@ -85,6 +86,29 @@ def _combination_errors(c: RunConfig):
         yield "lora.target_modules is empty; e.g. lora.target_modules=[all-linear]"
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
         yield f"optim.betas must be two numbers in [0, 1) (got {list(c.optim.betas)})"
+
+
+def _strategy_errors(c: RunConfig):
+    """Combinations of trainer.strategy with other options that cannot work."""
+    if c.trainer.strategy != "fsdp":
+        return
+    if c.trainer.accelerator == "cpu":
+        yield "trainer.strategy=fsdp needs CUDA GPUs (trainer=gpu or trainer=fsdp); on CPU use trainer.strategy=ddp"
+    if c.quant.bits == 8:
+        yield (
+            "trainer.strategy=fsdp cannot shard 8-bit weights (quant.bits=8); use quant.bits=4 (QLoRA shards "
+            "under FSDP) or trainer.strategy=ddp"
+        )
+    if c.model.gradient_checkpointing:
+        yield (
+            "model.gradient_checkpointing under trainer.strategy=fsdp checkpoints twice; set "
+            "model.gradient_checkpointing=false and trainer.fsdp.activation_checkpointing=true"
+        )
+    if c.eval.after_train:
+        yield (
+            "eval.after_train generates with the whole model on one device, which trainer.strategy=fsdp shards; "
+            "set eval.after_train=false and run python -m ftlab.evaluate run=RUN_DIR after training"
+        )
 
 
 def validate(cfg: DictConfig) -> DictConfig:

@@ -25,6 +25,12 @@ from ftlab.utils.files import outputs_root
 CONFIG_NAME = "config"
 SCHEMA_NAME = "ftlab_schema"  # the first entry of conf/config.yaml's defaults
 SWEEPER_NAME = "ftlab_optuna"  # hydra/sweeper=ftlab_optuna
+# Hydra's launchers that are packages of their own (the `launchers` extra): a missing one is named with its package
+PLUGIN_PACKAGES = {
+    "hydra/launcher/joblib": "hydra-joblib-launcher",
+    "hydra/launcher/submitit_local": "hydra-submitit-launcher",
+    "hydra/launcher/submitit_slurm": "hydra-submitit-launcher",
+}
 
 
 def config_dir() -> str:
@@ -81,9 +87,10 @@ def describe_compose_error(e: Exception) -> str:
     if isinstance(cause, OmegaConfBaseException):
         return describe_omegaconf_error(cause)
     if isinstance(e, MissingConfigException) and getattr(e, "options", None):
-        group = str(e.missing_cfg_file).split("/")[0] if e.missing_cfg_file else "option"
-        wanted = str(e.missing_cfg_file).split("/")[-1] if e.missing_cfg_file else "?"
-        return f"{group}={wanted}: no such option; choose one of: {', '.join(sorted(e.options))}"
+        group, _, wanted = str(e.missing_cfg_file or "option/?").rpartition("/")  # hydra/launcher/joblib
+        text = f"{group}={wanted}: no such option; choose one of: {', '.join(sorted(e.options))}"
+        package = PLUGIN_PACKAGES.get(f"{group}/{wanted}")
+        return f"{text}; {wanted} comes with {package}: pip install 'ftlab[launchers]'" if package else text
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     text = " ".join(lines[:2]) if lines else type(e).__name__
     return f"cannot parse the command line: {text}" if isinstance(e, OverrideParseException) else text

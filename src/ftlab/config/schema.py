@@ -273,11 +273,35 @@ class OptimOptions:
 
 
 @dataclass
+class FsdpOptions:
+    """Fully sharded data parallel (trainer.strategy=fsdp): each decoder layer's weights, gradients and optimizer
+    state are split over the ranks and gathered only while the layer runs."""
+
+    sharding_strategy: str = opt("FULL_SHARD", choices=["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"])
+    """FULL_SHARD: least memory. SHARD_GRAD_OP: weights stay whole between forward and backward (faster, more
+    memory). HYBRID_SHARD: shard within a node, replicate across nodes (slow links between nodes)."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass: less memory, about 30% slower. Use this
+    rather than model.gradient_checkpointing under FSDP."""
+    cpu_offload: bool = False
+    """Keep the sharded parameters in CPU memory between uses: fits larger models, much slower."""
+
+
+@dataclass
 class TrainerOptions:
     accelerator: str = opt("cpu", choices=["cpu", "gpu", "auto"])
     """Where to train."""
-    devices: int = opt(1, gt=0)
-    """Devices to train on."""
+    devices: int = opt(1, gt=0, example="trainer.devices=8")
+    """Devices (processes) per node. Above 1, Lightning starts one process per device (under torchrun or srun,
+    the launcher's processes are used: set this to --nproc_per_node or --ntasks-per-node)."""
+    num_nodes: int = opt(1, gt=0, example="trainer.num_nodes=2")
+    """Machines in the job, each running trainer.devices processes (torchrun --nnodes, SLURM --nodes)."""
+    strategy: str = opt("auto", choices=["auto", "ddp", "fsdp"], example="trainer.strategy=fsdp")
+    """How ranks share the work. ddp: each holds the whole model, gradients are averaged. fsdp: the model is
+    sharded over the ranks (CUDA only), for models too large for one device. auto: ddp when there are several
+    ranks."""
+    fsdp: FsdpOptions = field(default_factory=FsdpOptions)
+    """Settings of trainer.strategy=fsdp."""
     precision: str = opt("auto", choices=["auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"])
     """Numeric precision. auto: bf16-mixed where the hardware computes in bfloat16 natively (recent GPUs, CPUs
     with AVX512-BF16 or AMX), 16-mixed on older GPUs, else 32-true (bfloat16 emulated on a CPU is ~100x slower)."""
@@ -286,7 +310,8 @@ class TrainerOptions:
     max_epochs: int = opt(1, ge=-1, example="trainer.max_epochs=3")
     """Stop after this many passes over the data (when `max_steps` is -1)."""
     accumulate_grad_batches: int = opt(1, gt=0, example="trainer.accumulate_grad_batches=4")
-    """Micro-batches per optimizer step; effective batch = batch_size x this x devices."""
+    """Micro-batches per optimizer step; effective batch = batch_size x this x devices x num_nodes. A step's loss
+    is the mean over all its supervised tokens, however they are split into micro-batches and ranks."""
     gradient_clip_val: float = opt(1.0, ge=0)
     """Clip the gradient norm to this; 0 turns clipping off."""
     val_every_n_steps: int = opt(0, ge=0)
@@ -294,7 +319,8 @@ class TrainerOptions:
     log_every_n_steps: int = opt(5, gt=0)
     """How often training metrics are recorded."""
     checkpoint_every_n_steps: int = opt(25, gt=0)
-    """How often a resumable checkpoint (adapter + optimizer state) is written."""
+    """How often a resumable checkpoint (adapter + optimizer state) is written. SIGTERM (and SLURM's requeue
+    signal) also writes one, at the end of the optimizer step under way, then exits with 143."""
 
 
 @dataclass
@@ -313,8 +339,10 @@ class RunConfig:
     trainer: TrainerOptions = field(default_factory=TrainerOptions)
     seed: int = opt(42, ge=0)
     """Seeds data order, splits, adapter init and dropout: same seed, same config, same losses."""
-    resume: Optional[str] = None
-    """Continue an interrupted run from its last checkpoint: its run dir, or `last` for the newest."""
+    resume: Optional[str] = opt(None, example="resume=auto")
+    """Continue an interrupted run from its last checkpoint: its run dir, a checkpoint file (checkpoints/
+    previous.ckpt goes one back), `last` for the newest run, or `auto`: the newest run of this same config that
+    has a checkpoint, else start fresh (for jobs that are requeued with the same command)."""
     cache_dir: str = "~/.cache/ftlab"
     """Where converted models (GGUF, random init) and tokenized data are cached between runs."""
 
@@ -392,6 +420,8 @@ class SweeperOptions:
     _target_: str = "hydra_plugins.ftlab_optuna_sweeper.ftlab_optuna_sweeper.FtlabOptunaSweeper"
     n_trials: int = opt(10, gt=0, example="hydra.sweeper.n_trials=20")
     """Trials in the study in all, across re-runs and workers: a re-run runs only the missing ones."""
+    n_jobs: int = opt(1, gt=0, example="hydra.sweeper.n_jobs=4")
+    """Trials asked at once and launched as one batch of hydra/launcher: in parallel with joblib or submitit_*."""
     storage: Optional[str] = "sqlite:///${ftlab.outputs:}/sweeps/optuna.db"
     """Optuna storage URL: a SQLite file in the outputs root by default; postgresql://... for workers on several
     machines; null: in memory (no resume, no pruning)."""

@@ -114,27 +114,6 @@ def epoch_order(n: int, seed: int, epoch: int, lengths: Optional[List[int]] = No
     return [i for batch in head + shuffled + tail for i in batch]
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """epoch_order() per epoch, able to start part-way into one, so a resumed run sees exactly the batches
-    the interrupted run had not reached rather than replaying the epoch from its start."""
-
-    def __init__(self, n: int, seed: int, epoch: int = 0, skip: int = 0, lengths=None, batch_size: int = 1):
-        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
-        self.lengths, self.batch_size = lengths, batch_size
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
-        self.epoch = epoch
-
-    def __iter__(self):
-        order = epoch_order(self.n, self.seed, self.epoch, self.lengths, self.batch_size)
-        skip, self.skip = self.skip, 0
-        return iter(order[skip:])
-
-    def __len__(self) -> int:
-        # the full epoch: Lightning counts the skipped batches as done from the checkpoint it restored
-        return self.n
-
-
 def padding_fraction(lengths: List[int], order: List[int], batch_size: int) -> float:
     """Share of the batch tensors' tokens that are padding, over one epoch in `order`."""
     real = padded = 0

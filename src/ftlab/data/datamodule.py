@@ -1,4 +1,5 @@
-"""The LightningDataModule: training rows in a seeded order that resume can restart mid-epoch, padded per batch."""
+"""The LightningDataModule: this rank's training micro-batches in a seeded order that resume can restart
+mid-epoch, each with its optimizer step's token totals (steps.py); this rank's share of the validation rows."""
 
 from typing import List
 
@@ -6,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ftlab.data import batching
+from ftlab.data import batching, steps
 
 
 class ChatDataModule(L.LightningDataModule):
@@ -18,6 +19,7 @@ class ChatDataModule(L.LightningDataModule):
         val: List[dict],
         *,
         batch_size: int,
+        accumulate: int,
         pad_id: int,
         seed: int,
         num_workers: int,
@@ -25,22 +27,29 @@ class ChatDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.train, self.val = train, val
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.lengths = [len(x["input_ids"]) for x in train] if group_by_length else None
-        self.collate = batching.Collator(pad_id)
+        self.batch_size, self.accumulate, self.seed, self.num_workers = batch_size, accumulate, seed, num_workers
+        self.group_by_length = group_by_length
+        self.pad_id = pad_id
+        self.collate = batching.Collator(pad_id)  # pads a list of rows into a batch
 
     def train_dataloader(self, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
-        """Batches in an order set by the seed alone; `epoch`/`skip_batches` start where a checkpoint left off."""
-        sampler = batching.EpochSampler(
-            len(self.train), self.seed, epoch, skip_batches * self.batch_size, self.lengths, self.batch_size
+        """Batches in an order set by the seed alone; `epoch`/`skip_batches` start where a checkpoint left off
+        (skip_batches counts this rank's micro-batches, which is every rank's count)."""
+        sampler = steps.StepBatches(
+            self.train,
+            batch_size=self.batch_size,
+            accumulate=self.accumulate,
+            seed=self.seed,
+            epoch=epoch,
+            skip=skip_batches,
+            group_by_length=self.group_by_length,
         )
         # its own generator: without one, every new iterator draws a seed from the global generator, which
         # dropout also draws from, so a resumed run (new iterator after the restore) would drift
         return DataLoader(
-            self.train,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            collate_fn=self.collate,
+            steps.StepRows(self.train),
+            batch_sampler=sampler,
+            collate_fn=steps.StepCollator(self.pad_id, packed="position_ids" in (self.train or [{}])[0]),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
         )
@@ -49,7 +58,7 @@ class ChatDataModule(L.LightningDataModule):
         return DataLoader(
             self.val,
             batch_size=self.batch_size,
-            shuffle=False,
+            sampler=steps.RankShare(len(self.val)),
             collate_fn=self.collate,
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),

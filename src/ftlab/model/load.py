@@ -5,6 +5,7 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from ftlab.model.source import byte_tokenizer
+from ftlab.utils import ranks
 from ftlab.utils.errors import FtlabError, first_line
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,13 +59,17 @@ def compute_dtype(quant_cfg, precision: str) -> torch.dtype:
     return _precision_dtype(precision) if quant_cfg.compute_dtype == "auto" else TORCH_DTYPES[quant_cfg.compute_dtype]
 
 
-def quantization_config(quant_cfg, precision: str):
+def quantization_config(quant_cfg, precision: str, sharded: bool = False):
+    """`sharded`: FSDP will shard the model. It flattens parameters of one dtype only, so the packed 4-bit
+    weights are stored in the compute dtype (PEFT's FSDP + QLoRA recipe) instead of uint8."""
     if quant_cfg.bits == 4:
+        dtype = compute_dtype(quant_cfg, precision)
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=quant_cfg.quant_type,
             bnb_4bit_use_double_quant=quant_cfg.double_quant,
-            bnb_4bit_compute_dtype=compute_dtype(quant_cfg, precision),
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=dtype if sharded else torch.uint8,
         )
     if quant_cfg.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -78,21 +83,20 @@ def describe_quant(q, precision: str) -> str:
     return "(8-bit)" if q.bits == 8 else "(no quantization)"
 
 
-def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precision: str):
-    """`precision`: trainer.precision as resolve_precision settled it."""
+def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precision: str, sharded: bool = False):
+    """`precision`: trainer.precision as resolve_precision settled it; `sharded`: FSDP will shard the model."""
     kwargs = dict(
         dtype=weight_dtype(model_cfg, precision),
         attn_implementation=model_cfg.attn_implementation,
         revision=model_cfg.revision,
         trust_remote_code=model_cfg.trust_remote_code,
     )
-    quant = quantization_config(quant_cfg, precision)
+    quant = quantization_config(quant_cfg, precision, sharded)
     if quant is not None:
-        # bitsandbytes places quantised weights at load time, so the target device is chosen here
-        kwargs.update(
-            quantization_config=quant,
-            device_map={"": "cpu" if accelerator == "cpu" or not torch.cuda.is_available() else 0},
-        )
+        # bitsandbytes places quantised weights at load time, so the target device is chosen here: each rank
+        # of a multi-GPU job its own
+        on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+        kwargs.update(quantization_config=quant, device_map={"": "cpu" if on_cpu else ranks.local_rank()})
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except ImportError as e:

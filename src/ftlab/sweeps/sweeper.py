@@ -9,6 +9,8 @@ One study in a storage (a SQLite file by default, any database URL for several w
     FAILED first.
   - each trial asks the sampler for params, runs as a normal Hydra job (its own run dir under the sweep dir,
     numbered by the trial), and reports the `objective` value from its metrics.
+  - n_jobs trials are asked at once and launched as one batch through hydra/launcher, which runs them one after
+    another (basic) or in parallel (joblib, submitit); each is recorded when its batch returns.
   - a trial that raises (out of memory, NaN loss, an invalid sampled combination) is recorded FAILED with
     its reason and the sweep goes on, until failures pass max_failure_rate of n_trials.
 """
@@ -16,6 +18,7 @@ One study in a storage (a SQLite file by default, any database URL for several w
 import logging
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import List, Optional
 
@@ -39,6 +42,7 @@ class OptunaSweeper(Sweeper):
     def __init__(
         self,
         n_trials: int,
+        n_jobs: int,
         storage: Optional[str],
         study_name: str,
         direction: str,
@@ -49,7 +53,7 @@ class OptunaSweeper(Sweeper):
         params: DictConfig,
     ):
         super().__init__()
-        self.n_trials, self.storage_url, self.study_name = n_trials, storage, study_name
+        self.n_trials, self.n_jobs, self.storage_url, self.study_name = n_trials, n_jobs, storage, study_name
         self.direction, self.objective, self.max_failure_rate = direction, objective, max_failure_rate
         self.sampler = sampler
         self.pruner = OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else dict(pruner)
@@ -82,9 +86,11 @@ class OptunaSweeper(Sweeper):
         )
         returns = []
         while True:
-            # counting and asking under one lock: workers sharing the study never run more than n_trials
+            # counting and asking under one lock: workers sharing the study never run more than n_trials, and
+            # the trials asked together get consecutive numbers, which the launcher turns into job numbers
             with workers.budget_lock(self.storage_url, self.study_name):
-                if self._count(study) >= self.n_trials:
+                left = self.n_trials - self._count(study)
+                if left <= 0:
                     break
                 if self._failed(study) > self.max_failure_rate * self.n_trials:
                     log.info(
@@ -92,23 +98,43 @@ class OptunaSweeper(Sweeper):
                         f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of {self.n_trials})"
                     )
                     break
-                trial = study.ask(distributions)
-                trial.set_user_attr(workers.WORKER, workers.me())
-                trial.set_user_attr(workers.BEAT, time.time())
+                trials = [study.ask(distributions) for _ in range(min(self.n_jobs, left))]
+                for trial in trials:
+                    trial.set_user_attr(workers.WORKER, workers.me())
+                    trial.set_user_attr(workers.BEAT, time.time())
+            returns += self._run(study, trials, fixed, parent)
+        self._summary(study)
+        parent_run.finish(self.config, parent, study, self.objective)
+        return returns
+
+    def _run(self, study, trials: list, fixed: List[str], parent) -> list:
+        """The trials as Hydra jobs, launched together and numbered by trial; each result is recorded."""
+        jobs, returns = [], []
+        for trial in trials:
             overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()]
             trial.set_user_attr(summary.COMMAND, " ".join(overrides))
             # pruning reaches the trial through the storage (an in-memory study: no pruning); trackers nest it
             overrides += TrialEnv(self.study_name, trial.number, self.storage_url, parent).overrides()
+            try:  # a launcher fails its whole batch on one job whose overrides do not compose: fail that one alone
+                self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+                jobs.append((trial, overrides))
+            except Exception as e:
+                returns.append(JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=e))
+                self._record(study, trial, returns[-1], 0.0)
+        for batch in _consecutive(jobs):
             started = time.perf_counter()
+            launched = [overrides for _, overrides in batch]
             try:
-                with workers.Heartbeat(trial):
-                    (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
-            except Exception as e:  # the job could not even start, e.g. its overrides do not compose
-                result = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=e)
-            returns.append(result)
-            self._record(study, trial, result, time.perf_counter() - started)
-        self._summary(study)
-        parent_run.finish(self.config, parent, study, self.objective)
+                with ExitStack() as beating:
+                    for trial, _ in batch:
+                        beating.enter_context(workers.Heartbeat(trial))
+                    results = self.launcher.launch(launched, initial_job_idx=batch[0][0].number)
+            except Exception as e:  # the launcher lost the batch, e.g. a job's process was killed
+                results = [JobReturn(overrides=job, status=JobStatus.FAILED, _return_value=e) for job in launched]
+            seconds = time.perf_counter() - started  # the batch's: its jobs report no time of their own
+            for (trial, _), result in zip(batch, results):
+                returns.append(result)
+                self._record(study, trial, result, seconds)
         return returns
 
     def _record(self, study, trial, result, seconds: float) -> None:
@@ -196,6 +222,19 @@ def _console() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+
+
+def _consecutive(jobs: list) -> list:
+    """(trial, overrides) pairs in runs of consecutive trial numbers. A launcher numbers a batch's jobs
+    initial_job_idx + i, and that number names the trial's run dir (hydra.job.num). Trials asked under the budget
+    lock are consecutive; a job that did not compose, or another worker on a database without a lock, leaves a gap."""
+    runs: list = []
+    for trial, overrides in jobs:
+        if runs and trial.number == runs[-1][-1][0].number + 1:
+            runs[-1].append((trial, overrides))
+        else:
+            runs.append([(trial, overrides)])
+    return runs
 
 
 def _grid_sampler(grid: dict, seed):

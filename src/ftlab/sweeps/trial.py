@@ -12,7 +12,7 @@ from ftlab.utils.console import info
 
 
 class Pruning(L.Callback):
-    """Reports val/loss at each validation during fit; asks the pruner; stops training when told to."""
+    """Reports val/loss at each validation during fit (rank 0); asks the pruner; every rank stops when told to."""
 
     def __init__(self, storage: str, study_name: str, number: int):
         probe = optuna.load_study(study_name=study_name, storage=storage)
@@ -32,9 +32,14 @@ class Pruning(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return  # the validations before and after training are not intermediate results
-        value = float(trainer.callback_metrics["val/loss"])
-        self.trial.report(value, step=trainer.global_step)
-        if self.trial.should_prune():
+        value = float(trainer.callback_metrics["val/loss"])  # already the loss over every rank's examples
+        prune = False
+        if trainer.is_global_zero:  # one report per validation, one decision, which every rank obeys
+            self.trial.report(value, step=trainer.global_step)
+            prune = self.trial.should_prune()
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune, src=0)
+        if prune:
             self.pruned_at = trainer.global_step
             trainer.should_stop = True
             info(f"trial {self.number} pruned at step {trainer.global_step} (val/loss {value:.4f} lags the study)")

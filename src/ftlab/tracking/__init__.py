@@ -56,10 +56,11 @@ class Trackers:
     """The tracker runs of one training run. `trial`: the sweep trial it is (its .study, .number and
     .mlflow_parent), or None; `mlflow_model`: the pyfunc model logged with a finished MLflow run."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, trial=None, mlflow_model=None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, trial=None, mlflow_model=None, enabled: bool = True):
+        """enabled=False: no tracker runs at all (the other ranks of a multi-process job: rank 0 reports)."""
         self.cfg, self.run_dir, self.sweep = cfg, run_dir, trial
         self.open = False  # between start() and finish()
-        name = cfg.tracker.name
+        name = cfg.tracker.name if enabled else "none"
         self.backends = []
         # each backend's module is imported only when chosen: mlflow and wandb take seconds to import
         if name in ("mlflow", "all"):

@@ -28,24 +28,29 @@ class ProgressBar(TQDMProgressBar):
 
 
 class Throughput(L.Callback):
-    """Counts real (non-padding) tokens and wall time of training steps; logs tokens/s, keeps the history."""
+    """Counts the real (non-padding) and supervised tokens of every optimizer step, summed over all ranks (the
+    data knows them: data/steps.py), and the wall time of training; logs tokens/s, keeps the loss history."""
 
     def __init__(self):
         self.tokens = self.supervised = 0
         self.seconds = 0.0
-        self.losses, self.steps = [], []  # steps: (real tokens, seconds) of each training batch
-        self._t0 = None
+        self.losses, self.steps = [], []  # steps: (real tokens, seconds) of each optimizer step
+        self._t0, self._step_seconds = None, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        seconds, tokens = time.perf_counter() - self._t0, int(batch["attention_mask"].sum())
+        seconds = time.perf_counter() - self._t0
         self.seconds += seconds
-        self.tokens += tokens
-        self.steps.append((tokens, seconds))
-        self.supervised += int((batch["labels"] != -100).sum())
-        self.losses.append(float(trainer.callback_metrics["train/loss"]))
+        self._step_seconds += seconds
+        if not batch["step_end"]:
+            return
+        self.tokens += batch["step_tokens"]
+        self.supervised += batch["step_supervised"]
+        self.steps.append((batch["step_tokens"], self._step_seconds))
+        self._step_seconds = 0.0
+        self.losses.append(pl_module.step_loss)
         pl_module.log("tok/s", self.tokens / max(self.seconds, 1e-9), prog_bar=True, on_step=True)
 
 

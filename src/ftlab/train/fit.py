@@ -7,14 +7,22 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
 from ftlab.train.callbacks import Throughput
+from ftlab.train.checkpoints import KeepPrevious
 
 
-def make_trainer(t, precision: str, run_dir: Path, loggers: list, callbacks: list) -> L.Trainer:
-    """`t`: the trainer options; `precision`: trainer.precision with auto settled (model.load.resolve_precision)."""
+def make_trainer(t, precision: str, run_dir: Path, loggers: list, callbacks: list, strategy="auto") -> L.Trainer:
+    """`t`: the trainer options; `precision`: trainer.precision with auto settled (model.load.resolve_precision);
+    `strategy`: strategy.make_strategy's."""
     validate_during = t.val_every_n_steps > 0
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        # the data shards itself over ranks (data/steps.py): Lightning's DistributedSampler would repeat examples
+        # to even out the ranks, and it knows nothing of the step token totals or of resuming mid-epoch
+        use_distributed_sampler=False,
+        plugins=[KeepPrevious()],
         precision=precision,
         max_steps=t.max_steps,
         max_epochs=t.max_epochs if t.max_steps == -1 else -1,  # a step budget is not capped by epochs

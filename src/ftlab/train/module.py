@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ftlab.data.chat import IGNORE
+from ftlab.utils.errors import FtlabError
 
 
 def lr_lambda(scheduler: str, warmup: int, total: int, floor: float):
@@ -44,10 +45,11 @@ class LoRAModule(L.LightningModule):
         # checkpoints hold only the trainable weights (see on_save_checkpoint), so loading is partial
         self.strict_loading = False
         self._val_sum = self._val_count = 0
+        self._step_sum, self.step_loss = 0, None  # this step's loss so far; the last step's
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
 
-    def forward(self, batch) -> torch.Tensor:
-        """Mean cross-entropy over the batch's supervised tokens (the same value as the model's own loss)."""
+    def forward(self, batch) -> tuple:
+        """(summed cross-entropy over the batch's supervised tokens, their number)."""
         ids, labels = batch["input_ids"], batch["labels"]
         # packed rows: restarting position ids, and no mask, keep each example's attention to itself (batching.py)
         inputs = (
@@ -55,31 +57,46 @@ class LoRAModule(L.LightningModule):
             if "position_ids" in batch
             else {"attention_mask": batch["attention_mask"]}
         )
+        targets = labels[:, 1:]
         if not self._keeps_logits:
-            return self.model(input_ids=ids, labels=labels, **inputs).loss
-        # Project onto the vocabulary only at positions that predict a label: with response-only labels
-        # that is a small share of the sequence, and the head is a large share of a small model's step.
-        positions = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
-        logits = self.model(input_ids=ids, logits_to_keep=positions, **inputs).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), labels[:, positions + 1].flatten(), ignore_index=IGNORE)
+            logits = self.model(input_ids=ids, **inputs).logits[:, :-1]
+        else:
+            # Project onto the vocabulary only at positions that predict a label: with response-only labels
+            # that is a small share of the sequence, and the head is a large share of a small model's step.
+            positions = (targets != IGNORE).any(0).nonzero().squeeze(1)
+            logits = self.model(input_ids=ids, logits_to_keep=positions, **inputs).logits
+            targets = targets[:, positions]
+        total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+        return total, (targets != IGNORE).sum()
 
     def training_step(self, batch, batch_idx):
-        loss = self(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
-        return loss
+        # The step's loss is the mean over every supervised token of the step, on every rank (data/steps.py gives
+        # their number). Lightning divides each micro-batch's loss by the accumulation count and DDP/FSDP
+        # average gradients over ranks; scaling by both undoes that, so the gradient is d(sum)/d(w) / count.
+        total, _ = self(batch)
+        count = max(int(batch["step_supervised"]), 1)
+        self._step_sum = self._step_sum + total.detach() / count
+        if batch["step_end"]:
+            # one collective per optimizer step: the step's loss summed over ranks is its mean over all tokens
+            self.step_loss = float(self.trainer.strategy.reduce(self._step_sum, reduce_op="sum"))
+            self._step_sum = 0
+            self.log("train/loss", self.step_loss, prog_bar=True, on_step=True, batch_size=1)
+        return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / count)
 
     def on_validation_epoch_start(self):
         self._val_sum = self._val_count = 0
 
     def validation_step(self, batch, batch_idx):
-        # the model's loss is a mean over this batch's supervised tokens; weight it by their number so the
-        # epoch's loss is the mean over all validation tokens, whatever the batch boundaries
-        n = (batch["labels"][:, 1:] != IGNORE).sum()
-        self._val_sum += self(batch).float().detach() * n
-        self._val_count += n
+        # summed, not averaged: the epoch's loss is the mean over all validation tokens, whatever the batch
+        # boundaries and whichever rank scored them
+        total, count = self(batch)
+        self._val_sum += total.detach()
+        self._val_count += count
 
     def on_validation_epoch_end(self):
-        self.log("val/loss", self._val_sum / max(self._val_count, 1), prog_bar=True)
+        sums = torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (self._val_sum, self._val_count)])
+        total, count = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").tolist()
+        self.log("val/loss", total / max(count, 1), prog_bar=True)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -99,15 +116,37 @@ class LoRAModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        # dropout draws from the global generator: with its state, a resumed run retraces the interrupted one
-        checkpoint["ftlab_rng"] = {
-            "cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
+        # Dropout draws from each rank's global generator: with every rank's state, a resumed run retraces the
+        # interrupted one. Every rank calls this hook (only rank 0 writes the file), so the states are gathered.
+        world = self.trainer.world_size
+        checkpoint["ftlab_world_size"] = world
+        checkpoint["ftlab_rng"] = [
+            {"cpu": state, "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+            for state in self._gather(torch.get_rng_state(), world)
+        ]
+
+    def _gather(self, state: torch.Tensor, world: int) -> list:
+        if world == 1:
+            return [state]
+        # CPU generator states are byte tensors of one size; gloo and NCCL both move them as a whole
+        gathered = [torch.empty_like(state, device=self.device) for _ in range(world)]
+        torch.distributed.all_gather(gathered, state.to(self.device))
+        return [g.cpu() for g in gathered]
 
     def on_load_checkpoint(self, checkpoint):
+        saved = checkpoint.get("ftlab_world_size", 1)
+        if saved != self.trainer.world_size:
+            raise FtlabError(
+                f"the checkpoint was written by {saved} process(es) and this run has {self.trainer.world_size}; resume "
+                f"with trainer.devices x trainer.num_nodes = {saved}, so the data restarts where it stopped"
+            )
         rng = checkpoint.get("ftlab_rng")
-        if rng is not None:
+        if isinstance(rng, dict):  # written before the states were kept per rank: one process, all its GPUs
             torch.set_rng_state(rng["cpu"])
             if rng["cuda"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+        elif rng:
+            mine = rng[self.global_rank]
+            torch.set_rng_state(mine["cpu"])
+            if mine.get("cuda") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)

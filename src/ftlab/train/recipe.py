@@ -12,6 +12,7 @@ apply_chat_template; evaluation builds its examples with the same two (evaluatio
 evaluation load a finished run with load_trained_tokenizer / load_trained and render prompts with prompt_ids.
 """
 
+import logging
 import os
 import sys
 import time
@@ -31,10 +32,11 @@ from ftlab.hub import card, push
 from ftlab.model import adapter, load, source
 from ftlab.sweeps.env import TrialEnv
 from ftlab.sweeps.trial import Pruning
-from ftlab.train import callbacks, fit, plots, rundir
+from ftlab.train import callbacks, checkpoints, fit, plots, rundir, strategy
 from ftlab.train.module import LoRAModule
+from ftlab.train.preemption import Preemption
 from ftlab.use import prompts, report, scoring
-from ftlab.utils import secrets
+from ftlab.utils import ranks, secrets
 from ftlab.utils.console import Stages, info, log, setup_logging
 from ftlab.utils.errors import ConfigError, FtlabError
 from ftlab.utils.files import new_run_dir, write_json, write_text
@@ -50,6 +52,8 @@ class FineTune:
         "Saving artifacts",
     )
 
+    module_class = LoRAModule  # the LightningModule that trains the PEFT model; a subclass may bring its own
+
     def __init__(self, cfg: DictConfig, run_dir: Optional[Path] = None, command: Optional[str] = None):
         setup()
         self.cfg = validate(secrets.take_from_config(cfg))  # tokens move to the environment, out of every file
@@ -61,11 +65,13 @@ class FineTune:
             + (("Publishing to the Hub",) if self.cfg.hub.push else ())
         )
         self.trial = TrialEnv.from_environment()  # set when this run is a trial of an Optuna sweep
+        # every rank of a multi-process job runs this recipe; rank 0 alone prints, writes files and reports
+        self.main = ranks.is_main()
         self.trackers = None  # tracking.Trackers, made by check_access()
         self.precision, self._precision_why = load.resolve_precision(
             self.cfg.trainer.precision, self.cfg.trainer.accelerator
         )
-        self.tokenizer = self.model = self.datamodule = self.trainer = None
+        self.tokenizer = self.model = self.datamodule = self.trainer = self.adapter_weights = None
         self.data_format = None  # qa, instruction or conversation: data.format, or detected by detect_format
         self.prepared = None  # the tokenized splits (splits.Prepared), kept for preview
         self.stats: dict = {}
@@ -82,7 +88,8 @@ class FineTune:
 
     def load_base_model(self, source_dir: str):
         m, t = self.cfg.model, self.cfg.trainer
-        return load.load_base_model(source_dir, m, self.cfg.quant, t.accelerator, self.precision)
+        sharded = t.strategy == "fsdp"
+        return load.load_base_model(source_dir, m, self.cfg.quant, t.accelerator, self.precision, sharded)
 
     def load_base_model_and_tokenizer(self) -> tuple:
         source_dir = self.model_source()
@@ -181,6 +188,7 @@ class FineTune:
             rows,
             self.prepared.splits["validation"].items,
             batch_size=c.batch_size,
+            accumulate=self.cfg.trainer.accumulate_grad_batches,
             pad_id=self.tokenizer.pad_token_id,
             seed=self.cfg.seed,
             num_workers=c.num_workers,
@@ -247,15 +255,17 @@ class FineTune:
             every_n_train_steps=self.cfg.trainer.checkpoint_every_n_steps,
             save_on_train_epoch_end=False,
         )
-        hint = callbacks.ResumeHint(self.run_dir, self.run_dir / rundir.CHECKPOINT)
+        checkpoint = self.run_dir / rundir.CHECKPOINT
+        hint = callbacks.ResumeHint(self.run_dir, checkpoint)
+        stop = Preemption(self.run_dir, checkpoint)
         self.pruning = Pruning.for_trial(self.trial)
-        return [saver, self.throughput, callbacks.Telemetry(), callbacks.ProgressBar(refresh_rate=1), hint] + (
+        return [saver, self.throughput, callbacks.Telemetry(), callbacks.ProgressBar(refresh_rate=1), hint, stop] + (
             [self.pruning] if self.pruning else []
         )
 
     def train(self) -> dict:
         c, t = self.cfg, self.cfg.trainer
-        module = LoRAModule(
+        module = self.module_class(
             self.model,
             lr=c.optim.lr,
             weight_decay=c.optim.weight_decay,
@@ -265,18 +275,25 @@ class FineTune:
             warmup_steps=c.optim.warmup_steps,
             min_lr_ratio=c.optim.min_lr_ratio,
         )
-        self.trainer = fit.make_trainer(t, self.precision, self.run_dir, self.trackers.start(), self.callbacks())
-        effective = c.data.batch_size * t.accumulate_grad_batches * t.devices
+        self.trainer = fit.make_trainer(
+            t,
+            self.precision,
+            self.run_dir,
+            self.trackers.start(),
+            self.callbacks(),
+            strategy.make_strategy(t, self.model, self.precision),
+        )
+        effective = c.data.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes
         info(
             f"effective batch size: {effective} = {c.data.batch_size} (data.batch_size) x "
-            f"{t.accumulate_grad_batches} (accumulation) x {t.devices} (devices); "
+            f"{t.accumulate_grad_batches} (accumulation) x {t.devices} (devices) x {t.num_nodes} (nodes); "
             f"~{effective * self.stats['tokens_per_row']:.0f} tokens per step"
         )
         dm = self.datamodule
         before = fit.validation_loss(self.trainer, module, dm)
         info(f"validation loss before training: {before:.4f}")
         ckpt = self._resume_checkpoint()
-        epoch, done = rundir.resume_position(ckpt) if ckpt else (0, 0)
+        epoch, done = checkpoints.position(ckpt) if ckpt else (0, 0)
         module.train()  # from_pretrained and validate() leave eval mode on, which would switch dropout off
         started = time.perf_counter()
         self.trainer.fit(
@@ -287,6 +304,9 @@ class FineTune:
         )
         seconds = time.perf_counter() - started
         after = fit.validation_loss(self.trainer, module, dm)
+        self.adapter_weights = strategy.adapter_state_dict(self.trainer, self.model)  # FSDP: every rank gathers
+        peak = callbacks.peak_memory_gb(module.device)
+        self.stats["peak_memory_gb_per_rank"] = [round(x, 3) for x in strategy.per_rank(self.trainer, peak)]
         info(f"validation loss after training:  {after:.4f} ({after - before:+.4f})")
         self.stats.update(
             val_loss_before=before,
@@ -299,7 +319,7 @@ class FineTune:
 
     def save(self) -> None:
         adapter_dir = self.run_dir / "adapter"
-        self.model.save_pretrained(adapter_dir)
+        self.model.save_pretrained(adapter_dir, state_dict=self.adapter_weights)
         # saved beside the adapter with its chat template, so inference renders prompts exactly as training did
         self.tokenizer.save_pretrained(adapter_dir)
         self.stats.update(
@@ -360,9 +380,11 @@ class FineTune:
             from ftlab.train.pyfunc import ChatAdapter  # mlflow takes seconds to import; only its users pay
 
             model = ChatAdapter(type(self))
-        self.trackers = tracking.Trackers(self.cfg, self.run_dir, trial=self.trial, mlflow_model=model)
+        self.trackers = tracking.Trackers(
+            self.cfg, self.run_dir, trial=self.trial, mlflow_model=model, enabled=self.main
+        )
         self.trackers.check()
-        if self.cfg.hub.push:
+        if self.cfg.hub.push and self.main:
             h = self.cfg.hub
             info(
                 push.preflight(
@@ -392,11 +414,13 @@ class FineTune:
     def run(self) -> dict:
         self._t0 = time.perf_counter()
         self.run_dir = self.run_dir or new_run_dir()
-        rundir.claim_run_dir(self.run_dir)
+        if self.main:  # the other ranks share the dir rank 0 claimed (cli.py, distributed.py)
+            rundir.claim_run_dir(self.run_dir)
         try:
             return self._run()
         except Exception:
-            rundir.discard_unfinished(self.run_dir)  # a run that failed before results leaves nothing
+            if self.main:
+                rundir.discard_unfinished(self.run_dir)  # a run that failed before results leaves nothing
             raise
         finally:
             if self.trackers is not None and self.trackers.open:  # ended by an error or Ctrl+C
@@ -405,8 +429,11 @@ class FineTune:
                 self.trackers.finish(self.stats, "KILLED" if stopped else "FAILED")
 
     def _run(self) -> dict:
-        self._save_config()
-        setup_logging(self.run_dir)
+        if self.main:
+            self._save_config()
+        setup_logging(self.run_dir if self.main else None)
+        if not self.main:
+            log.setLevel(logging.WARNING)  # stage lines and numbers are rank 0's to print
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         log.info(f"ftlab run dir: {self.run_dir}")
         self.stages.start("Checking model source and access", self.cfg.model.name)
@@ -429,6 +456,8 @@ class FineTune:
         self.stats.update(trainable_parameters=trainable, total_parameters=total)
         self.stages.start("Training")
         self.train()
+        if not self.main:  # training, and the collectives in it, were the other ranks' part
+            return self.stats
         self.stages.start("Saving artifacts", str(self.run_dir))
         self.save()
         if self.cfg.eval.after_train:
@@ -453,6 +482,6 @@ class FineTune:
     def _resume_checkpoint(self) -> Optional[Path]:
         if self.cfg.resume is None:
             return None
-        found = rundir.find_resume_dir(self.cfg.resume) / rundir.CHECKPOINT
+        found = rundir.resume_checkpoint(self.cfg.resume)
         info(f"resuming from {found}")
         return found

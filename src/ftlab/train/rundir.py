@@ -4,7 +4,7 @@ and the provenance recorded in it.
 A run dir holds, once training finished:
   .hydra/                      config.yaml (re-runnable), overrides.yaml, hydra.yaml (CLI runs)
   adapter/                     PEFT adapter + tokenizer (with the chat template used in training)
-  checkpoints/last.ckpt        adapter + optimizer state, for resume=
+  checkpoints/last.ckpt        adapter + optimizer state, for resume= (previous.ckpt: the one before it)
   logs/metrics.csv             every logged metric by step
   loss.png                     training and validation loss curves
   metrics.json                 the run's numbers, versions and provenance
@@ -34,29 +34,52 @@ def saved_config_dir(run_dir: str) -> str:
     return str(path)
 
 
-def find_resume_dir(value: str) -> Path:
-    """`last`: the newest run under the outputs root with a checkpoint; otherwise the run dir given."""
+def resume_checkpoint(value: str) -> Path:
+    """The checkpoint `resume=` names: `last` (the newest run under the outputs root with a checkpoint), a run
+    dir (its checkpoints/last.ckpt), or a checkpoint file (e.g. checkpoints/previous.ckpt, one checkpoint back)."""
     if value == "last":
         outputs = outputs_root()
         found = sorted(outputs.glob(f"**/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
         if not found:
             raise FtlabError(f"resume=last: no run with {CHECKPOINT} under {outputs.resolve()}")
-        return found[-1].parent.parent.resolve()
-    run_dir = Path(value).expanduser().resolve()
-    if not (run_dir / CHECKPOINT).is_file():
+        return found[-1].resolve()
+    path = Path(value).expanduser().resolve()
+    if path.suffix == ".ckpt":
+        if not path.is_file():
+            raise FtlabError(f"resume={value}: no such checkpoint file")
+        return path
+    if not (path / CHECKPOINT).is_file():
         raise FtlabError(
-            f"resume={value}: {run_dir / CHECKPOINT} not found; give a run dir that has "
-            "written a checkpoint, or resume=last"
+            f"resume={value}: {path / CHECKPOINT} not found; give a run dir that has "
+            "written a checkpoint, resume=last, or resume=auto"
         )
-    return run_dir
+    return path / CHECKPOINT
 
 
-def resume_position(checkpoint: Path) -> tuple:
-    """(epoch, batches done in it) where a Lightning checkpoint stopped, to restart the data there."""
-    import torch  # here, not above: the CLI reads run dirs before anything needs torch
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run dir a checkpoint belongs to (<run dir>/checkpoints/<file>)."""
+    return checkpoint.parent.parent
 
-    loops = torch.load(checkpoint, map_location="cpu", weights_only=False)["loops"]["fit_loop"]
-    return (loops["epoch_progress"]["current"]["completed"], loops["epoch_loop.batch_progress"]["current"]["processed"])
+
+def find_same_config(config: dict) -> Optional[Path]:
+    """resume=auto: the newest run under the outputs root that has a checkpoint and was run with `config` (a plain
+    dict of the task config; `resume` itself is left out of the comparison), or None."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    def comparable(cfg: dict) -> dict:
+        return {k: v for k, v in cfg.items() if k != "resume"}
+
+    wanted = comparable(config)
+    candidates = sorted(outputs_root().glob(f"**/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for checkpoint in candidates:
+        saved = run_dir_of(checkpoint) / ".hydra" / "config.yaml"
+        try:
+            if comparable(OmegaConf.to_container(OmegaConf.load(saved))) == wanted:
+                return run_dir_of(checkpoint).resolve()
+        except (OSError, OmegaConfBaseException):
+            continue  # a run dir being written, or not ftlab's: not one to continue
+    return None
 
 
 def claim_run_dir(run_dir: Path) -> None:

@@ -72,10 +72,12 @@ def quiet_libraries() -> None:
         ".*gradient_checkpointing.*deprecated.*",
         ".*no `val_dataloader`.*",
         ".*in eval mode at the start of training.*",
-        # resume restarts the data where the checkpoint stopped (data.EpochSampler), which
+        # resume restarts the data where the checkpoint stopped (data/steps.py), which
         # Lightning cannot see; a resumed run writes a new run dir, by design
         ".*dataloader is not resumable.*",
         ".*The dirpath has changed.*",
+        # val/loss is summed over ranks by the module itself (train/module.py) before it is logged
+        ".*sync_dist=True.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 

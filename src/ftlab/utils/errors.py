@@ -28,7 +28,8 @@ def first_line(error: BaseException, limit: int = 300) -> str:
 
 
 def exit_code(error: FtlabError) -> int:
-    return 2 if isinstance(error, ConfigError) else 1
+    """2 for a bad config, the error's own code where it has one (128 + signal for a preempted run), else 1."""
+    return 2 if isinstance(error, ConfigError) else getattr(error, "exit_code", 1)
 
 
 def fail(error: FtlabError, prog: str) -> NoReturn:

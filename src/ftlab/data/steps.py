@@ -1,0 +1,155 @@
+"""One rank's micro-batches of an epoch, and what each optimizer step holds across all ranks.
+
+The global order of an epoch (batching.epoch_order: seed, epoch, optional length grouping) is cut into global
+batches of batch_size x world examples; rank r takes its share of each, so every rank reads its own examples and,
+per epoch, no example is read twice or skipped. A short last global batch is shared out as evenly as it goes;
+a rank left with nothing gets a one-token filler row that has no label, so all ranks take the same number of
+steps (DDP's collectives need that) and the filler changes nothing.
+
+An optimizer step is `accumulate` consecutive global batches (fewer at the end of an epoch, where Lightning steps
+early). Every micro-batch carries that step's totals across micro-batches and ranks, known here from the order
+alone: the model divides its summed token loss by the step's supervised-token count, so the loss of a step is the
+mean over all its supervised tokens whatever the batch size, accumulation and number of ranks (module.py).
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+
+from ftlab.data.batching import Collator, epoch_order
+from ftlab.data.chat import IGNORE
+
+
+def world() -> tuple:
+    """(rank, world size) of this process in the running job; (0, 1) outside one. Read when data is iterated:
+    Lightning starts the processes and their group inside the first fit or validate call."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def supervised(item: dict) -> int:
+    """Tokens of `item` that get a loss: labels predict the next token, so the first position never does."""
+    return sum(1 for label in item["labels"][1:] if label != IGNORE)
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """What the optimizer step a micro-batch belongs to holds, summed over its micro-batches and all ranks."""
+
+    supervised: int
+    tokens: int  # real (non-padding) tokens
+    last: bool  # this micro-batch ends the step
+
+
+def shares(batch: List[int], world_size: int, batch_size: int) -> List[List[int]]:
+    """A global batch cut into one share per rank: batch_size each, or as even as a short batch allows."""
+    if len(batch) == batch_size * world_size:
+        return [batch[r * batch_size : (r + 1) * batch_size] for r in range(world_size)]
+    q, extra = divmod(len(batch), world_size)
+    bounds = [0]
+    for r in range(world_size):
+        bounds.append(bounds[-1] + q + (1 if r < extra else 0))
+    return [batch[bounds[r] : bounds[r + 1]] for r in range(world_size)]
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """This rank's micro-batches of an epoch, as lists of (row index or None for a filler, StepTotals) keys for
+    StepRows; able to start part-way into an epoch, so a resumed run reads exactly the batches the interrupted
+    one had not reached."""
+
+    def __init__(
+        self,
+        rows: List[dict],
+        *,
+        batch_size: int,
+        accumulate: int,
+        seed: int,
+        epoch: int = 0,
+        skip: int = 0,
+        group_by_length: bool = False,
+        place: Optional[tuple] = None,
+    ):
+        self.place = place  # (rank, world size); None: this process's place in the running job
+        self.batch_size, self.accumulate, self.seed, self.epoch, self.skip = batch_size, accumulate, seed, epoch, skip
+        self.lengths = [len(x["input_ids"]) for x in rows]
+        self.supervised = [supervised(x) for x in rows]
+        self.group_by_length = group_by_length
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = epoch
+
+    def global_batches(self, world_size: int) -> List[List[int]]:
+        n, size = len(self.lengths), self.batch_size * world_size
+        lengths = self.lengths if self.group_by_length else None
+        order = epoch_order(n, self.seed, self.epoch, lengths, size)
+        return [order[s : s + size] for s in range(0, n, size)]
+
+    def __iter__(self):
+        rank, world_size = self.place or world()
+        batches = self.global_batches(world_size)
+        out = []
+        for start in range(0, len(batches), self.accumulate):
+            window = batches[start : start + self.accumulate]
+            labelled = sum(self.supervised[i] for b in window for i in b)
+            tokens = sum(self.lengths[i] for b in window for i in b)
+            for k, batch in enumerate(window):
+                mine = shares(batch, world_size, self.batch_size)[rank]
+                step = StepTotals(labelled, tokens, k == len(window) - 1)
+                out.append([(i, step) for i in mine] or [(None, step)])
+        skip, self.skip = self.skip, 0
+        return iter(out[skip:])
+
+    def __len__(self) -> int:
+        # the full epoch: Lightning counts the skipped batches as done from the checkpoint it restored
+        n, size = len(self.lengths), self.batch_size * (self.place or world())[1]
+        return -(-n // size)
+
+
+class StepRows(torch.utils.data.Dataset):
+    """Rows looked up by StepBatches' keys: (row, StepTotals), or (None, StepTotals) for a filler."""
+
+    def __init__(self, rows: List[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        index, step = key
+        return (None if index is None else self.rows[index]), step
+
+
+class StepCollator:
+    """Pads a micro-batch (Collator) and adds its step's totals: step_supervised, step_tokens, step_end."""
+
+    def __init__(self, pad_id: int, packed: bool):
+        self.pad, self.packed = Collator(pad_id), packed
+
+    def __call__(self, batch: list) -> dict:
+        rows = [row for row, _ in batch if row is not None]
+        step: StepTotals = batch[0][1]
+        if not rows:  # this rank's share of a short last batch is empty: one token, no label
+            rows = [{"input_ids": [self.pad.pad_id], "labels": [IGNORE]}]
+            if self.packed:
+                rows[0]["position_ids"] = [0]
+        out = self.pad(rows)
+        out["tokens"] = sum(len(row["input_ids"]) for row, _ in batch if row is not None)
+        out.update(step_supervised=step.supervised, step_tokens=step.tokens, step_end=step.last)
+        return out
+
+
+class RankShare(torch.utils.data.Sampler):
+    """Validation rows of this rank: every world-th row, none twice (the loss is summed over ranks, module.py)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __iter__(self):
+        rank, world_size = world()
+        return iter(range(rank, self.n, world_size))
+
+    def __len__(self) -> int:
+        rank, world_size = world()
+        return len(range(rank, self.n, world_size))

@@ -1,0 +1,82 @@
+"""How the ranks of a job share the work: Lightning's strategy built from trainer.strategy and trainer.fsdp.
+
+ftlab launches nothing and communicates nothing by itself: Lightning starts the ranks (or finds the ones torchrun
+or srun started) and torch.distributed moves the tensors. What is ftlab's is the choice of strategy for a LoRA
+model and the settings that make it correct:
+
+  ddp   every rank holds the whole model; LoRA gradients are averaged over ranks after each backward.
+  fsdp  parameters, gradients and optimizer state are sharded. Each decoder layer is its own FSDP unit (the model's
+        _no_split_modules), use_orig_params keeps the frozen base weights and the trainable LoRA weights of one
+        layer in one unit, optional activation checkpointing on the same layers, and full state dicts gathered
+        to rank 0 for the checkpoint and the adapter (adapter_state_dict).
+"""
+
+from typing import Optional
+
+
+def decoder_layers(model) -> set:
+    """The classes of the model's decoder layers: the units FSDP shards and checkpoints."""
+    names = set(getattr(model.get_base_model(), "_no_split_modules", None) or ())
+    found = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not found:
+        raise ValueError(f"no decoder layer class found to shard ({sorted(names) or 'the model names none'})")
+    return found
+
+
+def make_strategy(t, model, precision: str):
+    """`t`: the trainer options. Returns what L.Trainer(strategy=...) takes."""
+    ranks = t.devices * t.num_nodes
+    if t.strategy == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        layers = decoder_layers(model)
+        return FSDPStrategy(
+            auto_wrap_policy=layers,
+            activation_checkpointing_policy=layers if t.fsdp.activation_checkpointing else None,
+            sharding_strategy=t.fsdp.sharding_strategy,
+            cpu_offload=t.fsdp.cpu_offload,
+            use_orig_params=True,  # LoRA: trainable and frozen weights in one unit
+            state_dict_type="full",  # checkpoints and the adapter as one file each, written by rank 0
+            limit_all_gathers=True,
+        )
+    if t.strategy == "ddp" or ranks > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # gradient checkpointing re-runs the forward in the backward; DDP must then not hook each parameter
+        # twice, which static_graph handles (the graph of a LoRA step is the same every step)
+        return DDPStrategy(static_graph=True) if model.is_activation_checkpointing else DDPStrategy()
+    return "auto"
+
+
+def adapter_state_dict(trainer, model) -> Optional[dict]:
+    """The adapter's weights, whole, on rank 0 (None on the others). Under FSDP every rank must call this: the
+    shards are gathered. Elsewhere the model holds them whole already."""
+    from peft import get_peft_model_state_dict
+
+    strategy = trainer.strategy
+    if type(strategy).__name__ != "FSDPStrategy":
+        return get_peft_model_state_dict(model) if trainer.is_global_zero else None
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    wrapped = strategy.model
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, config):
+        full = wrapped.state_dict()
+    if not trainer.is_global_zero:
+        return None
+    prefix = "model."  # the LightningModule holds the PEFT model as .model
+    whole = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
+    return get_peft_model_state_dict(model, state_dict=whole)
+
+
+def per_rank(trainer, value: float) -> list:
+    """`value` of every rank, in rank order (a collective: every rank calls it)."""
+    import torch
+
+    if trainer.world_size == 1:
+        return [value]
+    device = trainer.strategy.root_device
+    gathered = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(trainer.world_size)]
+    torch.distributed.all_gather(gathered, torch.tensor(value, dtype=torch.float64, device=device))
+    return [float(g) for g in gathered]
