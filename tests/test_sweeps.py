@@ -11,7 +11,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import run_cli, run_dirs
 
 
 def study(workdir, name="lora"):
@@ -226,8 +226,10 @@ def test_two_workers_share_one_study_on_postgresql(workdir, sweep_args, postgres
         optuna.delete_study(study_name=name, storage=storage)
 
 
-def test_a_trial_in_another_process_reports_and_is_pruned_through_the_storage(workdir, tiny):
-    """What a trial on another machine does: find its study by storage URL, name and number alone."""
+@pytest.mark.parametrize("devices", [1, 2])
+def test_a_trial_in_another_process_reports_and_is_pruned_through_the_storage(devices, workdir, tiny):
+    """What a trial on another machine does: find its study by storage URL, name and number alone. On two ranks,
+    rank 0 reports once per validation and both ranks stop at the step it was pruned at."""
     import optuna
 
     from ftlab.sweeps.env import STORAGE, STUDY, TRIAL
@@ -239,11 +241,14 @@ def test_a_trial_in_another_process_reports_and_is_pruned_through_the_storage(wo
     study_.add_trial(optuna.trial.create_trial(value=0.1, intermediate_values=dict.fromkeys(range(1, 13), 0.1)))
     trial = study_.ask()  # RUNNING, as the sweeper leaves it while the job runs elsewhere
     env = {STORAGE: storage, STUDY: "remote", TRIAL: str(trial.number)}
-    result = run_cli(*tiny, "trainer.max_steps=12", "trainer.val_every_n_steps=2", cwd=workdir, env_extra=env)
+    over = [*tiny, "trainer.max_steps=12", "trainer.val_every_n_steps=2", f"trainer.devices={devices}"]
+    result = run_cli(*over, cwd=workdir, env_extra=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"trial {trial.number} pruned at step 2" in result.stdout
+    assert result.stdout.count(f"trial {trial.number} pruned at step 2") == 1
     reported = optuna.load_study(study_name="remote", storage=storage).trials[trial.number]
     assert reported.intermediate_values and min(reported.intermediate_values) == 2
+    (run_dir,) = run_dirs(workdir)
+    assert json.loads((run_dir / "metrics.json").read_text())["pruned_at_step"] == 2
 
 
 def test_trials_of_dead_workers_elsewhere_are_failed_by_their_stale_heartbeat(workdir):
