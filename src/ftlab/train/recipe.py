@@ -281,7 +281,7 @@ class FineTune:
             self.run_dir,
             self.trackers.start(),
             self.callbacks(),
-            strategy.make_strategy(t, self.model, self.precision),
+            strategy.make_strategy(t, self.model),
         )
         effective = c.data.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes
         info(
@@ -304,7 +304,7 @@ class FineTune:
         )
         seconds = time.perf_counter() - started
         after = fit.validation_loss(self.trainer, module, dm)
-        self.adapter_weights = strategy.adapter_state_dict(self.trainer, self.model)  # FSDP: every rank gathers
+        self.adapter_weights = strategy.adapter_state_dict(self.trainer)  # FSDP: every rank gathers
         peak = callbacks.peak_memory_gb(module.device)
         self.stats["peak_memory_gb_per_rank"] = [round(x, 3) for x in strategy.per_rank(self.trainer, peak)]
         info(f"validation loss after training:  {after:.4f} ({after - before:+.4f})")

@@ -23,7 +23,7 @@ def decoder_layers(model) -> set:
     return found
 
 
-def make_strategy(t, model, precision: str):
+def make_strategy(t, model):
     """`t`: the trainer options. Returns what L.Trainer(strategy=...) takes."""
     ranks = t.devices * t.num_nodes
     if t.strategy == "fsdp":
@@ -48,14 +48,13 @@ def make_strategy(t, model, precision: str):
     return "auto"
 
 
-def adapter_state_dict(trainer, model) -> Optional[dict]:
-    """The adapter's weights, whole, on rank 0 (None on the others). Under FSDP every rank must call this: the
-    shards are gathered. Elsewhere the model holds them whole already."""
-    from peft import get_peft_model_state_dict
-
+def adapter_state_dict(trainer) -> Optional[dict]:
+    """For PeftModel.save_pretrained(state_dict=...): under FSDP, the model's whole state dict gathered to rank 0
+    (every rank must call this: the shards are collected); None elsewhere, where the model holds its weights whole
+    and save_pretrained reads them itself."""
     strategy = trainer.strategy
     if type(strategy).__name__ != "FSDPStrategy":
-        return get_peft_model_state_dict(model) if trainer.is_global_zero else None
+        return None
     from torch.distributed.fsdp import FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
@@ -63,11 +62,8 @@ def adapter_state_dict(trainer, model) -> Optional[dict]:
     config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
     with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, config):
         full = wrapped.state_dict()
-    if not trainer.is_global_zero:
-        return None
     prefix = "model."  # the LightningModule holds the PEFT model as .model
-    whole = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
-    return get_peft_model_state_dict(model, state_dict=whole)
+    return {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)} if trainer.is_global_zero else None
 
 
 def per_rank(trainer, value: float) -> list:
