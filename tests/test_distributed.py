@@ -291,3 +291,25 @@ def test_a_sweep_trial_may_use_several_ranks(workdir, sweep_args):
         assert metrics(run_dir)["val_loss_after"] == trial.value
         assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert result.stdout.count("x 2 (devices)") == 2  # each trial trained on two ranks
+
+
+def test_fsdp_wraps_each_decoder_layer_and_each_lora_weight(cache_dir):
+    # what FSDP will shard, checked without a GPU: the run itself is in tests/test_gpu.py
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from ftlab.train.strategy import make_strategy
+
+    ft = FineTune(compose(["model=tiny", "data.path=x.jsonl", f"cache_dir={cache_dir}", "trainer=fsdp"]))
+    model = ft.get_peft_model(ft.load_base_model(ft.model_source()))
+    strategy = make_strategy(ft.cfg.trainer, model)
+    assert isinstance(strategy, FSDPStrategy)
+    layer = next(m for m in model.modules() if type(m).__name__ == "LlamaDecoderLayer")
+    lora = next(m for name, m in model.named_modules() if name.endswith("lora_A.default"))
+    norm = next(m for m in model.modules() if type(m).__name__ == "LlamaRMSNorm")
+    wraps = strategy.kwargs["auto_wrap_policy"]
+    assert wraps(module=layer, recurse=False, nonwrapped_numel=0)
+    assert wraps(module=lora, recurse=False, nonwrapped_numel=0)
+    assert not wraps(module=norm, recurse=False, nonwrapped_numel=0)  # frozen: stays in its layer's unit
+    assert strategy.kwargs["use_orig_params"] and strategy.sharding_strategy.name == "FULL_SHARD"
+    checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]  # the preset turns it on
+    assert checkpointed._module_classes == {type(layer)}

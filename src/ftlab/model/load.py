@@ -116,10 +116,13 @@ def keep_4bit_trainable_on_cpu(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool):
-    """Wrap `model` with LoRA adapters; only the adapters (and `modules_to_save`) are trainable."""
-    if quantized:  # casts norms to fp32 and makes inputs require grad, which k-bit training needs
+def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool, sharded: bool = False):
+    """Wrap `model` with LoRA adapters; only the adapters (and `modules_to_save`) are trainable. `sharded`: FSDP
+    will shard the model, which needs the frozen weights of a layer in one dtype."""
+    if quantized and not sharded:  # casts norms to fp32 and makes inputs require grad, which k-bit training needs
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif quantized:  # FSDP + QLoRA: norms stay in the compute dtype, as the 4-bit storage is (quantization_config)
+        model.enable_input_require_grads()
     elif gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

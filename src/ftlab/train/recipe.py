@@ -101,6 +101,7 @@ class FineTune:
             self.cfg.lora,
             quantized=self.cfg.quant.bits is not None,
             gradient_checkpointing=self.cfg.model.gradient_checkpointing,
+            sharded=self.cfg.trainer.strategy == "fsdp",
         )
 
     # ── data stages ────────────────────────────────────────────────────────────────────────────────

@@ -5,10 +5,10 @@ or srun started) and torch.distributed moves the tensors. What is ftlab's is the
 model and the settings that make it correct:
 
   ddp   every rank holds the whole model; LoRA gradients are averaged over ranks after each backward.
-  fsdp  parameters, gradients and optimizer state are sharded. Each decoder layer is its own FSDP unit (the model's
-        _no_split_modules), use_orig_params keeps the frozen base weights and the trainable LoRA weights of one
-        layer in one unit, optional activation checkpointing on the same layers, and full state dicts gathered
-        to rank 0 for the checkpoint and the adapter (adapter_state_dict).
+  fsdp  parameters, gradients and optimizer state are sharded. Each decoder layer is an FSDP unit (the model's
+        _no_split_modules) and each LoRA weight one of its own (PEFT's wrapping policy), use_orig_params for units
+        that hold frozen and trainable weights, optional activation checkpointing on the decoder layers, and full
+        state dicts gathered to rank 0 for the checkpoint and the adapter (adapter_state_dict).
 """
 
 from typing import Optional
@@ -28,10 +28,13 @@ def make_strategy(t, model):
     ranks = t.devices * t.num_nodes
     if t.strategy == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
+        from peft.utils.other import fsdp_auto_wrap_policy
 
         layers = decoder_layers(model)
         return FSDPStrategy(
-            auto_wrap_policy=layers,
+            # PEFT's policy: each decoder layer a unit, and each trainable LoRA leaf a unit of its own, since PEFT
+            # keeps adapter weights in float32 beside a bfloat16 base and a unit flattens one dtype
+            auto_wrap_policy=fsdp_auto_wrap_policy(model),
             activation_checkpointing_policy=layers if t.fsdp.activation_checkpointing else None,
             sharding_strategy=t.fsdp.sharding_strategy,
             cpu_offload=t.fsdp.cpu_offload,
