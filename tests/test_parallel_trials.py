@@ -105,3 +105,20 @@ def test_a_trial_that_does_not_compose_fails_alone_and_its_batch_keeps_its_numbe
     assert [t.params["lora.r"] for t in done] == [4, "abc", 8]
     assert done[1].user_attrs["fail_reason"].startswith("ConfigCompositionException")
     assert_each_trial_in_its_own_run_dir(workdir, [0, 2])
+
+
+def test_an_unknown_or_missing_launcher_is_one_line_naming_hydra_launcher(workdir, sweep_args):
+    from hydra.errors import MissingConfigException
+
+    from ftlab.config.compose import describe_compose_error
+
+    result = run_cli(*sweep_args, "hydra/launcher=nope", cwd=workdir)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ftlab: error: hydra/launcher=nope: no such option; choose one of: basic")
+    # a launcher whose package is not installed is named with the package (here both are installed)
+    missing = MissingConfigException("", missing_cfg_file="hydra/launcher/joblib", options=["basic"])
+    assert describe_compose_error(missing) == (
+        "hydra/launcher=joblib: no such option; choose one of: basic; joblib comes with hydra-joblib-launcher: "
+        "pip install 'ftlab[launchers]'"
+    )
