@@ -135,7 +135,6 @@ class StepCollator:
             if self.packed:
                 rows[0]["position_ids"] = [0]
         out = self.pad(rows)
-        out["tokens"] = sum(len(row["input_ids"]) for row, _ in batch if row is not None)
         out.update(step_supervised=step.supervised, step_tokens=step.tokens, step_end=step.last)
         return out
 
