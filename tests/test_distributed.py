@@ -140,8 +140,8 @@ def test_each_rank_reads_its_own_share_once_per_epoch():
         full = list(StepBatches(rows, batch_size=3, accumulate=2, seed=1, group_by_length=group, place=(1, 2)))
         rest = StepBatches(rows, batch_size=3, accumulate=2, seed=1, skip=2, group_by_length=group, place=(1, 2))
         assert list(rest) == full[2:]
-    assert shares(list(range(5)), 4, 2) == [[0, 1], [2], [3], [4]]
-    assert shares(list(range(2)), 4, 2) == [[0], [1], [], []]
+    assert shares(list(range(5)), 4) == [[0, 1], [2], [3], [4]]
+    assert shares(list(range(2)), 4) == [[0], [1], [], []]
 
 
 # ── several processes ─────────────────────────────────────────────────────────────────────────────────────

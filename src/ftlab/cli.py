@@ -80,12 +80,12 @@ def expand_shortcuts(argv: List[str]) -> List[str]:
 def resume_auto(argv: List[str]) -> tuple:
     """resume=auto: continue the newest run of this same config that has a checkpoint (its saved config, resume=
     its dir, Hydra's own options kept); else start fresh. A requeued job re-running its command lands here."""
-    args = get_args_parser().parse_args([a for a in argv if a != "resume=auto"])
-    wanted = compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME)
-    found = rundir.find_same_config(OmegaConf.to_container(wanted))
+    fresh = [a for a in argv if a != "resume=auto"]
+    args = get_args_parser().parse_args(fresh)
+    found = rundir.find_same_config(OmegaConf.to_container(_compose_task(args)))
     if found is None:
         print(f"{PROG}: resume=auto: no run of this config has a checkpoint; starting fresh", file=sys.stderr)
-        return [a for a in argv if a != "resume=auto"], None
+        return fresh, None
     print(f"{PROG}: resume=auto: continuing {found}", file=sys.stderr)
     kept = [a for a in args.overrides if a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     return kept + [f"resume={found}"], None
@@ -95,11 +95,17 @@ def _task_overrides(overrides: List[str]) -> List[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
-def precheck(args) -> None:
-    """Compose and validate exactly what Hydra is about to run; raise ConfigError before any file exists."""
-    validate(compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME))
+def _compose_task(args):
+    """The task config of Hydra's parsed command line `args` (its hydra.* overrides left to Hydra)."""
+    return compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME)
+
+
+def precheck(args):
+    """Compose and validate exactly what Hydra is about to run; raise ConfigError before any file exists.
+    Returns the validated config."""
+    cfg = validate(_compose_task(args))
     if not ranks.is_main():  # rank 0 made the run dir the others are given; it is theirs to share
-        return
+        return cfg
     for o in args.overrides:
         if o.startswith("hydra.run.dir="):
             run_dir = Path(o.split("=", 1)[1])
@@ -108,6 +114,7 @@ def precheck(args) -> None:
                 raise ConfigError(
                     f"hydra.run.dir={run_dir} already holds files; ftlab never writes over a run: pick a new directory"
                 )
+    return cfg
 
 
 def precheck_sweep(args) -> None:
@@ -149,14 +156,13 @@ def prepare(argv: List[str]) -> List[str]:
     if args.multirun:
         precheck_sweep(args)
         return argv
-    precheck(args)
+    cfg = precheck(args)
     if args.cfg is None and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
         # Hydra's own outputs/DATE/TIME would put two runs started in the same second into one dir
         run_dir = str(new_run_dir()) if ranks.is_main() else ""
         if ranks.launched_externally():  # torchrun, srun: every rank is here and takes rank 0's dir
             from ftlab.train.distributed import agree_on_run_dir  # torch: only a distributed job loads it here
 
-            cfg = compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME)
             run_dir = agree_on_run_dir(run_dir, cfg.trainer.accelerator)
         argv.append(f"hydra.run.dir={run_dir}")
     if args.cfg is None and not ranks.is_main() and "hydra.output_subdir=null" not in argv:

@@ -43,10 +43,8 @@ class StepTotals:
     last: bool  # this micro-batch ends the step
 
 
-def shares(batch: List[int], world_size: int, batch_size: int) -> List[List[int]]:
-    """A global batch cut into one share per rank: batch_size each, or as even as a short batch allows."""
-    if len(batch) == batch_size * world_size:
-        return [batch[r * batch_size : (r + 1) * batch_size] for r in range(world_size)]
+def shares(batch: List[int], world_size: int) -> List[List[int]]:
+    """A global batch cut into one share per rank, in order and as even as it goes (batch_size each when full)."""
     q, extra = divmod(len(batch), world_size)
     bounds = [0]
     for r in range(world_size):
@@ -95,7 +93,7 @@ class StepBatches(torch.utils.data.Sampler):
             labelled = sum(self.supervised[i] for b in window for i in b)
             tokens = sum(self.lengths[i] for b in window for i in b)
             for k, batch in enumerate(window):
-                mine = shares(batch, world_size, self.batch_size)[rank]
+                mine = shares(batch, world_size)[rank]
                 step = StepTotals(labelled, tokens, k == len(window) - 1)
                 out.append([(i, step) for i in mine] or [(None, step)])
         skip, self.skip = self.skip, 0

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ftlab.data.chat import IGNORE
+from ftlab.train.strategy import all_ranks
 from ftlab.utils.errors import FtlabError
 
 
@@ -118,20 +119,14 @@ class LoRAModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         # Dropout draws from each rank's global generator: with every rank's state, a resumed run retraces the
         # interrupted one. Every rank calls this hook (only rank 0 writes the file), so the states are gathered.
-        world = self.trainer.world_size
-        checkpoint["ftlab_world_size"] = world
-        checkpoint["ftlab_rng"] = [
-            {"cpu": state, "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-            for state in self._gather(torch.get_rng_state(), world)
-        ]
-
-    def _gather(self, state: torch.Tensor, world: int) -> list:
-        if world == 1:
-            return [state]
-        # CPU generator states are byte tensors of one size; gloo and NCCL both move them as a whole
-        gathered = [torch.empty_like(state, device=self.device) for _ in range(world)]
-        torch.distributed.all_gather(gathered, state.to(self.device))
-        return [g.cpu() for g in gathered]
+        checkpoint["ftlab_world_size"] = self.trainer.world_size
+        cpu = all_ranks(self.trainer, torch.get_rng_state())
+        cuda = (
+            all_ranks(self.trainer, torch.cuda.get_rng_state(self.device))
+            if self.device.type == "cuda"
+            else [None] * len(cpu)
+        )
+        checkpoint["ftlab_rng"] = [{"cpu": c, "cuda": g} for c, g in zip(cpu, cuda)]
 
     def on_load_checkpoint(self, checkpoint):
         saved = checkpoint.get("ftlab_world_size", 1)

@@ -38,11 +38,10 @@ def resume_checkpoint(value: str) -> Path:
     """The checkpoint `resume=` names: `last` (the newest run under the outputs root with a checkpoint), a run
     dir (its checkpoints/last.ckpt), or a checkpoint file (e.g. checkpoints/previous.ckpt, one checkpoint back)."""
     if value == "last":
-        outputs = outputs_root()
-        found = sorted(outputs.glob(f"**/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
+        found = newest_checkpoints()
         if not found:
-            raise FtlabError(f"resume=last: no run with {CHECKPOINT} under {outputs.resolve()}")
-        return found[-1].resolve()
+            raise FtlabError(f"resume=last: no run with {CHECKPOINT} under {outputs_root().resolve()}")
+        return found[0].resolve()
     path = Path(value).expanduser().resolve()
     if path.suffix == ".ckpt":
         if not path.is_file():
@@ -54,6 +53,11 @@ def resume_checkpoint(value: str) -> Path:
             "written a checkpoint, resume=last, or resume=auto"
         )
     return path / CHECKPOINT
+
+
+def newest_checkpoints() -> list:
+    """Every run's checkpoints/last.ckpt under the outputs root, the newest first."""
+    return sorted(outputs_root().glob(f"**/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -71,8 +75,7 @@ def find_same_config(config: dict) -> Optional[Path]:
         return {k: v for k, v in cfg.items() if k != "resume"}
 
     wanted = comparable(config)
-    candidates = sorted(outputs_root().glob(f"**/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for checkpoint in candidates:
+    for checkpoint in newest_checkpoints():
         saved = run_dir_of(checkpoint) / ".hydra" / "config.yaml"
         try:
             if comparable(OmegaConf.to_container(OmegaConf.load(saved))) == wanted:

@@ -69,13 +69,21 @@ def adapter_state_dict(trainer) -> Optional[dict]:
     return {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)} if trainer.is_global_zero else None
 
 
+def all_ranks(trainer, tensor) -> list:
+    """`tensor` of every rank, in rank order, on the CPU (a collective: every rank calls it with one of the same
+    shape and dtype). torch.distributed directly: Lightning's all_gather goes through a deprecated path."""
+    import torch
+
+    if trainer.world_size == 1:
+        return [tensor.cpu()]
+    device = trainer.strategy.root_device
+    gathered = [torch.empty_like(tensor, device=device) for _ in range(trainer.world_size)]
+    torch.distributed.all_gather(gathered, tensor.to(device))
+    return [g.cpu() for g in gathered]
+
+
 def per_rank(trainer, value: float) -> list:
     """`value` of every rank, in rank order (a collective: every rank calls it)."""
     import torch
 
-    if trainer.world_size == 1:
-        return [value]
-    device = trainer.strategy.root_device
-    gathered = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(trainer.world_size)]
-    torch.distributed.all_gather(gathered, torch.tensor(value, dtype=torch.float64, device=device))
-    return [float(g) for g in gathered]
+    return [float(g) for g in all_ranks(trainer, torch.tensor(value, dtype=torch.float64))]
