@@ -61,3 +61,54 @@ def test_fsdp_shards_the_model_and_saves_the_whole_adapter(quant, workdir, tiny)
     loaded = PeftModel.from_pretrained(base, run_dir / "adapter")
     a = next(p for n, p in loaded.named_parameters() if "lora_A" in n)
     assert a.shape[0] == cfg.lora.r and a.numel() > 0
+
+
+# ── the GPU fast paths: each holds the plain path's loss on the same batch ────────────────────────────────────
+def _loss(tiny, *extra, precision="bf16-mixed"):
+    """The loss of one batch of the tiny model on the GPU, adapters at a fixed random init, no dropout."""
+    from ftlab.data.batching import Collator
+    from ftlab.train.module import LoRAModule
+
+    over = [o for o in tiny if not o.startswith("trainer.precision=")]
+    ft = FineTune(
+        compose(over + ["trainer=gpu", f"trainer.precision={precision}", "lora.init_weights=gaussian", *extra])
+    )
+    ft.tokenizer = ft.load_tokenizer(ft.model_source())
+    rows = ft.tokenize_data().splits["train"].items[:4]
+    ft.choose_attention(rows)
+    torch.manual_seed(0)
+    base = ft.load_base_model(ft.model_source())
+    if ft.cfg.model.liger_kernels:
+        from ftlab.model import fast_paths
+
+        fast_paths.apply_liger(base)
+    model = ft.get_peft_model(base).cuda().eval()
+    if ft.cfg.trainer.compile:
+        from ftlab.model import fast_paths
+
+        fast_paths.compile_layers(model)
+    module = LoRAModule(
+        model, 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0, fused_loss=ft.cfg.model.liger_kernels
+    )
+    batch = {k: v.cuda() for k, v in Collator(ft.tokenizer.pad_token_id)(rows).items()}
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        total, count = module(batch)
+    return float(total / count)
+
+
+def test_liger_kernels_hold_the_loss(tiny):
+    pytest.importorskip("liger_kernel")
+    plain, liger = _loss(tiny), _loss(tiny, "model.liger_kernels=true")
+    assert abs(liger - plain) < 2e-2 * plain, (liger, plain)  # bf16 kernels: rounding differs, the math does not
+
+
+def test_compiled_decoder_layers_hold_the_loss(tiny):
+    plain, compiled = _loss(tiny, precision="32-true"), _loss(tiny, "trainer.compile=true", precision="32-true")
+    assert abs(compiled - plain) < 1e-4 * plain, (compiled, plain)
+
+
+def test_flash_attention_2_holds_the_loss(tiny):
+    pytest.importorskip("flash_attn")
+    plain, flash = _loss(tiny), _loss(tiny, "model.attn_implementation=flash_attention_2")
+    assert abs(flash - plain) < 2e-2 * plain, (flash, plain)

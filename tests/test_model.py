@@ -19,7 +19,8 @@ def test_4bit_layers_keep_their_gradient_after_validation(cache_dir):
     import bitsandbytes as bnb
 
     cfg = tiny_config(cache_dir, "quant=4bit")
-    model = load_base_model(resolve_source(cfg.model, str(cache_dir), cfg.seed), cfg.model, cfg.quant, "cpu", "32-true")
+    source = resolve_source(cfg.model, str(cache_dir), cfg.seed)
+    model = load_base_model(source, cfg.model, cfg.quant, "cpu", "32-true", "sdpa")
     layer = model.model.layers[0].self_attn.q_proj
     weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
     layer.eval()

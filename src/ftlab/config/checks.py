@@ -49,6 +49,8 @@ def _combination_errors(c: RunConfig):
         yield "trainer.precision=16-mixed needs a GPU; on CPU use trainer.precision=bf16-mixed or 32-true"
     if c.trainer.accelerator == "cpu" and c.model.attn_implementation == "flash_attention_2":
         yield "model.attn_implementation=flash_attention_2 needs a CUDA GPU; on CPU use sdpa (or trainer=gpu)"
+    if c.trainer.accelerator == "cpu" and c.model.liger_kernels:
+        yield "model.liger_kernels=true needs a CUDA GPU (Triton kernels); on CPU set model.liger_kernels=false"
     yield from _strategy_errors(c)
     if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
         yield (

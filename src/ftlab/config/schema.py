@@ -59,8 +59,13 @@ class ModelOptions:
     dtype: str = opt("auto", choices=["auto"] + DTYPE_NAMES)
     """Frozen weight dtype. auto: the dtype of trainer.precision (bfloat16 for bf16-*, float16 for 16-*, else
     float32)."""
-    attn_implementation: str = opt("sdpa", choices=["sdpa", "eager", "flash_attention_2"])
-    """Attention kernel. flash_attention_2 needs a CUDA GPU and the flash-attn package."""
+    attn_implementation: str = opt("auto", choices=["auto", "sdpa", "eager", "flash_attention_2"])
+    """Attention kernel. auto: sdpa on a GPU; on a CPU eager when every training row is at most 192 tokens (faster
+    there), else sdpa. flash_attention_2 needs a CUDA GPU and the flash-attn package; with data.packing it runs each
+    packed example as its own sequence."""
+    liger_kernels: bool = False
+    """Liger's fused Triton kernels (RoPE, RMSNorm, SwiGLU, and a fused linear cross-entropy that never holds the
+    whole logits): less memory and faster steps on a CUDA GPU; needs the liger-kernel package."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% slower."""
     revision: str = "main"
@@ -88,7 +93,11 @@ class LoraOptions:
     alpha: float = opt(32.0, gt=0, example="lora.alpha=32")
     """Scale of the adapter update (alpha / r, or alpha / sqrt(r) with rsLoRA)."""
     dropout: float = opt(0.05, ge=0, lt=1, example="lora.dropout=0.05")
-    """Dropout on the adapter input, in [0, 1)."""
+    """Dropout on the adapter input, in [0, 1). It regularises small datasets; 0 skips it, the fastest step (on a
+    CPU about 15% faster than 0.05 with shared_dropout)."""
+    shared_dropout: bool = True
+    """Projections that read the same tensor (q/k/v, gate/up) share one dropout mask: each still sees dropout at
+    rate `dropout`, with 4 masks per decoder layer drawn instead of 7. false: one mask per projection, as PEFT."""
     target_modules: List[str] = opt(["all-linear"], example="lora.target_modules=[q_proj,v_proj]")
     """Module names to adapt, or [all-linear] for every linear layer except the output head."""
     bias: str = opt("none", choices=["none", "all", "lora_only"])
@@ -318,6 +327,9 @@ class TrainerOptions:
     """Validate every N optimizer steps during training; 0: only before and after."""
     log_every_n_steps: int = opt(5, gt=0)
     """How often training metrics are recorded."""
+    compile: bool = False
+    """torch.compile each decoder layer: faster steps on a GPU once compiled (a minute or more at the start). On a
+    CPU the compile time outweighs the gain on runs of a few hundred steps."""
     checkpoint_every_n_steps: int = opt(25, gt=0)
     """How often a resumable checkpoint (adapter + optimizer state) is written. SIGTERM (and SLURM's requeue
     signal) also writes one, at the end of the optimizer step under way, then exits with 143."""

@@ -4,6 +4,7 @@ import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+from ftlab.model.dropout import use_shared_dropout
 from ftlab.model.source import byte_tokenizer
 from ftlab.utils import ranks
 from ftlab.utils.errors import FtlabError, first_line
@@ -83,11 +84,14 @@ def describe_quant(q, precision: str) -> str:
     return "(8-bit)" if q.bits == 8 else "(no quantization)"
 
 
-def load_base_model(source: str, model_cfg, quant_cfg, accelerator: str, precision: str, sharded: bool = False):
-    """`precision`: trainer.precision as resolve_precision settled it; `sharded`: FSDP will shard the model."""
+def load_base_model(
+    source: str, model_cfg, quant_cfg, accelerator: str, precision: str, attention: str, sharded: bool = False
+):
+    """`precision`: trainer.precision as resolve_precision settled it; `attention`: the attention implementation
+    (fast_paths.resolve_attention); `sharded`: FSDP will shard the model."""
     kwargs = dict(
         dtype=weight_dtype(model_cfg, precision),
-        attn_implementation=model_cfg.attn_implementation,
+        attn_implementation=attention,
         revision=model_cfg.revision,
         trust_remote_code=model_cfg.trust_remote_code,
     )
@@ -140,10 +144,12 @@ def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool, sha
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
     except ValueError as e:
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if "Linear" in type(m).__name__})
         raise FtlabError(
             f"lora.target_modules={targets}: {first_line(e)} This model's linear layers: "
             f"{', '.join(linear)}; e.g. lora.target_modules=[all-linear]"
         ) from None
+    use_shared_dropout(model, shared=lora_cfg.shared_dropout)
+    return model

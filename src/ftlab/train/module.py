@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ftlab.data.chat import IGNORE
+from ftlab.model import fast_paths
 from ftlab.train.strategy import all_ranks
 from ftlab.utils.errors import FtlabError
 
@@ -38,7 +39,9 @@ class LoRAModule(L.LightningModule):
         scheduler: str,
         warmup_steps: int,
         min_lr_ratio: float,
+        fused_loss: bool = False,
     ):
+        """`fused_loss`: Liger's fused linear cross-entropy (model.liger_kernels) instead of logits + cross-entropy."""
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.betas, self.optimizer_name = lr, weight_decay, tuple(betas), optimizer
@@ -48,6 +51,9 @@ class LoRAModule(L.LightningModule):
         self._val_sum = self._val_count = 0
         self._step_sum, self.step_loss = 0, None  # this step's loss so far; the last step's
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
+        self._fused_loss = fast_paths.fused_linear_cross_entropy() if fused_loss else None
+        self._lora_layers = fast_paths.lora_layers(model)
+        self._casting = True  # PEFT's cast of each adapter input to the adapter's dtype (fast_paths.set_input_casting)
 
     def forward(self, batch) -> tuple:
         """(summed cross-entropy over the batch's supervised tokens, their number)."""
@@ -59,6 +65,16 @@ class LoRAModule(L.LightningModule):
             else {"attention_mask": batch["attention_mask"]}
         )
         targets = labels[:, 1:]
+        casting = not torch.is_autocast_enabled(ids.device.type)
+        if casting != self._casting:
+            fast_paths.set_input_casting(self._lora_layers, casting)
+            self._casting = casting
+        if self._fused_loss is not None:
+            base = self.model.get_base_model()
+            hidden = base.model(input_ids=ids, **inputs).last_hidden_state[:, :-1]
+            scored = targets != IGNORE
+            total = self._fused_loss(base.lm_head.weight, hidden[scored], targets[scored])
+            return total, scored.sum()
         if not self._keeps_logits:
             logits = self.model(input_ids=ids, **inputs).logits[:, :-1]
         else:

@@ -29,7 +29,7 @@ from ftlab.config.compose import setup
 from ftlab.data import batching, cache, chat, formats, sources, splits, templates
 from ftlab.data.datamodule import ChatDataModule
 from ftlab.hub import card, push
-from ftlab.model import adapter, load, source
+from ftlab.model import adapter, fast_paths, load, source
 from ftlab.sweeps.env import TrialEnv
 from ftlab.sweeps.trial import Pruning
 from ftlab.train import callbacks, checkpoints, fit, plots, rundir, strategy
@@ -74,6 +74,9 @@ class FineTune:
         self.tokenizer = self.model = self.datamodule = self.trainer = self.adapter_weights = None
         self.data_format = None  # qa, instruction or conversation: data.format, or detected by detect_format
         self.prepared = None  # the tokenized splits (splits.Prepared), kept for preview
+        self.train_rows = None  # the training rows as batched: packed with data.packing
+        self._on_gpu = load.device_for(self.cfg.trainer.accelerator) == "cuda"
+        self.attention = None  # model.attn_implementation settled (choose_attention); None: not yet
         self.stats: dict = {}
 
     # ── model stages ───────────────────────────────────────────────────────────────────────────────
@@ -89,11 +92,19 @@ class FineTune:
     def load_base_model(self, source_dir: str):
         m, t = self.cfg.model, self.cfg.trainer
         sharded = t.strategy == "fsdp"
-        return load.load_base_model(source_dir, m, self.cfg.quant, t.accelerator, self.precision, sharded)
+        attention = self.attention or fast_paths.resolve_attention(m.attn_implementation, self._on_gpu)[0]
+        return load.load_base_model(source_dir, m, self.cfg.quant, t.accelerator, self.precision, attention, sharded)
 
     def load_base_model_and_tokenizer(self) -> tuple:
         source_dir = self.model_source()
         return self.load_base_model(source_dir), self.load_tokenizer(source_dir)
+
+    def choose_attention(self, rows: List[dict]) -> str:
+        """model.attn_implementation with auto settled for this device and these training rows (printed)."""
+        longest = max((len(r["input_ids"]) for r in rows), default=0)
+        self.attention, why = fast_paths.resolve_attention(self.cfg.model.attn_implementation, self._on_gpu, longest)
+        info(f"attention: {self.attention} ({why})")
+        return self.attention
 
     def get_peft_model(self, base):
         return load.add_lora(
@@ -183,7 +194,7 @@ class FineTune:
                 f"{scoring.split_fix(split)}"
             )
         train = self.prepared.splits["train"].items
-        rows = batching.pack(train, c.max_seq_len) if c.packing else train
+        rows = self.train_rows = batching.pack(train, c.max_seq_len) if c.packing else train
         self.stats.update(splits.describe(self.prepared, rows, c, self.cfg.seed))
         return ChatDataModule(
             rows,
@@ -231,14 +242,14 @@ class FineTune:
     # ── training stages ────────────────────────────────────────────────────────────────────────────
     def check_packing(self) -> None:
         """Packed rows are only sound if this model's attention restarts at every example; test it on the model."""
-        if self.cfg.model.attn_implementation == "flash_attention_2":  # its kernels need the GPU the model isn't on yet
+        if self.attention == "flash_attention_2":  # its kernels need the GPU the model isn't on yet
             info("packing: flash-attention runs each packed example as its own sequence (variable-length kernel)")
             return
         ok, leak, diff = batching.attention_stays_inside(self.model)
         if not ok:
             raise FtlabError(
                 f"data.packing=true: {self.cfg.model.name} with attention "
-                f"{self.cfg.model.attn_implementation} lets packed examples attend to each other "
+                f"{self.attention} lets packed examples attend to each other "
                 f"(logits moved by {diff:.2g}); set data.packing=false"
             )
         info(
@@ -268,6 +279,7 @@ class FineTune:
         c, t = self.cfg, self.cfg.trainer
         module = self.module_class(
             self.model,
+            fused_loss=c.model.liger_kernels,
             lr=c.optim.lr,
             weight_decay=c.optim.weight_decay,
             betas=c.optim.betas,
@@ -446,10 +458,16 @@ class FineTune:
         self.stages.start("Loading base model", load.describe_quant(self.cfg.quant, self.precision))
         info(f"precision: {self.precision} ({self._precision_why})")
         self.stats["precision"] = self.precision
+        self.choose_attention(self.train_rows)
         base = self.load_base_model(source_dir)
+        if self.cfg.model.liger_kernels:
+            fast_paths.apply_liger(base)
+            info("Liger kernels: RoPE, RMSNorm, SwiGLU, fused linear cross-entropy")
         self.stages.start("Adding LoRA adapters", f"r={self.cfg.lora.r} alpha={self.cfg.lora.alpha}")
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)  # adapter init independent of loading
         self.model = self.get_peft_model(base)
+        if self.cfg.trainer.compile:
+            info(f"torch.compile: {fast_paths.compile_layers(self.model)} decoder layers (compiled at the first step)")
         if self.cfg.data.packing:
             self.check_packing()
         trainable, total = self.model.get_nb_trainable_parameters()
