@@ -44,9 +44,11 @@ test: lint
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu and not slow" tests
 
-# the start-up figures of docs/figures.md (seconds); the other benchmarks/ scripts take minutes each
+# start-up times (seconds), then a training step against the machine's matmul roofline and a plain PEFT loop, with
+# the profile of where a step's time goes (about 40 minutes on 2 CPU cores): the figures of docs/performance.md
 bench: install
 	$(BIN)/python benchmarks/startup.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/throughput.py --ablations --profile
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

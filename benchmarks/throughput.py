@@ -289,7 +289,6 @@ def expand(settings: list, baseline: bool, ablations: bool, gpu: bool) -> list:
                 ("ftlab, lora.dropout=0", ["lora.dropout=0"]),
                 ("ftlab, lora.shared_dropout=false", ["lora.shared_dropout=false"]),
                 ("ftlab, model.attn_implementation=sdpa", ["model.attn_implementation=sdpa"]),
-                ("ftlab, data.group_by_length=true", ["data.group_by_length=true"]),
             ]
         if gpu:
             runners += [

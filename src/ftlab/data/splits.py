@@ -114,8 +114,18 @@ def describe(prepared: Prepared, rows: List[dict], data_cfg, seed: int) -> dict:
             f"packing: {len(train.items)} examples in {len(rows)} rows of <= {c.max_seq_len} tokens; "
             f"padding {packed:.0%} of batch tokens (unpacked: {unpacked:.0%})"
         )
+    elif c.group_by_length:
+        info(
+            f"padding: {unpacked:.0%} of batch tokens, grouped by length (data.packing=true would make it {packed:.0%})"
+        )
     else:
-        info(f"padding: {unpacked:.0%} of batch tokens (data.packing=true would make it {packed:.0%})")
+        grouped = batching.padding_fraction(
+            lengths, batching.epoch_order(len(lengths), seed, 0, lengths, c.batch_size), c.batch_size
+        )
+        info(
+            f"padding: {unpacked:.0%} of batch tokens (data.packing=true would make it {packed:.0%}, "
+            f"data.group_by_length=true {grouped:.0%})"
+        )
     return dict(
         data_format=prepared.format,
         train_examples=len(train.items),
