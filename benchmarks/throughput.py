@@ -23,6 +23,7 @@ when installed) are added as settings.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -290,12 +291,12 @@ def expand(settings: list, baseline: bool, ablations: bool, gpu: bool) -> list:
                 ("ftlab, lora.shared_dropout=false", ["lora.shared_dropout=false"]),
                 ("ftlab, model.attn_implementation=sdpa", ["model.attn_implementation=sdpa"]),
             ]
-        if gpu:
-            runners += [
-                ("ftlab, model.liger_kernels=true", ["model.liger_kernels=true"]),
-                ("ftlab, trainer.compile=true", ["trainer.compile=true"]),
-                ("ftlab, flash_attention_2", ["model.attn_implementation=flash_attention_2"]),
-            ]
+        if gpu:  # each fast path whose package is installed
+            runners += [("ftlab, trainer.compile=true", ["trainer.compile=true"])]
+            if importlib.util.find_spec("liger_kernel"):
+                runners += [("ftlab, model.liger_kernels=true", ["model.liger_kernels=true"])]
+            if importlib.util.find_spec("flash_attn"):
+                runners += [("ftlab, flash_attention_2", ["model.attn_implementation=flash_attention_2"])]
         if ablations and s["data"] != "demo" and not s["packing"]:
             runners += [("ftlab, data.group_by_length=true", ["data.group_by_length=true"])]
         for runner, extra in runners:
