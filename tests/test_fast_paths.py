@@ -1,6 +1,7 @@
 """The fast paths change what a step costs, not what it computes: dropout stays dropout, the attention kernel and
 PEFT's input casts leave the loss where it was."""
 
+import lightning as L
 import pytest
 import torch
 
@@ -126,17 +127,27 @@ def test_peft_input_casts_off_under_autocast_leave_the_output_bit_identical(cach
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_the_module_turns_casts_off_under_autocast_and_back_on_outside_it(cache_dir):
-    """Generation after training runs without autocast, where a bf16 base and float32 adapters need PEFT's cast."""
-    ft, model = tiny_peft(cache_dir, "trainer.precision=bf16-mixed")
-    module = LoRAModule(model, 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0)
-    batch = batch_of(ft)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        module(batch)
-    assert not any(layer.cast_input_dtype_enabled for layer in lora_layers(model))
-    total, count = module(batch)  # outside autocast: would fail on mixed dtypes with the casts off
-    assert torch.isfinite(total) and count > 0
-    assert all(layer.cast_input_dtype_enabled for layer in lora_layers(model))
+def test_casts_are_off_while_training_under_autocast_and_back_on_for_generation(tiny, capsys):
+    """After a bf16-mixed fit the model generates outside autocast, where a bf16 base and float32 adapters need
+    PEFT's cast (make demo's evaluation stopped on "expected m1 and m2 to have the same dtype" without it)."""
+    seen = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, i):
+            seen.append(any(layer.cast_input_dtype_enabled for layer in lora_layers(module.model)))
+
+    class Recipe(FineTune):
+        def callbacks(self):
+            return super().callbacks() + [Watch()]
+
+    over = [o for o in tiny if not o.startswith("trainer.precision=")]
+    ft = Recipe(compose(over + ["trainer.precision=bf16-mixed", "trainer.max_steps=2"]))
+    ft.run()
+    assert seen == [False, False]
+    assert all(layer.cast_input_dtype_enabled for layer in lora_layers(ft.model))
+    ft.model.eval()
+    ids = torch.tensor([[1, 2, 3]])
+    assert ft.model.generate(input_ids=ids, max_new_tokens=2, do_sample=False).shape == (1, 5)
 
 
 def test_auto_attention_is_eager_for_short_rows_on_the_cpu_and_sdpa_otherwise():

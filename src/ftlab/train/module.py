@@ -65,10 +65,9 @@ class LoRAModule(L.LightningModule):
             else {"attention_mask": batch["attention_mask"]}
         )
         targets = labels[:, 1:]
-        casting = not torch.is_autocast_enabled(ids.device.type)
-        if casting != self._casting:
-            fast_paths.set_input_casting(self._lora_layers, casting)
-            self._casting = casting
+        # Off for the whole fit, not per call: a checkpointed layer recomputed in the backward pass must cast as the
+        # forward pass did. Back on when training or validation ends (generation needs them).
+        self._set_casting(not torch.is_autocast_enabled(ids.device.type))
         if self._fused_loss is not None:
             base = self.model.get_base_model()
             hidden = base.model(input_ids=ids, **inputs).last_hidden_state[:, :-1]
@@ -85,6 +84,17 @@ class LoRAModule(L.LightningModule):
             targets = targets[:, positions]
         total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
         return total, (targets != IGNORE).sum()
+
+    def _set_casting(self, enabled: bool) -> None:
+        if enabled != self._casting:
+            fast_paths.set_input_casting(self._lora_layers, enabled)
+            self._casting = enabled
+
+    def on_train_end(self):
+        self._set_casting(True)
+
+    def on_validation_end(self):
+        self._set_casting(True)
 
     def training_step(self, batch, batch_idx):
         # The step's loss is the mean over every supervised token of the step, on every rank (data/steps.py gives
