@@ -251,6 +251,7 @@ def data_settings(work: Path, accelerator: str, steps: int) -> tuple:
 
     from ftlab import FineTune, compose
     from ftlab.data.batching import pack
+    from ftlab.data.steps import supervised
 
     demo = Path(compose([]).data.path)
     settings, facts = [], {}
@@ -262,7 +263,7 @@ def data_settings(work: Path, accelerator: str, steps: int) -> tuple:
         packed = pack(items, 512)
         per_row = sum(len(r["input_ids"]) for r in packed) / len(packed)
         mean = sum(lengths) / len(lengths)
-        scored = sum(sum(1 for v in x["labels"][1:] if v != -100) for x in items) / sum(lengths)
+        scored = sum(supervised(x) for x in items) / sum(lengths)
         facts[name] = dict(mean_row=mean, scored_share=scored, source=ft.model_source())
         for packing in (False, True):
             batch = 8 if not packing else max(1, round(8 * mean / per_row))

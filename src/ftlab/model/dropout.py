@@ -36,14 +36,9 @@ class SharedDropout(nn.Module):
         self.p = p
         self.last = last  # None: every call draws its own mask
         levels = 2**SCALE_BITS
-        self.dropped_levels = round(p * levels)
-        self.threshold = self.dropped_levels - levels // 2  # int16 values below this are dropped
-        self.scale = levels / (levels - self.dropped_levels)
-
-    @property
-    def rate(self) -> float:
-        """The rate the masks are drawn at: p rounded to a multiple of 1/65536 on the CPU."""
-        return self.dropped_levels / 2**SCALE_BITS
+        dropped = round(p * levels)
+        self.threshold = dropped - levels // 2  # int16 values below this are dropped
+        self.scale = levels / (levels - dropped)
 
     def train(self, mode: bool = True):
         if self.last is not None:  # let go of the last activation, which belongs to the step that ended
@@ -72,11 +67,10 @@ class SharedDropout(nn.Module):
         return f"p={self.p}, shared={self.last is not None}"
 
 
-def use_shared_dropout(model, shared: bool) -> int:
+def use_shared_dropout(model, shared: bool) -> None:
     """Replace the LoRA layers' torch.nn.Dropout with SharedDropout (one LastInput for the whole model when
-    `shared`); returns how many were replaced. Identity dropout (p=0) is left alone."""
+    `shared`). Identity dropout (p=0) is left alone."""
     last = LastInput() if shared else None
-    replaced = 0
     for module in model.modules():
         layers = getattr(module, "lora_dropout", None)
         if not isinstance(layers, nn.ModuleDict):
@@ -84,5 +78,3 @@ def use_shared_dropout(model, shared: bool) -> int:
         for name, layer in layers.items():
             if isinstance(layer, nn.Dropout):
                 layers[name] = SharedDropout(layer.p, last)
-                replaced += 1
-    return replaced

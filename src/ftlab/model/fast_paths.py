@@ -6,6 +6,7 @@ from typing import List
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from ftlab.model.load import decoder_layer_classes
 from ftlab.utils.errors import FtlabError, first_line
 
 # On a CPU, eager attention (two matmuls and a softmax) ran forward + backward faster than PyTorch's SDPA kernel
@@ -74,16 +75,8 @@ def fused_linear_cross_entropy():
 def compile_layers(model) -> int:
     """torch.compile each decoder layer in place (the layers are alike, so one graph serves all); returns how many.
     The embedding, head and loss stay eager: the head's output length changes with every batch."""
-    layers = decoder_layers(model)
+    classes = decoder_layer_classes(model)
+    layers = [m for m in model.modules() if type(m) in classes]
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
-
-
-def decoder_layers(model) -> list:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(base, "model", base)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise FtlabError(f"{type(base).__name__} has no decoder layers under .model.layers to compile")
-    return list(layers)

@@ -120,6 +120,19 @@ def keep_4bit_trainable_on_cpu(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def decoder_layer_classes(model) -> set:
+    """The classes of the model's decoder layers (its _no_split_modules): what FSDP shards and checkpoints as units,
+    and what trainer.compile compiles."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    found = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not found:
+        raise FtlabError(
+            f"no decoder layer class found in {type(base).__name__} ({sorted(names) or 'the model names none'})"
+        )
+    return found
+
+
 def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool, sharded: bool = False):
     """Wrap `model` with LoRA adapters; only the adapters (and `modules_to_save`) are trainable. `sharded`: FSDP
     will shard the model, which needs the frozen weights of a layer in one dtype."""

@@ -107,13 +107,20 @@ class FineTune:
         return self.attention
 
     def get_peft_model(self, base):
-        return load.add_lora(
+        """`base` with LoRA adapters, as training runs it: with Liger's kernels and compiled layers when asked."""
+        if self.cfg.model.liger_kernels:  # before LoRA: Liger swaps module forwards, PEFT then wraps the linears
+            fast_paths.apply_liger(base)
+            info("Liger kernels: RoPE, RMSNorm, SwiGLU, fused linear cross-entropy")
+        model = load.add_lora(
             base,
             self.cfg.lora,
             quantized=self.cfg.quant.bits is not None,
             gradient_checkpointing=self.cfg.model.gradient_checkpointing,
             sharded=self.cfg.trainer.strategy == "fsdp",
         )
+        if self.cfg.trainer.compile:
+            info(f"torch.compile: {fast_paths.compile_layers(model)} decoder layers (compiled at the first step)")
+        return model
 
     # ── data stages ────────────────────────────────────────────────────────────────────────────────
     def detect_format(self, row: dict, where: str) -> str:
@@ -460,14 +467,9 @@ class FineTune:
         self.stats["precision"] = self.precision
         self.choose_attention(self.train_rows)
         base = self.load_base_model(source_dir)
-        if self.cfg.model.liger_kernels:
-            fast_paths.apply_liger(base)
-            info("Liger kernels: RoPE, RMSNorm, SwiGLU, fused linear cross-entropy")
         self.stages.start("Adding LoRA adapters", f"r={self.cfg.lora.r} alpha={self.cfg.lora.alpha}")
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)  # adapter init independent of loading
         self.model = self.get_peft_model(base)
-        if self.cfg.trainer.compile:
-            info(f"torch.compile: {fast_paths.compile_layers(self.model)} decoder layers (compiled at the first step)")
         if self.cfg.data.packing:
             self.check_packing()
         trainable, total = self.model.get_nb_trainable_parameters()

@@ -13,14 +13,7 @@ model and the settings that make it correct:
 
 from typing import Optional
 
-
-def decoder_layers(model) -> set:
-    """The classes of the model's decoder layers: the units FSDP shards and checkpoints."""
-    names = set(getattr(model.get_base_model(), "_no_split_modules", None) or ())
-    found = {type(m) for m in model.modules() if type(m).__name__ in names}
-    if not found:
-        raise ValueError(f"no decoder layer class found to shard ({sorted(names) or 'the model names none'})")
-    return found
+from ftlab.model.load import decoder_layer_classes
 
 
 def make_strategy(t, model):
@@ -30,7 +23,7 @@ def make_strategy(t, model):
         from lightning.pytorch.strategies import FSDPStrategy
         from peft.utils.other import fsdp_auto_wrap_policy
 
-        layers = decoder_layers(model)
+        layers = decoder_layer_classes(model)
         return FSDPStrategy(
             # PEFT's policy: each decoder layer a unit, and each trainable LoRA leaf a unit of its own, since PEFT
             # keeps adapter weights in float32 beside a bfloat16 base and a unit flattens one dtype
