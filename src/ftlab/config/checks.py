@@ -10,7 +10,7 @@ import typing
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ftlab.config.schema import RunConfig, SweeperOptions
+from ftlab.config.schema import MethodOptions, RunConfig, SweeperOptions
 from ftlab.utils.errors import ConfigError, first_line
 
 _OPS = {
@@ -52,6 +52,7 @@ def _combination_errors(c: RunConfig):
     if c.trainer.accelerator == "cpu" and c.model.liger_kernels:
         yield "model.liger_kernels=true needs a CUDA GPU (Triton kernels); on CPU set model.liger_kernels=false"
     yield from _strategy_errors(c)
+    yield from _method_errors(c)
     if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
         yield (
             f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
@@ -88,6 +89,37 @@ def _combination_errors(c: RunConfig):
         yield "lora.target_modules is empty; e.g. lora.target_modules=[all-linear]"
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
         yield f"optim.betas must be two numbers in [0, 1) (got {list(c.optim.betas)})"
+
+
+# the method.* keys each method reads; a key set away from its default for a method that ignores it is refused
+METHOD_KEYS = {
+    "sft": (),
+    "dpo": ("loss", "beta", "label_smoothing"),
+    "orpo": ("odds_ratio_weight",),
+    "simpo": ("beta", "gamma"),
+    "kto": ("beta", "desirable_weight", "undesirable_weight"),
+}
+
+
+def _method_errors(c: RunConfig):
+    """Method keys the chosen method does not read, and options a preference method cannot honour."""
+    m = c.method
+    defaults = MethodOptions()
+    for f in dataclasses.fields(MethodOptions):
+        if f.name == "name" or f.name in METHOD_KEYS[m.name]:
+            continue
+        if getattr(m, f.name) != getattr(defaults, f.name):
+            users = [name for name, keys in METHOD_KEYS.items() if f.name in keys]
+            yield (
+                f"method.{f.name} is read by method={'|'.join(users)} only, and this run is method={m.name}; "
+                f"drop method.{f.name} or pick method={users[0]}"
+            )
+    if m.name == "dpo" and m.label_smoothing and m.loss != "sigmoid":
+        yield f"method.label_smoothing applies to method.loss=sigmoid only (got method.loss={m.loss})"
+    if m.name != "sft" and c.data.packing:
+        yield f"data.packing packs single examples for SFT; method={m.name} compares whole answers: data.packing=false"
+    if m.name != "sft" and c.model.liger_kernels:
+        yield f"model.liger_kernels' fused loss is SFT's; with method={m.name} set model.liger_kernels=false"
 
 
 def _strategy_errors(c: RunConfig):

@@ -130,13 +130,28 @@ class ColumnsOptions:
     """Instruction format: the response to learn."""
     messages: Optional[str] = None
     """Conversation format: the list of turns; null finds `conversations` or `messages`."""
+    tools: str = "tools"
+    """Conversation format: an optional per-row list of tool (function) definitions the assistant may call."""
+    text: str = "text"
+    """Text format (continued pretraining): the document."""
+    prompt: str = "prompt"
+    """Preference and KTO formats: the prompt, as text or a list of messages (optional with whole conversations)."""
+    chosen: str = "chosen"
+    """Preference format: the preferred answer (text or assistant messages), or the whole preferred conversation."""
+    rejected: str = "rejected"
+    """Preference format: the dispreferred answer, or the whole dispreferred conversation."""
+    completion: str = "completion"
+    """KTO format: the answer, as text or assistant messages."""
+    label: str = "label"
+    """KTO format: true if the completion is desirable, false if not."""
 
 
 @dataclass
 class DataOptions:
     path: Optional[str] = opt(None, example="data.path=/data/train.jsonl")
-    """Local data: a .jsonl, .json, .csv or .parquet file, or a folder of them (train*/validation*/test* files
-    become those splits)."""
+    """Local data: a .jsonl, .json, .csv, .parquet or .txt file (all but .parquet also .gz or .zst compressed), a
+    folder of them (train*/validation*/test* files become those splits), or a folder written by datasets'
+    save_to_disk."""
     name: Optional[str] = opt(None, example="data.name=tatsu-lab/alpaca")
     """Hugging Face Hub dataset (or a local dataset folder) loaded with the datasets library, instead of `path`."""
     subset: Optional[str] = None
@@ -150,8 +165,14 @@ class DataOptions:
     below 1, or a row count."""
     test_size: float = opt(0.0, ge=0, example="data.test_size=0.1")
     """Test rows carved from the training rows when the source has no test split (fraction or count; 0: none)."""
-    format: str = opt("auto", choices=["auto", "qa", "instruction", "conversation"], example="data.format=qa")
-    """Row format. auto: detected from the columns (and printed)."""
+    format: str = opt(
+        "auto",
+        choices=["auto", "qa", "instruction", "conversation", "preference", "kto", "text"],
+        example="data.format=qa",
+    )
+    """Row format. auto: detected from the columns (and printed). preference (prompt/chosen/rejected) and kto
+    (prompt/completion/label) are for the preference methods (method=dpo ...); text is raw documents for continued
+    pretraining (loss on every token)."""
     columns: ColumnsOptions = field(default_factory=ColumnsOptions)
     """Column names of each format's fields."""
     system_prompt: Optional[str] = None
@@ -161,11 +182,14 @@ class DataOptions:
     train_on: str = opt("assistant", choices=["assistant", "last_assistant", "all"])
     """Tokens that get a loss: every assistant turn (and its end-of-turn token), the last one only, or all."""
     max_seq_len: int = opt(512, gt=0, example="data.max_seq_len=1024")
-    """Tokens per example after the chat template (per packed row with packing); longer ones are truncated."""
+    """Tokens per example after the chat template (per packed row with packing); longer ones are truncated (text
+    documents are cut into blocks of this length instead, and a preference answer must keep a scored token)."""
     packing: bool = opt(False, shapes_tokens=False)
     """Pack several examples into each row of up to max_seq_len tokens; attention stays inside each example."""
     group_by_length: bool = opt(False, shapes_tokens=False)
     """Without packing: batch examples of similar length together, so less of each batch is padding."""
+    text_per_line: bool = False
+    """Text format: each non-empty line of a .txt file is one document; false: each .txt file is one document."""
     skip_bad_rows: bool = False
     """Skip rows that fail checks (printing the count and the first reasons) instead of stopping at the first."""
     cache: bool = opt(True, shapes_tokens=False)
@@ -336,12 +360,40 @@ class TrainerOptions:
 
 
 @dataclass
+class MethodOptions:
+    """How the model learns: supervised fine-tuning, or a preference method. Pick one with method=NAME; each method
+    reads only its own keys (and refuses the others when set)."""
+
+    name: str = opt("sft", choices=["sft", "dpo", "orpo", "simpo", "kto"], example="method=dpo")
+    """sft: learn the answers (chat turns, or every token of text). dpo: prefer chosen over rejected relative to the
+    base model (the adapter switched off); orpo: SFT on chosen plus an odds-ratio penalty, no reference; simpo:
+    length-normalised margin, no reference; kto: unpaired good/bad examples relative to the base model."""
+    loss: str = opt("sigmoid", choices=["sigmoid", "ipo", "hinge"], example="method.loss=ipo")
+    """dpo: the loss on the reward margin. sigmoid: DPO's -log sigmoid(beta * margin); ipo: the squared distance of
+    the margin from 1 / (2 beta); hinge: max(0, 1 - beta * margin)."""
+    beta: float = opt(0.1, gt=0, example="method.beta=0.1")
+    """dpo, kto, simpo: the reward scale. Higher: stay closer to the reference (dpo, kto); a sharper margin (simpo,
+    whose preset sets 2.0)."""
+    label_smoothing: float = opt(0.0, ge=0, lt=0.5, example="method.label_smoothing=0.1")
+    """dpo with loss=sigmoid: the assumed share of pairs whose labels are flipped (conservative DPO); 0: off."""
+    odds_ratio_weight: float = opt(0.1, gt=0, example="method.odds_ratio_weight=0.1")
+    """orpo: lambda, the weight of the odds-ratio term added to the chosen answers' SFT loss."""
+    gamma: float = opt(1.0, ge=0, example="method.gamma=1.0")
+    """simpo: the target reward margin the chosen answer must beat the rejected one by."""
+    desirable_weight: float = opt(1.0, gt=0)
+    """kto: weight of the desirable examples' loss; raise it when they are the fewer."""
+    undesirable_weight: float = opt(1.0, gt=0)
+    """kto: weight of the undesirable examples' loss; raise it when they are the fewer."""
+
+
+@dataclass
 class RunConfig:
     """The config of a run: what `python -m ftlab` composes, validates and saves as .hydra/config.yaml."""
 
     model: ModelOptions = field(default_factory=ModelOptions)
     quant: QuantOptions = field(default_factory=QuantOptions)
     lora: LoraOptions = field(default_factory=LoraOptions)
+    method: MethodOptions = field(default_factory=MethodOptions)
     data: DataOptions = field(default_factory=DataOptions)
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
     hub: HubOptions = field(default_factory=HubOptions)

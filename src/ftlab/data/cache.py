@@ -21,12 +21,22 @@ import torch
 from omegaconf import OmegaConf
 
 from ftlab.config.schema import DataOptions
-from ftlab.data.chat import IGNORE
 from ftlab.data.splits import Prepared, Split
 from ftlab.utils.files import atomic
 
 # modules whose code decides the tokens: a change in ftlab itself invalidates old entries too
-_CODE = ("ftlab.data.sources", "ftlab.data.formats", "ftlab.data.chat", "ftlab.data.splits")
+_CODE = (
+    "ftlab.data.sources",
+    "ftlab.data.rows",
+    "ftlab.data.readers",
+    "ftlab.data.datasets_source",
+    "ftlab.data.formats",
+    "ftlab.data.chat",
+    "ftlab.data.preference",
+    "ftlab.data.text",
+    "ftlab.data.splits",
+    "ftlab.data.cache",
+)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -85,21 +95,32 @@ def save(path: Path, prepared: Prepared) -> None:
 
 
 def _flatten(split: Split) -> dict:
-    """Three flat tensors instead of lists of Python ints: compact, and fast to save and load."""
+    """Flat tensors instead of lists of Python ints: compact, and fast to save and load. Each key of the examples
+    (input_ids and labels; a pair's rejected_ids ...) becomes one tensor of every example's values end to end, and
+    one of their lengths."""
     items = split.items
-    return {
-        "ids": torch.tensor([t for x in items for t in x["input_ids"]], dtype=torch.int64),
-        "supervised": torch.tensor([label != IGNORE for x in items for label in x["labels"]], dtype=torch.bool),
-        "lengths": torch.tensor([len(x["input_ids"]) for x in items], dtype=torch.int64),
-        "dropped": split.dropped,
-    }
+    keys = sorted(items[0]) if items else []
+    fields = {}
+    for k in keys:
+        values = [x[k] for x in items]
+        if isinstance(values[0], list):
+            flat = torch.tensor([t for v in values for t in v], dtype=torch.int64)
+            fields[k] = {"flat": flat, "lengths": torch.tensor([len(v) for v in values], dtype=torch.int64)}
+        else:  # one number per example (a KTO row's desirable flag, its prompt length)
+            fields[k] = {"values": torch.tensor(values, dtype=torch.int64)}
+    return {"fields": fields, "count": len(items), "dropped": split.dropped}
 
 
 def _unflatten(stored: dict) -> Split:
-    ids, sup = stored["ids"].tolist(), stored["supervised"].tolist()
-    items, at = [], 0
-    for n in stored["lengths"].tolist():
-        chunk = ids[at : at + n]
-        items.append({"input_ids": chunk, "labels": [t if s else IGNORE for t, s in zip(chunk, sup[at : at + n])]})
-        at += n
+    columns = {}
+    for k, f in stored["fields"].items():
+        if "values" in f:
+            columns[k] = f["values"].tolist()
+            continue
+        flat, at, column = f["flat"].tolist(), 0, []
+        for n in f["lengths"].tolist():
+            column.append(flat[at : at + n])
+            at += n
+        columns[k] = column
+    items = [{k: columns[k][i] for k in columns} for i in range(stored["count"])]
     return Split(items, stored["dropped"])

@@ -8,59 +8,171 @@ Turn i supervises the characters from len(prefix) to the end of the last special
 (the end-of-turn token: <|im_end|>, <|eot_id|>, </s> ...), so the model learns to stop, but not the
 separator whitespace after it. Tokens whose characters start in a supervised span get labels; all
 others get IGNORE. The rows themselves are checked before this, in formats.py.
+
+Tool calling: an assistant turn's tool calls are part of its rendered turn, so they are learnt like its text;
+tool results (role "tool") are prompt, never learnt. The tool definitions a row offers travel with its messages
+(a Conversation: a list of messages with a `tools` attribute) to apply_chat_template(..., tools=...). A template
+that drops the calls, the results or the definitions is refused in one line rather than trained on silently (a
+ConfigError: the template, not the row, is at fault, so data.skip_bad_rows does not skip it).
+An assistant turn with weight 0 (OpenAI's per-message weight) is rendered as context and not learnt.
 """
 
+import json
 from typing import List, Optional
 
 from jinja2 import TemplateError
 
-from ftlab.utils.errors import FtlabError
+from ftlab.utils.errors import ConfigError, FtlabError
 
 IGNORE = -100  # the label value Hugging Face losses skip
+TOOLS_FIX = "set data.chat_template=chatml or use a model whose template supports tools"
 
 
-def _render(tokenizer, messages, generation_prompt: bool, where: str) -> str:
+class Conversation(list):
+    """A list of messages that also carries the row's tool definitions (OpenAI JSON schemas; None: no tools).
+    It is a list wherever messages are used; slices and concatenations keep the tools, so a prompt cut from a
+    conversation (prompts.split_reference) renders with the tools it was trained with."""
+
+    def __init__(self, messages=(), tools: Optional[list] = None):
+        super().__init__(messages)
+        self.tools = tools or None
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        return Conversation(item, self.tools) if isinstance(index, slice) else item
+
+    def __add__(self, other):
+        return Conversation(list(self) + list(other), self.tools)
+
+    def __radd__(self, other):  # [system turn] + conversation: Python asks the subclass first
+        return Conversation(list(other) + list(self), self.tools)
+
+    def copy(self):
+        return Conversation(self, self.tools)
+
+    def __repr__(self):
+        return f"Conversation({list.__repr__(self)}, tools={self.tools!r})"
+
+
+def tools_of(messages, tools: Optional[list] = None) -> Optional[list]:
+    """The tool definitions to render `messages` with: `tools` when given, else those the messages carry."""
+    return (tools if tools is not None else getattr(messages, "tools", None)) or None
+
+
+def _render(tokenizer, messages, generation_prompt: bool, where: str, tools: Optional[list] = None) -> str:
     if not messages:
         return ""
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return tokenizer.apply_chat_template(
+            list(messages), tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+        )
     except TemplateError as e:  # templates raise on shapes they refuse (e.g. roles that do not alternate)
         raise FtlabError(
             f"{where}: the chat template refuses this conversation ({e}); fix the row or set data.chat_template"
         ) from None
 
 
-def supervised_spans(tokenizer, messages: List[dict], where: str, train_on: str) -> tuple:
+def _uses_tools(messages, tools) -> bool:
+    return bool(tools) or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
+
+
+def _argument_names(arguments) -> list:
+    if isinstance(arguments, str):  # a JSON string, as OpenAI sends it (formats.py makes rows' arguments objects)
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return []
+    return [str(k) for k in arguments] if isinstance(arguments, dict) else []
+
+
+def _check_calls_rendered(turn: str, message: dict, where: str) -> None:
+    """Each tool call of an assistant turn must show in that turn's rendered text: its name and argument names."""
+    for call in message["tool_calls"]:
+        function = call.get("function", call)
+        parts = [function["name"], *_argument_names(function.get("arguments"))]
+        if not all(part in turn for part in parts):
+            raise ConfigError(
+                f"{where}: the chat template does not render tool calls (its output lacks the call to "
+                f"{function['name']}); {TOOLS_FIX}"
+            )
+
+
+def _check_results_rendered(full: str, messages, where: str) -> None:
+    """Each tool result must show in the rendered text, verbatim or JSON-quoted (Llama 3.1's template quotes it)."""
+    for j, m in enumerate(messages):
+        if m["role"] != "tool":
+            continue
+        content = m["content"]
+        if content not in full and json.dumps(content, ensure_ascii=False)[1:-1] not in full:
+            raise ConfigError(
+                f"{where}: the chat template does not render tool results (its output lacks the result in "
+                f"messages[{j}]{' of ' + m['name'] if m.get('name') else ''}); {TOOLS_FIX}"
+            )
+
+
+def _check_tools_rendered(tokenizer, messages, full: str, tools: list, where: str) -> None:
+    """The tool definitions must change the rendered text: a template that ignores `tools` hides them."""
+    if _render(tokenizer, messages, False, where) == full:
+        name = tools[0].get("function", tools[0]).get("name", "the first tool")
+        raise ConfigError(
+            f"{where}: the chat template does not render tool definitions (its output lacks the definition "
+            f"of {name} from data.columns.tools); {TOOLS_FIX}"
+        )
+
+
+def supervised_spans(tokenizer, messages: List[dict], where: str, train_on: str, tools: Optional[list] = None) -> tuple:
     """The full rendered text and the (start, end) character spans to learn: every assistant turn (with its
-    end-of-turn marker), only the last one, or (train_on="all") the whole text."""
-    full = _render(tokenizer, messages, False, where)
-    if train_on == "all":
+    end-of-turn marker) but those of weight 0, only the last of them, or (train_on="all") the whole text.
+    `tools`: the tool definitions to render with; None: those `messages` carries (a Conversation), if any."""
+    tools = tools_of(messages, tools)
+    full = _render(tokenizer, messages, False, where, tools)
+    with_tools = _uses_tools(messages, tools)
+    if train_on == "all" and not with_tools:
         return full, [(0, len(full))]
     specials = [s for s in tokenizer.all_special_tokens if s]
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prefix = _render(tokenizer, messages[:i], True, where)
-        through = _render(tokenizer, messages[: i + 1], False, where)
+        prefix = _render(tokenizer, messages[:i], True, where, tools)
+        through = _render(tokenizer, messages[: i + 1], False, where, tools)
         if not (through.startswith(prefix) and full.startswith(through)):
             raise FtlabError(
                 f"{where}: the chat template does not render turn {i} as a continuation of the "
                 "turns before it, so its assistant tokens cannot be located; set data.chat_template"
             )
         turn = through[len(prefix) :]
+        if m.get("tool_calls"):
+            _check_calls_rendered(turn, m, where)
+        if m.get("weight", 1) == 0:  # context: rendered, not learnt
+            continue
         # the end-of-turn marker: the last special token in the turn; a template whose marker is not a special
         # token of this vocabulary (see templates.py) ends the turn where its trailing whitespace starts
         ends = [turn.rfind(s) + len(s) for s in specials if s in turn]
         end = max(ends) if ends else len(turn.rstrip())
         spans.append((len(prefix), len(prefix) + end))
+    if with_tools:
+        _check_results_rendered(full, messages, where)
+        if tools:
+            _check_tools_rendered(tokenizer, messages, full, tools, where)
+    if train_on == "all":
+        return full, [(0, len(full))]
     return full, spans[-1:] if train_on == "last_assistant" else spans
 
 
-def tokenize_conversation(tokenizer, messages: List[dict], max_len: int, where: str, train_on: str) -> Optional[dict]:
+def tokenize_conversation(
+    tokenizer, messages: List[dict], max_len: int, where: str, train_on: str, tools: Optional[list] = None
+) -> Optional[dict]:
     """input_ids and labels for one conversation, truncated to `max_len`; None when truncation removed
-    every supervised token (the caller counts it as dropped: an all-masked example teaches nothing)."""
-    full, spans = supervised_spans(tokenizer, messages, where, train_on)
+    every supervised token (the caller counts it as dropped: an all-masked example teaches nothing).
+    `tools`: the tool definitions to render with; None: those `messages` carries (a Conversation), if any."""
+    assistant = [m for m in messages if m["role"] == "assistant"]
+    if train_on != "all" and assistant and all(m.get("weight", 1) == 0 for m in assistant):
+        raise FtlabError(
+            f"{where}: every assistant turn has weight 0, so there is nothing to learn; give one weight 1 "
+            "or drop the row"
+        )
+    full, spans = supervised_spans(tokenizer, messages, where, train_on, tools)
     ids, offsets = _encode(tokenizer, full, {b for span in spans for b in span})
     labels = []
     for token, (start, _end) in zip(ids, offsets):
@@ -88,14 +200,15 @@ def _encode(tokenizer, text: str, bounds: set) -> tuple:
     return ids, offsets
 
 
-def prompt_ids(tokenizer, messages: List[dict], where: str, train_on: str) -> tuple:
+def prompt_ids(tokenizer, messages: List[dict], where: str, train_on: str, tools: Optional[list] = None) -> tuple:
     """(text, token ids) of the prompt that asks for the next assistant turn after `messages`, tokenized exactly
     as tokenize_conversation tokenizes the same text in training (split at the same turn boundaries), so the
-    model sees at inference the tokens it learned from."""
-    text = _render(tokenizer, messages, True, where)
+    model sees at inference the tokens it learned from. `tools` as in tokenize_conversation."""
+    tools = tools_of(messages, tools)
+    text = _render(tokenizer, messages, True, where, tools)
     bounds = set()
     if any(m["role"] == "assistant" for m in messages) and train_on != "all":
-        _, spans = supervised_spans(tokenizer, messages, where, train_on)
+        _, spans = supervised_spans(tokenizer, messages, where, train_on, tools)
         bounds = {b for span in spans for b in span if b < len(text)}
     ids, _ = _encode(tokenizer, text, bounds)
     return text, ids

@@ -49,7 +49,7 @@ class ChatDataModule(L.LightningDataModule):
         return DataLoader(
             steps.StepRows(self.train),
             batch_sampler=sampler,
-            collate_fn=steps.StepCollator(self.pad_id, packed="position_ids" in (self.train or [{}])[0]),
+            collate_fn=steps.StepCollator(self.pad_id, self.train[0]),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
         )

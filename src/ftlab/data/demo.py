@@ -1,6 +1,7 @@
 """Demo dataset for ftlab: rewrite a date mentioned in a sentence as ISO 8601 (YYYY-MM-DD).
 
-Regenerate the shipped file with `python -m ftlab.data.demo` (a test checks it matches byte for byte).
+Regenerate the shipped files with `python -m ftlab.data.demo` (a test checks they match byte for byte): demo.jsonl,
+and demo_pairs.jsonl, its preference variant for method=dpo (and orpo, simpo).
 
 Each row is a short sentence such as "Order 4821 shipped on the 3rd of March 1998." and the
 expected answer is exactly "1998-03-03". The base SmolLM2-135M-Instruct almost never answers in
@@ -74,15 +75,29 @@ def make_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def make_pairs(rows: list[dict]) -> list[dict]:
+    """The preference variant of `rows` (method=dpo data=demo_pairs): the same prompts, the ISO date chosen and the
+    sentence restated (what the base model tends to answer) rejected. Row i pairs row i, so the seeded split holds
+    out the same prompts for validation and test as the SFT demo."""
+    pairs = []
+    for row in rows:
+        system, user, answer = row["conversations"]
+        restated = {"role": "assistant", "content": user["content"]}
+        pairs.append({"prompt": [system, user], "chosen": [answer], "rejected": [restated]})
+    return pairs
+
+
 def is_correct(row: dict, output: str) -> bool:
     """Exact match after stripping whitespace; any extra word or punctuation counts as wrong."""
     return output.strip() == row["conversations"][-1]["content"].strip()
 
 
 if __name__ == "__main__":
-    path = pathlib.Path(__file__).parent.parent / "assets" / "demo.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in make_rows(500, seed=0):
-            f.write(json.dumps(row) + "\n")
-    print(f"wrote {path}")
+    assets = pathlib.Path(__file__).parent.parent / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    rows = make_rows(500, seed=0)
+    for name, content in (("demo.jsonl", rows), ("demo_pairs.jsonl", make_pairs(rows))):
+        with (assets / name).open("w", encoding="utf-8") as f:
+            for row in content:
+                f.write(json.dumps(row) + "\n")
+        print(f"wrote {assets / name}")

@@ -26,7 +26,7 @@ class Split:
 
     @property
     def lengths(self) -> List[int]:
-        return [len(x["input_ids"]) for x in self.items]
+        return [batching.length(x) for x in self.items]
 
     @property
     def tokens(self) -> int:
@@ -34,7 +34,7 @@ class Split:
 
     @property
     def supervised(self) -> int:
-        return sum(sum(label != IGNORE for label in x["labels"]) for x in self.items)
+        return sum(sum(label != IGNORE for label in x["labels"] + x.get("rejected_labels", [])) for x in self.items)
 
 
 @dataclass
@@ -49,7 +49,8 @@ class Prepared:
 
 def tokenize_splits(rows: Dict[str, list], to_messages: Callable, tokenize: Callable, problems: Problems) -> dict:
     """{split: Split}. `to_messages(row, where)` and `tokenize(messages, where)` are FineTune's stages; a row
-    either of them rejects goes to `problems` (raised, or skipped and counted)."""
+    either of them rejects goes to `problems` (raised, or skipped and counted). `tokenize` gives an example, None
+    (nothing left to learn: dropped) or a list of examples (the blocks of a long text document)."""
     out = {}
     for name, split_rows in rows.items():
         split = out[name] = Split()
@@ -63,6 +64,8 @@ def tokenize_splits(rows: Dict[str, list], to_messages: Callable, tokenize: Call
                 continue
             if example is None:
                 split.dropped += 1
+            elif isinstance(example, list):  # a long text document: its blocks
+                split.items.extend(example)
             else:
                 split.items.append(example)
     return out

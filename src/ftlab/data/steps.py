@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import torch
 
+from ftlab.data import batching
 from ftlab.data.batching import Collator, epoch_order
 from ftlab.data.chat import IGNORE
 
@@ -30,8 +31,14 @@ def world() -> tuple:
 
 
 def supervised(item: dict) -> int:
-    """Tokens of `item` that get a loss: labels predict the next token, so the first position never does."""
-    return sum(1 for label in item["labels"][1:] if label != IGNORE)
+    """Tokens of `item` that get a loss: labels predict the next token, so the first position never does (both
+    answers of a preference pair)."""
+    return sum(1 for k in ("labels", "rejected_labels") for label in item.get(k, [IGNORE])[1:] if label != IGNORE)
+
+
+def units(item: dict) -> int:
+    """What a step's loss is the mean over: supervised tokens (SFT), or examples (a preference pair, a KTO row)."""
+    return 1 if "rejected_ids" in item or "desirable" in item else supervised(item)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class StepTotals:
     supervised: int
     tokens: int  # real (non-padding) tokens
     last: bool  # this micro-batch ends the step
+    units: int  # what the step's loss is the mean over (units): supervised tokens, or preference examples
 
 
 def shares(batch: List[int], world_size: int) -> List[List[int]]:
@@ -71,8 +79,9 @@ class StepBatches(torch.utils.data.Sampler):
     ):
         self.place = place  # (rank, world size); None: this process's place in the running job
         self.batch_size, self.accumulate, self.seed, self.epoch, self.skip = batch_size, accumulate, seed, epoch, skip
-        self.lengths = [len(x["input_ids"]) for x in rows]
+        self.lengths = [batching.length(x) for x in rows]
         self.supervised = [supervised(x) for x in rows]
+        self.units = [units(x) for x in rows]
         self.group_by_length = group_by_length
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
@@ -92,9 +101,10 @@ class StepBatches(torch.utils.data.Sampler):
             window = batches[start : start + self.accumulate]
             labelled = sum(self.supervised[i] for b in window for i in b)
             tokens = sum(self.lengths[i] for b in window for i in b)
+            count = sum(self.units[i] for b in window for i in b)
             for k, batch in enumerate(window):
                 mine = shares(batch, world_size)[rank]
-                step = StepTotals(labelled, tokens, k == len(window) - 1)
+                step = StepTotals(labelled, tokens, k == len(window) - 1, count)
                 out.append([(i, step) for i in mine] or [(None, step)])
         skip, self.skip = self.skip, 0
         return iter(out[skip:])
@@ -122,18 +132,17 @@ class StepRows(torch.utils.data.Dataset):
 class StepCollator:
     """Pads a micro-batch (Collator) and adds its step's totals: step_supervised, step_tokens, step_end."""
 
-    def __init__(self, pad_id: int, packed: bool):
-        self.pad, self.packed = Collator(pad_id), packed
+    def __init__(self, pad_id: int, like: dict):
+        """`like`: a training row, the shape of the filler."""
+        self.collate, self.filler = Collator(pad_id), batching.filler(like, pad_id)
 
     def __call__(self, batch: list) -> dict:
         rows = [row for row, _ in batch if row is not None]
         step: StepTotals = batch[0][1]
         if not rows:  # this rank's share of a short last batch is empty: one token, no label
-            rows = [{"input_ids": [self.pad.pad_id], "labels": [IGNORE]}]
-            if self.packed:
-                rows[0]["position_ids"] = [0]
-        out = self.pad(rows)
-        out.update(step_supervised=step.supervised, step_tokens=step.tokens, step_end=step.last)
+            rows = [self.filler]
+        out = self.collate(rows)
+        out.update(step_supervised=step.supervised, step_tokens=step.tokens, step_end=step.last, step_units=step.units)
         return out
 
 

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.config.checks import METHOD_KEYS
 from ftlab.utils.files import write_text
 
 # (config key, what it means) in table order; nothing outside this list is read from the config
@@ -32,6 +33,10 @@ KEY_CONFIG = [
 METRICS = [
     ("val_loss_before", "validation loss before training", "{:.4f}"),
     ("val_loss_after", "validation loss after training", "{:.4f}"),
+    # the preference methods: held-out pairs whose chosen answer earns the higher reward, and the mean margin
+    ("val_accuracy_before", "validation preference accuracy before training", "{:.1%}"),
+    ("val_accuracy_after", "validation preference accuracy after training", "{:.1%}"),
+    ("val_margin_after", "validation reward margin after training", "{:.4f}"),
     ("steps", "optimizer steps", "{:,}"),
     ("tokens_seen", "tokens seen", "{:,}"),
     ("tokens_per_second", "tokens per second", "{:,.1f}"),
@@ -41,6 +46,8 @@ METRICS = [
     ("eval_exact_match", "exact match, with this adapter", "{:.1%}"),
     ("base_eval_rouge_l", "ROUGE-L, base model", "{:.1%}"),
     ("eval_rouge_l", "ROUGE-L, with this adapter", "{:.1%}"),
+    ("base_eval_preference_accuracy", "preference accuracy, base model", "{:.1%}"),
+    ("eval_preference_accuracy", "preference accuracy, with this adapter", "{:.1%}"),
 ]
 
 
@@ -104,7 +111,12 @@ def _data_section(cfg: DictConfig, stats: dict) -> str:
     # with data.format=auto the run recorded the format it detected, which is what a reader wants to know
     detected = stats.get("data_format") if fmt == "auto" else None
     fmt_line = f"`{detected}` (detected; `data.format=auto`)" if detected else f"`{fmt}` (`data.format`)"
-    return f"- source: {source}\n- format: {fmt_line}\n- loss on: {loss_on} (`data.train_on={train_on}`)\n"
+    loss_line = f"{loss_on} (`data.train_on={train_on}`)"
+    if (detected or fmt) == "text":
+        loss_line = "every token of each document (continued pretraining)"
+    elif (detected or fmt) in ("preference", "kto"):
+        loss_line = f"the answers' log-probabilities (`method={_get(cfg, 'method.name')}`)"
+    return f"- source: {source}\n- format: {fmt_line}\n- loss on: {loss_line}\n"
 
 
 def _config_rows(cfg: DictConfig, stats: dict) -> list:
@@ -122,6 +134,10 @@ def _config_rows(cfg: DictConfig, stats: dict) -> list:
     rows.append(
         ("`trainer.precision`", _value(stats.get("precision") or _get(cfg, "trainer.precision")), "numeric precision")
     )
+    method = _get(cfg, "method.name") or "sft"  # configs saved before methods existed were SFT
+    rows.append(("`method.name`", method, "training method"))
+    for key in METHOD_KEYS.get(method, ()):
+        rows.append((f"`method.{key}`", _value(_get(cfg, f"method.{key}")), "method setting"))
     return rows
 
 

@@ -41,9 +41,26 @@ def make_trainer(t, precision: str, run_dir: Path, loggers: list, callbacks: lis
     )
 
 
-def validation_loss(trainer: L.Trainer, module: L.LightningModule, datamodule) -> float:
-    """The token-weighted loss over every validation example (LoRAModule.validation_step)."""
-    return trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)[0]["val/loss"]
+def validation_metrics(trainer: L.Trainer, module: L.LightningModule, datamodule) -> dict:
+    """{loss: ...}: the token-weighted loss over every validation example (LoRAModule.validation_step); the
+    preference methods add accuracy and margin (PreferenceModule)."""
+    logged = trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)[0]
+    return {k.split("/", 1)[1]: float(v) for k, v in logged.items() if k.startswith("val/")}
+
+
+def describe(metrics: dict, before: dict = None) -> str:
+    """ "0.6931", or after training "0.4512 (-0.2419)"; the preference methods add "; accuracy 75.0% (+75.0 pts),
+    margin 0.4210 (+0.4210)"."""
+    loss = f"{metrics['loss']:.4f}" + (f" ({metrics['loss'] - before['loss']:+.4f})" if before else "")
+    extra = []
+    for k in ("accuracy", "margin"):
+        if k in metrics:
+            v, was = metrics[k], (before or {}).get(k)
+            shown = f"{100 * v:.1f}%" if k == "accuracy" else f"{v:.4f}"
+            if was is not None:
+                shown += f" ({100 * (v - was):+.1f} pts)" if k == "accuracy" else f" ({v - was:+.4f})"
+            extra.append(f"{k} {shown}")
+    return loss + ("; " + ", ".join(extra) if extra else "")
 
 
 def stats(trainer: L.Trainer, throughput: Throughput, seconds: float) -> dict:

@@ -1,6 +1,5 @@
 """The LightningModule: a PEFT model, its loss, optimizer and schedule, and adapter-only checkpoints."""
 
-import inspect
 import math
 
 import lightning as L
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from ftlab.data.chat import IGNORE
 from ftlab.model import fast_paths
 from ftlab.train.strategy import all_ranks
+from ftlab.use import logprobs
 from ftlab.utils.errors import FtlabError
 
 
@@ -50,7 +50,7 @@ class LoRAModule(L.LightningModule):
         self.strict_loading = False
         self._val_sum = self._val_count = 0
         self._step_sum, self.step_loss = 0, None  # this step's loss so far; the last step's
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
+        self._keeps_logits = logprobs.keeps_logits(model)
         self._fused_loss = fast_paths.fused_linear_cross_entropy() if fused_loss else None
         self._lora_layers = fast_paths.lora_layers(model)
         self._casting = True  # PEFT's cast of each adapter input to the adapter's dtype (fast_paths.set_input_casting)
@@ -101,7 +101,7 @@ class LoRAModule(L.LightningModule):
         # their number). Lightning divides each micro-batch's loss by the accumulation count and DDP/FSDP
         # average gradients over ranks; scaling by both undoes that, so the gradient is d(sum)/d(w) / count.
         total, _ = self(batch)
-        count = max(int(batch["step_supervised"]), 1)
+        count = max(int(batch["step_units"]), 1)  # the step's supervised tokens
         self._step_sum = self._step_sum + total.detach() / count
         if batch["step_end"]:
             # one collective per optimizer step: the step's loss summed over ranks is its mean over all tokens

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftlab import tracking
 from ftlab.config.checks import validate
 from ftlab.config.compose import setup
-from ftlab.data import batching, cache, chat, formats, sources, splits, templates
+from ftlab.data import batching, cache, chat, formats, preference, sources, splits, templates, text
 from ftlab.data.datamodule import ChatDataModule
 from ftlab.hub import card, push
 from ftlab.model import adapter, fast_paths, load, source
@@ -35,11 +35,17 @@ from ftlab.sweeps.trial import Pruning
 from ftlab.train import callbacks, checkpoints, fit, plots, rundir, strategy
 from ftlab.train.module import LoRAModule
 from ftlab.train.preemption import Preemption
+from ftlab.train.preference import PreferenceModule
 from ftlab.use import prompts, report, scoring
 from ftlab.utils import ranks, secrets
 from ftlab.utils.console import Stages, info, log, setup_logging
 from ftlab.utils.errors import ConfigError, FtlabError
 from ftlab.utils.files import new_run_dir, write_json, write_text
+
+TEXT_HAS_NO_ANSWERS = (
+    "eval.after_train and ftlab.evaluate score answers to chat prompts, and text data has none; its measure is the "
+    "validation loss (set eval.after_train=false)"
+)
 
 
 class FineTune:
@@ -72,7 +78,7 @@ class FineTune:
             self.cfg.trainer.precision, self.cfg.trainer.accelerator
         )
         self.tokenizer = self.model = self.datamodule = self.trainer = self.adapter_weights = None
-        self.data_format = None  # qa, instruction or conversation: data.format, or detected by detect_format
+        self.data_format = None  # formats.FORMATS: data.format, or detected by detect_format
         self.prepared = None  # the tokenized splits (splits.Prepared), kept for preview
         self.train_rows = None  # the training rows as batched: packed with data.packing
         self._on_gpu = load.device_for(self.cfg.trainer.accelerator) == "cuda"
@@ -133,17 +139,34 @@ class FineTune:
         info(f"data format: {fmt} (detected from the columns {', '.join(map(str, row))}; set data.format to fix it)")
         return fmt
 
-    def to_conversation(self, row: dict, where: str) -> List[dict]:
-        """One data row to a list of {role, content} messages; the first row settles the format."""
+    def to_conversation(self, row: dict, where: str):
+        """One data row to what the method learns from: a list of {role, content} messages (chat formats), a text
+        document (text), a preference.Pair (preference) or a preference.Judged (kto). The first row settles the
+        format, which must suit method.name."""
         c = self.cfg.data
         if self.data_format is None:
-            self.data_format = self.detect_format(row, where)
+            fmt = self.detect_format(row, where)
+            formats.check_method(fmt, self.cfg.method.name)
+            self.data_format = fmt
+        if self.data_format == "text":
+            return text.document(row, where, c.columns)
+        if self.data_format == "preference":
+            return preference.to_pair(row, where, c.columns, c.system_prompt)
+        if self.data_format == "kto":
+            return preference.to_judged(row, where, c.columns, c.system_prompt)
         return formats.to_messages(row, where, self.data_format, c.columns, c.system_prompt)
 
-    def apply_chat_template(self, messages: List[dict], where: str = "conversation") -> Optional[dict]:
-        """Messages to input_ids + labels (data.train_on); None if truncation left nothing to learn."""
+    def apply_chat_template(self, conversation, where: str = "conversation"):
+        """to_conversation's result to tokens: input_ids + labels (data.train_on) of messages, None if truncation left
+        nothing to learn; the blocks of a text document; a pair's or a KTO row's scored answers."""
         c = self.cfg.data
-        return chat.tokenize_conversation(self.tokenizer, messages, c.max_seq_len, where, c.train_on)
+        if isinstance(conversation, str):
+            return text.tokenize_document(self.tokenizer, conversation, c.max_seq_len)
+        if isinstance(conversation, preference.Pair):
+            return preference.tokenize_pair(self.tokenizer, conversation, c.max_seq_len, where)
+        if isinstance(conversation, preference.Judged):
+            return preference.tokenize_judged(self.tokenizer, conversation, c.max_seq_len, where)
+        return chat.tokenize_conversation(self.tokenizer, conversation, c.max_seq_len, where, c.train_on)
 
     def prompt_ids(self, messages: List[dict], where: str = "prompt") -> tuple:
         """(text, token ids) of the prompt for the next assistant turn after `messages`, tokenized as
@@ -179,6 +202,7 @@ class FineTune:
             info(f"tokenized data: from the cache ({entry}); nothing re-read")
             if prepared.format:
                 info(f"data format: {prepared.format}")
+            formats.check_method(prepared.format, self.cfg.method.name)
             self.data_format = prepared.format
             return prepared
         problems = sources.Problems(skip=c.skip_bad_rows)
@@ -194,6 +218,8 @@ class FineTune:
         """Tokenized splits (tokenize_data) into training rows, packed if asked, served by a LightningDataModule."""
         c = self.cfg.data
         self.prepared = self.tokenize_data()
+        if self.cfg.eval.after_train and self.data_format == "text":  # known now, not after a whole fit
+            raise ConfigError(TEXT_HAS_NO_ANSWERS)
         split = self.cfg.eval.split
         if self.cfg.eval.after_train and not self.prepared.splits.get(split, splits.Split()).items:
             raise FtlabError(
@@ -230,7 +256,10 @@ class FineTune:
         examples = []
         for where, row in rows[: self.cfg.eval.max_examples or None]:
             try:
-                messages = self.to_conversation(row, where)
+                conversation = self.to_conversation(row, where)
+                messages, pair = self._reference_conversation(conversation)
+                if messages is None:  # a KTO row's undesirable completion: no reference to score against
+                    continue
                 if messages[-1]["role"] != "assistant":
                     raise FtlabError(
                         f"{where}: the conversation ends with a {messages[-1]['role']} turn, so there "
@@ -243,8 +272,22 @@ class FineTune:
             except FtlabError as e:
                 problems.report(str(e))
                 continue
-            examples.append(scoring.Example(prompt, text, ids, self.apply_chat_template(messages, where)))
+            tokens = self.apply_chat_template(messages, where)
+            examples.append(scoring.Example(prompt, text, ids, tokens, pair))
         return examples, data.fingerprint
+
+    def _reference_conversation(self, conversation) -> tuple:
+        """(messages whose last assistant turn is the reference, the tokenized pair or None) of to_conversation's
+        result: a preference row's reference is its chosen answer, a KTO row's its desirable completion (None for
+        an undesirable one)."""
+        if isinstance(conversation, preference.Pair):
+            pair = self.apply_chat_template(conversation, "pair")
+            return conversation.prompt + conversation.chosen, pair
+        if isinstance(conversation, preference.Judged):
+            return (conversation.prompt + conversation.completion if conversation.desirable else None), None
+        if isinstance(conversation, str):
+            raise ConfigError(TEXT_HAS_NO_ANSWERS)
+        return conversation, None
 
     # ── training stages ────────────────────────────────────────────────────────────────────────────
     def check_packing(self) -> None:
@@ -282,11 +325,10 @@ class FineTune:
             [self.pruning] if self.pruning else []
         )
 
-    def train(self) -> dict:
-        c, t = self.cfg, self.cfg.trainer
-        module = self.module_class(
-            self.model,
-            fused_loss=c.model.liger_kernels,
+    def make_module(self) -> LoRAModule:
+        """The LightningModule of method.name: module_class for SFT, PreferenceModule for the preference methods."""
+        c = self.cfg
+        optim = dict(
             lr=c.optim.lr,
             weight_decay=c.optim.weight_decay,
             betas=c.optim.betas,
@@ -295,6 +337,25 @@ class FineTune:
             warmup_steps=c.optim.warmup_steps,
             min_lr_ratio=c.optim.min_lr_ratio,
         )
+        if c.method.name == "sft":
+            return self.module_class(self.model, fused_loss=c.model.liger_kernels, **optim)
+        m = c.method
+        return PreferenceModule(
+            self.model,
+            method=m.name,
+            loss=m.loss,
+            beta=m.beta,
+            label_smoothing=m.label_smoothing,
+            odds_ratio_weight=m.odds_ratio_weight,
+            gamma=m.gamma,
+            desirable_weight=m.desirable_weight,
+            undesirable_weight=m.undesirable_weight,
+            **optim,
+        )
+
+    def train(self) -> dict:
+        c, t = self.cfg, self.cfg.trainer
+        module = self.make_module()
         self.trainer = fit.make_trainer(
             t,
             self.precision,
@@ -310,8 +371,8 @@ class FineTune:
             f"~{effective * self.stats['tokens_per_row']:.0f} tokens per step"
         )
         dm = self.datamodule
-        before = fit.validation_loss(self.trainer, module, dm)
-        info(f"validation loss before training: {before:.4f}")
+        before = fit.validation_metrics(self.trainer, module, dm)
+        info(f"validation loss before training: {fit.describe(before)}")
         ckpt = self._resume_checkpoint()
         epoch, done = checkpoints.position(ckpt) if ckpt else (0, 0)
         module.train()  # from_pretrained and validate() leave eval mode on, which would switch dropout off
@@ -323,14 +384,14 @@ class FineTune:
             ckpt_path=ckpt,
         )
         seconds = time.perf_counter() - started
-        after = fit.validation_loss(self.trainer, module, dm)
+        after = fit.validation_metrics(self.trainer, module, dm)
         self.adapter_weights = strategy.adapter_state_dict(self.trainer)  # FSDP: every rank gathers
         peak = callbacks.peak_memory_gb(module.device)
         self.stats["peak_memory_gb_per_rank"] = [round(x, 3) for x in strategy.per_rank(self.trainer, peak)]
-        info(f"validation loss after training:  {after:.4f} ({after - before:+.4f})")
+        info(f"validation loss after training:  {fit.describe(after, before)}")
         self.stats.update(
-            val_loss_before=before,
-            val_loss_after=after,
+            **{f"val_{k}_before": v for k, v in before.items()},
+            **{f"val_{k}_after": v for k, v in after.items()},
             **fit.stats(self.trainer, self.throughput, seconds),
             resumed_from=str(ckpt) if ckpt else None,
             pruned_at_step=self.pruning.pruned_at if self.pruning else None,

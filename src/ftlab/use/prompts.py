@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from ftlab.data import formats
+from ftlab.data import formats, preference
 from ftlab.utils.errors import FtlabError
 
 SHAPES = (
@@ -39,9 +39,9 @@ def split_reference(messages: List[dict], where: str) -> Prompt:
     reference = None
     if messages and messages[-1]["role"] == "assistant":
         reference, messages = messages[-1]["content"], messages[:-1]
-    if not messages or messages[-1]["role"] != "user":
+    if not messages or messages[-1]["role"] not in ("user", "tool"):  # a tool's result is answered too
         raise FtlabError(
-            f"{where}: the conversation must end with a user turn (or a user turn and the expected "
+            f"{where}: the conversation must end with a user turn or a tool result (or one and the expected "
             "assistant answer); there is nothing to answer"
         )
     return Prompt(where, messages, reference)
@@ -84,9 +84,16 @@ def _own_format(row: dict, where: str, to_conversation: Optional[Callable]) -> L
     if to_conversation is None:
         raise shapes_error
     try:
-        return to_conversation(row, where)
+        conversation = to_conversation(row, where)
     except FtlabError:  # the run's row format does not take it either: name the shapes that work
         raise shapes_error from None
+    if isinstance(conversation, preference.Pair):  # the chosen answer is the reference
+        return conversation.prompt + conversation.chosen
+    if isinstance(conversation, preference.Judged):  # a desirable completion is the reference
+        return conversation.prompt + (conversation.completion if conversation.desirable else [])
+    if not isinstance(conversation, list):  # a text document (continued pretraining) asks nothing
+        raise shapes_error
+    return conversation
 
 
 def read(path: Path, columns, system: Optional[str] = None, to_conversation: Optional[Callable] = None) -> List[Prompt]:

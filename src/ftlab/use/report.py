@@ -11,6 +11,8 @@ ROWS = (
     ("rouge_l", "ROUGE-L", True),
     ("loss", "loss", False),
     ("perplexity", "perplexity", False),
+    ("preference_accuracy", "preference accuracy", True),
+    ("preference_margin", "preference margin (mean log-prob)", False),
 )  # (key, label, shown as a percentage)
 SHOWN_EXAMPLES = 5
 
@@ -77,6 +79,8 @@ def table(doc: dict) -> str:
     ]
     for key, label, percent in ROWS:
         values = [doc["scores"][n].get(key) for n in names]
+        if key.startswith("preference") and all(v is None for v in values):  # scored on preference data only
+            continue
         cells = " | ".join(_cell(v, percent) for v in values)
         lines.append(f"| {label} | {cells} |" + (f" {_change(*values, percent)} |" if compare else ""))
     return "\n".join(lines)
@@ -98,7 +102,13 @@ def markdown(doc: dict, prompts: list, results: Dict[str, dict]) -> str:
         "",
         "Exact match: the answer equals the reference (whitespace aside). Token F1: word overlap after "
         "lowercasing and dropping punctuation and articles. ROUGE-L: longest common subsequence F-measure. "
-        f"Loss and perplexity: on the reference tokens (data.train_on={doc['train_on']}).",
+        f"Loss and perplexity: on the reference tokens (data.train_on={doc['train_on']})."
+        + (
+            " Preference accuracy: the share of pairs whose chosen answer has the higher mean token log-probability;"
+            " the margin is the mean difference."
+            if any("preference_accuracy" in s for s in doc["scores"].values())
+            else ""
+        ),
         "",
         f"## First {min(SHOWN_EXAMPLES, len(prompts))} examples",
         "",
