@@ -11,9 +11,11 @@ import torch
 
 from conftest import ASSETS, run_cli, run_dirs, write_rows
 from ftlab import FineTune, compose
+from ftlab.data import chat
 from ftlab.data.chat import IGNORE
 from ftlab.train import preference_losses as losses
 from ftlab.utils.errors import ConfigError, FtlabError
+from test_data import smollm2_source  # noqa: F401 (a fixture)
 
 PAIRS, KTO = ASSETS / "pairs.jsonl", ASSETS / "kto.jsonl"
 END = "<|im_end|>"  # the tiny model's ChatML end-of-turn marker, scored with each answer
@@ -434,3 +436,120 @@ def test_preview_shows_the_prompt_once_and_both_answers_marked(tmp_path, capsys)
     assert re.fullmatch(r"chosen: \[\[\d{4}-\d\d-\d\d<\|im_end\|>\]\]", chosen)
     assert rejected.split("\n")[0] == f"rejected: [[{user}<|im_end|>]]"
     assert re.match(r"prompt \d+ tokens; chosen 11 scored, rejected \d+ scored ──", head)
+
+
+def test_evaluation_scores_preference_accuracy_of_base_and_tuned(workdir, cache_dir):
+    overrides = ["method=dpo", "data.test_size=6", "eval.after_train=true", "generation.max_new_tokens=4"]
+    stats = FineTune(compose(tiny_preference(cache_dir, *overrides))).run()
+    run = run_dirs(workdir)[-1]
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["examples"] == 6
+    for name in ("base", "tuned"):
+        scores = report["scores"][name]
+        assert 0 <= scores["preference_accuracy"] <= 1 and scores["exact_match"] is not None
+    # the tuned model learnt to prefer the short sums over the restated questions
+    assert stats["eval_preference_accuracy"] > stats["base_eval_preference_accuracy"]
+    assert stats["eval_preference_margin"] > stats["base_eval_preference_margin"]
+    table = (run / "eval" / "report.md").read_text()
+    assert "| preference accuracy |" in table and "Preference accuracy: the share of pairs" in table
+    card = (run / "README.md").read_text()
+    assert "| preference accuracy, with this adapter |" in card and "| `method.beta` | 0.1 | method setting |" in card
+
+
+def test_an_sft_run_is_evaluated_on_pairs(trained, tmp_path):
+    from shutil import copytree
+
+    run = copytree(trained, tmp_path / "run")
+    result = run_cli(f"run={run}", f"data.path={PAIRS}", "data.test_size=4", "generation.max_new_tokens=2",
+                     cwd=tmp_path, module="ftlab.evaluate")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert set(report["scores"]["tuned"]) >= {"preference_accuracy", "preference_margin", "exact_match"}
+
+
+def test_text_data_is_refused_for_evaluation_before_training(workdir, cache_dir, tmp_path):
+    path = write_rows(tmp_path / "docs.jsonl", [{"text": f"Document {i} is here."} for i in range(12)])
+    with pytest.raises(ConfigError, match="text data has none; its measure is the validation loss"):
+        FineTune(
+            compose(tiny_preference(cache_dir, f"data.path={path}", "eval.after_train=true", "data.test_size=2"))
+        ).run()
+    assert not (workdir / "outputs").exists() or not list((workdir / "outputs").glob("*/*/adapter"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["plain", "whole-no-prompt", "anthropic-hh"])
+def test_pairs_score_exactly_the_answers_on_smollm2(shape, smollm2_source):  # noqa: F811
+    from ftlab.data import preference
+    from ftlab.model.load import load_tokenizer
+
+    tok = load_tokenizer(*smollm2_source)
+    columns = compose(["model=tiny"]).data.columns
+    for i, row in enumerate(SHAPES[shape]):
+        pair = preference.to_pair(row, f"row {i}", columns, None)
+        x = preference.tokenize_pair(tok, pair, 512, f"row {i}")
+        chosen, rejected = (
+            scored_text(tok, x["input_ids"], x["labels"]),
+            scored_text(tok, x["rejected_ids"], x["rejected_labels"]),
+        )
+        assert (chosen, rejected) == (f"{2 * i}{END}", f"{i}{i}{END}")
+        # the prompt is tokenized as inference tokenizes it: the answer starts where generation would
+        _, prompt_ids = chat.prompt_ids(tok, pair.prompt, "p", "assistant")
+        assert x["input_ids"][: len(prompt_ids)] == prompt_ids == x["rejected_ids"][: len(prompt_ids)]
+
+
+def scored_text(tok, ids, labels) -> str:
+    return tok.decode([t for t, label in zip(ids, labels) if label != IGNORE])
+
+
+@pytest.mark.parametrize(
+    "objective,minimize,reported",
+    [
+        ("val_loss_after", True, "val/loss"),
+        ("val_accuracy_after", False, "val/accuracy"),
+        ("val_margin_after", False, "val/margin"),
+        ("eval_rouge_l", True, "val/loss"),
+        ("eval_rouge_l", False, None),  # the loss would make a maximizing pruner stop the best trials
+    ],
+)
+def test_pruning_reports_the_validation_metric_the_objective_names(objective, minimize, reported):
+    from ftlab.sweeps.pruning import reported_metric
+
+    assert reported_metric(objective, minimize) == reported
+
+
+def test_dpo_composes_with_qlora_mlflow_and_export(workdir, cache_dir):
+    from mlflow import MlflowClient
+
+    over = tiny_preference(cache_dir, "method=dpo", "quant=4bit", "tracker=mlflow", "trainer.max_steps=4")
+    stats = FineTune(compose(over)).run()
+    run = run_dirs(workdir)[-1]
+    assert stats["val_accuracy_after"] >= stats["val_accuracy_before"]
+    client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")
+    (logged_run,) = client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])
+    for key in ("train/rewards_chosen", "train/margin", "val/accuracy"):
+        assert client.get_metric_history(logged_run.info.run_id, key), key
+    assert logged_run.data.params["method.name"] == "dpo" and logged_run.data.params["method.beta"] == "0.1"
+    result = run_cli(f"run={run}", cwd=workdir, module="ftlab.export")  # the 4-bit base dequantized, then merged
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "merged" / "config.json").is_file()
+
+
+def test_two_ddp_ranks_train_dpo_as_one_process(workdir, cache_dir):
+    # 33 training pairs in global batches of 8: the last holds one pair, so rank 1 trains on a filler there, which
+    # must change nothing: each step's loss is the mean over its pairs on all ranks
+    over = tiny_preference(cache_dir, "method=dpo", "data.val_size=10", "trainer.max_steps=6", "lora.dropout=0")
+    single = FineTune(compose(over + ["data.batch_size=8"])).run()
+    assert single["train_examples"] == 33
+    result = run_cli(*over, "data.batch_size=4", "trainer.devices=2", "trainer.strategy=ddp", cwd=workdir,
+                     env_extra={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = run_dirs(workdir)
+    for column in ("train/loss", "train/accuracy", "train/margin"):
+        expected = dict(logged(one, column))
+        got = dict(logged(two, column))
+        assert sorted(got) == sorted(expected) == list(range(6))
+        for step, value in expected.items():
+            assert got[step] == pytest.approx(value, rel=1e-4, abs=1e-6), (column, step)
+    ddp = json.loads((two / "metrics.json").read_text())
+    assert ddp["val_accuracy_after"] == pytest.approx(single["val_accuracy_after"])
+    assert ddp["val_loss_after"] == pytest.approx(single["val_loss_after"], rel=1e-4)

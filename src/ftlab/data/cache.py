@@ -31,6 +31,7 @@ _CODE = (
     "ftlab.data.readers",
     "ftlab.data.datasets_source",
     "ftlab.data.formats",
+    "ftlab.data.tool_calls",
     "ftlab.data.chat",
     "ftlab.data.preference",
     "ftlab.data.text",

@@ -190,6 +190,7 @@ class OptunaSweeper(Sweeper):
             load_if_exists=True,
         )
         study.set_user_attr(pruning.PRUNER_ATTR, self.pruner)  # for trials running elsewhere
+        study.set_user_attr(pruning.OBJECTIVE_ATTR, self.objective)
         study.set_user_attr(summary.SWEEP_DIR, str(self.config.hydra.sweep.dir))
         return study
 

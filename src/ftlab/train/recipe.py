@@ -107,7 +107,7 @@ class FineTune:
 
     def choose_attention(self, rows: List[dict]) -> str:
         """model.attn_implementation with auto settled for this device and these training rows (printed)."""
-        longest = max((len(r["input_ids"]) for r in rows), default=0)
+        longest = max((max(len(r["input_ids"]), len(r.get("rejected_ids", ()))) for r in rows), default=0)
         self.attention, why = fast_paths.resolve_attention(self.cfg.model.attn_implementation, self._on_gpu, longest)
         info(f"attention: {self.attention} ({why})")
         return self.attention
@@ -142,12 +142,10 @@ class FineTune:
     def to_conversation(self, row: dict, where: str):
         """One data row to what the method learns from: a list of {role, content} messages (chat formats), a text
         document (text), a preference.Pair (preference) or a preference.Judged (kto). The first row settles the
-        format, which must suit method.name."""
+        format (tokenize_data checks it suits method.name; evaluation takes any)."""
         c = self.cfg.data
         if self.data_format is None:
-            fmt = self.detect_format(row, where)
-            formats.check_method(fmt, self.cfg.method.name)
-            self.data_format = fmt
+            self.data_format = self.detect_format(row, where)
         if self.data_format == "text":
             return text.document(row, where, c.columns)
         if self.data_format == "preference":
@@ -207,6 +205,8 @@ class FineTune:
             return prepared
         problems = sources.Problems(skip=c.skip_bad_rows)
         rows = self.read_splits(data, problems)
+        if self.data_format is not None:  # settled by the first row; training needs data its method learns from
+            formats.check_method(self.data_format, self.cfg.method.name)
         tokenized = splits.tokenize_splits(rows, self.to_conversation, self.apply_chat_template, problems)
         prepared = splits.Prepared(self.data_format, tokenized, problems.reasons)
         splits.check_not_empty(prepared, c.max_seq_len)
