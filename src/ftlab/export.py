@@ -20,7 +20,7 @@ from ftlab.config.overrides import run_command
 from ftlab.config.schema import ExportCommand
 from ftlab.data import chat
 from ftlab.data.batching import Collator
-from ftlab.model import adapter
+from ftlab.model import adapter, vllm
 from ftlab.model.load import TORCH_DTYPES
 from ftlab.train.recipe import FineTune
 from ftlab.use import runs
@@ -154,6 +154,17 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
         )
     stages.finish()
     log.info(f'ftlab: merged model in {target}; load it with AutoModelForCausalLM.from_pretrained("{target}")')
+    log.info(serve_unmerged(run, merged.config.model_type))
+
+
+def serve_unmerged(run: runs.Run, model_type: str) -> str:
+    """How vLLM serves the run's adapter as it is (no merge), or what in the adapter it would refuse."""
+    config = vllm.read_adapter_config(run.adapter)
+    refused = vllm.problems(config, model_type)
+    if refused:
+        return "vLLM would not serve the adapter unmerged: " + "; ".join(refused) + " (the merged model serves as is)"
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(run.label).name) or "adapter"
+    return f"serve the adapter unmerged with vLLM: {vllm.command(run.cfg.model.name, name, str(run.adapter), config)}"
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.config.checks import METHOD_KEYS
+from ftlab.model import vllm
 from ftlab.utils.files import write_text
 
 # (config key, what it means) in table order; nothing outside this list is read from the config
@@ -51,9 +52,11 @@ METRICS = [
 ]
 
 
-def render(cfg: DictConfig, stats: dict, command: str, *, repo: Optional[str] = None) -> str:
+def render(
+    cfg: DictConfig, stats: dict, command: str, *, repo: Optional[str] = None, adapter_config: Optional[dict] = None
+) -> str:
     """The README.md of an adapter trained with `cfg`; `repo` is what the usage snippet loads (default:
-    hub.repo_id, else a local adapter/ folder)."""
+    hub.repo_id, else a local adapter/ folder); `adapter_config` (its adapter_config.json) adds the vLLM command."""
     base = _get(cfg, "model.name")
     repo = repo or _get(cfg, "hub.repo_id")
     title = repo.rstrip("/").split("/")[-1] if repo else f"LoRA adapter for {base}"
@@ -73,12 +76,24 @@ def render(cfg: DictConfig, stats: dict, command: str, *, repo: Optional[str] = 
     if metrics:
         parts += ["## Results\n", _table(("metric", "value"), metrics)]
     parts += ["## Reproduce\n", f"```bash\n{command.strip()}\n```\n", "## Use it\n", _usage(repo)]
+    if adapter_config is not None:
+        parts += ["## Serve it with vLLM\n", _vllm(base, repo, title, adapter_config)]
     return "\n".join(parts)
 
 
 def write(run_dir: Path, cfg: DictConfig, stats: dict, command: str, *, repo: Optional[str] = None) -> Path:
     """Write run_dir/README.md atomically: a crash or a concurrent push never sees half a card."""
-    return write_text(Path(run_dir) / "README.md", render(cfg, stats, command, repo=repo))
+    adapter_dir = Path(run_dir) / "adapter"
+    config = vllm.read_adapter_config(adapter_dir) if (adapter_dir / "adapter_config.json").is_file() else None
+    return write_text(Path(run_dir) / "README.md", render(cfg, stats, command, repo=repo, adapter_config=config))
+
+
+def _vllm(base: str, repo: str, title: str, config: dict) -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in title.split()[-1]) or "adapter"
+    return (
+        "The adapter folder is what vLLM's LoRA serving takes, unmerged, beside other adapters of the same base:\n\n"
+        f"```bash\n{vllm.command(base, name, repo, config)}\n```\n"
+    )
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
