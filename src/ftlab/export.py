@@ -163,7 +163,7 @@ def serve_unmerged(run: runs.Run, model_type: str) -> str:
     refused = vllm.problems(config, model_type)
     if refused:
         return "vLLM would not serve the adapter unmerged: " + "; ".join(refused) + " (the merged model serves as is)"
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(run.label).name) or "adapter"
+    name = Path(run.label).name
     return f"serve the adapter unmerged with vLLM: {vllm.command(run.cfg.model.name, name, str(run.adapter), config)}"
 
 

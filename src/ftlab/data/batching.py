@@ -154,11 +154,16 @@ def epoch_order(n: int, seed: int, epoch: int, lengths: Optional[List[int]] = No
     return [i for batch in head + shuffled + tail for i in batch]
 
 
-def padding_fraction(lengths: List[int], order: List[int], batch_size: int) -> float:
-    """Share of the batch tensors' tokens that are padding, over one epoch in `order`."""
+def padding_fraction(lengths: list, order: List[int], batch_size: int) -> float:
+    """Share of the batch tensors' tokens that are padding, over one epoch in `order`. An example's length may be a
+    tuple: the rows it becomes in the batch tensor (a preference pair's two answers)."""
     real = padded = 0
     for s in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[s : s + batch_size]]
-        real += sum(batch)
-        padded += max(batch) * len(batch)
+        rows = [
+            n
+            for i in order[s : s + batch_size]
+            for n in (lengths[i] if isinstance(lengths[i], tuple) else (lengths[i],))
+        ]
+        real += sum(rows)
+        padded += max(rows) * len(rows)
     return 1 - real / padded if padded else 0.0

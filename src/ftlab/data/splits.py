@@ -112,7 +112,7 @@ def describe(prepared: Prepared, rows: List[dict], data_cfg, seed: int) -> dict:
     if "rejected_ids" in train.items[0]:  # pairs: both answers of a batch are padded to its longest one
         sides = [(len(x["input_ids"]), len(x["rejected_ids"])) for x in train.items]
         grouped = batching.epoch_order(len(lengths), seed, 0, lengths, c.batch_size)
-        padding = [_pair_padding(sides, o, c.batch_size) for o in (order, grouped)]
+        padding = [batching.padding_fraction(sides, o, c.batch_size) for o in (order, grouped)]
         info(
             f"padding: {padding[0]:.0%} of batch tokens, chosen and rejected answers padded together"
             + ("" if c.group_by_length else f" (data.group_by_length=true would make it {padding[1]:.0%})")
@@ -139,16 +139,6 @@ def describe(prepared: Prepared, rows: List[dict], data_cfg, seed: int) -> dict:
             f"data.group_by_length=true {grouped:.0%})"
         )
     return _stats(prepared, train, rows, dropped, packed if c.packing else unpacked)
-
-
-def _pair_padding(sides: List[tuple], order: List[int], batch_size: int) -> float:
-    """Share of padding when each batch's chosen and rejected answers form one padded tensor."""
-    real = padded = 0
-    for s in range(0, len(order), batch_size):
-        batch = [sides[i] for i in order[s : s + batch_size]]
-        real += sum(a + b for a, b in batch)
-        padded += max(max(a, b) for a, b in batch) * 2 * len(batch)
-    return 1 - real / padded if padded else 0.0
 
 
 def _stats(prepared: Prepared, train: Split, rows: List[dict], dropped: int, padding: float) -> dict:

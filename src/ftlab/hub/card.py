@@ -89,10 +89,9 @@ def write(run_dir: Path, cfg: DictConfig, stats: dict, command: str, *, repo: Op
 
 
 def _vllm(base: str, repo: str, title: str, config: dict) -> str:
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in title.split()[-1]) or "adapter"
     return (
         "The adapter folder is what vLLM's LoRA serving takes, unmerged, beside other adapters of the same base:\n\n"
-        f"```bash\n{vllm.command(base, name, repo, config)}\n```\n"
+        f"```bash\n{vllm.command(base, title.split()[-1], repo, config)}\n```\n"
     )
 
 

@@ -58,7 +58,9 @@ def problems(config: dict, model_type: str) -> List[str]:
 
 
 def command(base_model: str, name: str, adapter_dir: str, config: dict) -> str:
-    """The vllm serve command line that serves `adapter_dir` as model `name` on top of `base_model`."""
+    """The vllm serve command line that serves `adapter_dir` as model `name` (made a safe model name: letters,
+    digits, - _ . kept, anything else a -) on top of `base_model`."""
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "adapter"
     words = ["vllm", "serve", base_model, "--enable-lora", "--lora-modules", f"{name}={adapter_dir}"]
     words += ["--max-lora-rank", str(max_lora_rank(config["r"]) or config["r"])]
     if config.get("bias", "none") != "none":

@@ -4,7 +4,6 @@ import math
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from ftlab.data.chat import IGNORE
 from ftlab.model import fast_paths
@@ -57,33 +56,19 @@ class LoRAModule(L.LightningModule):
 
     def forward(self, batch) -> tuple:
         """(summed cross-entropy over the batch's supervised tokens, their number)."""
-        ids, labels = batch["input_ids"], batch["labels"]
-        # packed rows: restarting position ids, and no mask, keep each example's attention to itself (batching.py)
-        inputs = (
-            {"position_ids": batch["position_ids"]}
-            if "position_ids" in batch
-            else {"attention_mask": batch["attention_mask"]}
-        )
-        targets = labels[:, 1:]
+        ids = batch["input_ids"]
         # Off for the whole fit, not per call: a checkpointed layer recomputed in the backward pass must cast as the
         # forward pass did. Back on when training or validation ends (generation needs them).
         self._set_casting(not torch.is_autocast_enabled(ids.device.type))
         if self._fused_loss is not None:
             base = self.model.get_base_model()
-            hidden = base.model(input_ids=ids, **inputs).last_hidden_state[:, :-1]
+            hidden = base.model(input_ids=ids, **logprobs.attention_inputs(batch)).last_hidden_state[:, :-1]
+            targets = batch["labels"][:, 1:]
             scored = targets != IGNORE
             total = self._fused_loss(base.lm_head.weight, hidden[scored], targets[scored])
             return total, scored.sum()
-        if not self._keeps_logits:
-            logits = self.model(input_ids=ids, **inputs).logits[:, :-1]
-        else:
-            # Project onto the vocabulary only at positions that predict a label: with response-only labels
-            # that is a small share of the sequence, and the head is a large share of a small model's step.
-            positions = (targets != IGNORE).any(0).nonzero().squeeze(1)
-            logits = self.model(input_ids=ids, logits_to_keep=positions, **inputs).logits
-            targets = targets[:, positions]
-        total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-        return total, (targets != IGNORE).sum()
+        logps, count = logprobs.answer_logps(self.model, batch, self._keeps_logits)
+        return -logps.sum(), count.sum()
 
     def _set_casting(self, enabled: bool) -> None:
         if enabled != self._casting:

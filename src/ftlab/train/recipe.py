@@ -257,7 +257,7 @@ class FineTune:
         for where, row in rows[: self.cfg.eval.max_examples or None]:
             try:
                 conversation = self.to_conversation(row, where)
-                messages, pair = self._reference_conversation(conversation)
+                messages, pair = self._reference_conversation(conversation, where)
                 if messages is None:  # a KTO row's undesirable completion: no reference to score against
                     continue
                 if messages[-1]["role"] != "assistant":
@@ -276,12 +276,12 @@ class FineTune:
             examples.append(scoring.Example(prompt, text, ids, tokens, pair))
         return examples, data.fingerprint
 
-    def _reference_conversation(self, conversation) -> tuple:
+    def _reference_conversation(self, conversation, where: str) -> tuple:
         """(messages whose last assistant turn is the reference, the tokenized pair or None) of to_conversation's
         result: a preference row's reference is its chosen answer, a KTO row's its desirable completion (None for
         an undesirable one)."""
         if isinstance(conversation, preference.Pair):
-            pair = self.apply_chat_template(conversation, "pair")
+            pair = self.apply_chat_template(conversation, where)
             return conversation.prompt + conversation.chosen, pair
         if isinstance(conversation, preference.Judged):
             return (conversation.prompt + conversation.completion if conversation.desirable else None), None

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ftlab.data.batching import Collator
-from ftlab.data.chat import IGNORE
 from ftlab.use import generate, logprobs, metrics, report
 from ftlab.use.prompts import Prompt
 from ftlab.utils.console import info
@@ -52,20 +50,13 @@ def split_fix(split: str) -> str:
 def token_loss(model, tokenized: List[dict], batch_size: int, pad_id: int) -> Optional[float]:
     """Mean cross-entropy over all supervised tokens (as val/loss in training), or None without any."""
     collate, total, count = Collator(pad_id), 0.0, 0
-    device = next(model.parameters()).device
+    device, keeps = next(model.parameters()).device, logprobs.keeps_logits(model)
     for i in range(0, len(tokenized), batch_size):
-        batch = collate(tokenized[i : i + batch_size])
+        batch = logprobs.device_batch(collate(tokenized[i : i + batch_size]), device)
         with torch.no_grad():
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
-        labels = batch["labels"][:, 1:].to(device)
-        total += float(
-            F.cross_entropy(
-                logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum"
-            )
-        )
-        count += int((labels != IGNORE).sum())
+            logps, n = logprobs.answer_logps(model, batch, keeps)
+        total -= float(logps.sum())
+        count += int(n.sum())
     return total / count if count else None
 
 
