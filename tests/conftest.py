@@ -116,6 +116,12 @@ def trained(tmp_path_factory, cache_dir) -> Path:
     return train_tiny(tmp_path_factory.mktemp("trained") / "run", cache_dir)
 
 
+@pytest.fixture(scope="session")
+def trained_4bit(tmp_path_factory, cache_dir) -> Path:
+    """The same run on a 4-bit base (QLoRA), for the exports that dequantize it; read-only like `trained`."""
+    return train_tiny(tmp_path_factory.mktemp("trained4") / "run", cache_dir, "quant=4bit")
+
+
 @pytest.fixture
 def fresh_run(trained, tmp_path) -> Path:
     """A copy of the trained run that a test may write reports and exports into."""

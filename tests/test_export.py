@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run_cli, train_tiny
+from conftest import run_cli
 from ftlab import export
 from ftlab.model.load import keep_4bit_trainable_on_cpu
 from ftlab.model.source import resolve_source
@@ -49,16 +49,11 @@ def adapter_and_base_logits(run_dir, batch):
     return export.logits(tuned, batch), base_logits
 
 
-@pytest.fixture(scope="module")
-def run_4bit(tmp_path_factory, cache_dir):
-    return train_tiny(tmp_path_factory.mktemp("run4") / "run", cache_dir, "quant=4bit")
-
-
 @pytest.mark.parametrize("which", ["plain", "4bit"])
-def test_the_merged_model_loads_with_transformers_and_matches_the_adapter_model(which, trained, run_4bit, tmp_path):
+def test_the_merged_model_loads_with_transformers_and_matches_the_adapter_model(which, trained, trained_4bit, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run = shutil.copytree(trained if which == "plain" else run_4bit, tmp_path / "run")
+    run = shutil.copytree(trained if which == "plain" else trained_4bit, tmp_path / "run")
     result = run_export(f"run={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     merged_dir = run / "merged"

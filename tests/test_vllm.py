@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 from conftest import run_cli
-from ftlab.model import vllm
+from ftlab.serve import vllm
 
 
 def adapter_config(run) -> dict:

@@ -1,10 +1,17 @@
-"""`python -m ftlab.export run=RUN [output=DIR] [dtype=auto]`: the base model with the adapter merged in.
+"""`python -m ftlab.export run=RUN [format=merged|gguf|gguf-adapter] [output=DIR]`: a finished run for serving.
 
-The result is a plain transformers model folder (config.json, model.safetensors, generation_config.json, the
+format=merged: a plain transformers model folder (config.json, model.safetensors, generation_config.json, the
 tokenizer with the chat template training used) that `AutoModelForCausalLM.from_pretrained(DIR)` loads with no
-PEFT, no ftlab and no quantization. Before the folder appears (it is written under a temporary name and moved
-into place whole), the saved model is reloaded that way and its logits compared with the adapter model's on
-a few chat-formatted inputs; a mismatch beyond float tolerance is an error, and export.json records the numbers.
+PEFT, no ftlab and no quantization.
+format=gguf: model.gguf (weights, tokenizer, chat template) for llama.cpp and Ollama, a Modelfile for
+`ollama create`, and export.json.
+format=gguf-adapter: adapter.gguf, the adapter alone in llama.cpp's LoRA layout, for use on the base's GGUF.
+
+Every format is proven before it appears: it is written under a temporary name, read back (the merged folder
+and model.gguf by plain transformers, the adapter GGUF added to the base as llama.cpp adds it), and its logits
+compared with the adapter model's on chat-formatted probes, within a tolerance set by the stored dtype; a GGUF's
+rebuilt tokenizer must also give the probes the same token ids. Beyond that it is an error and nothing is
+written; export.json records the numbers.
 
 A 4-bit or 8-bit base is dequantized first, and the adapter merged into those dequantized weights: that is the
 base the adapter was trained against, and merging into the quantized weights would round the update away.
@@ -14,52 +21,30 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
 
 from ftlab.config.overrides import run_command
 from ftlab.config.schema import ExportCommand
-from ftlab.data import chat
-from ftlab.data.batching import Collator
-from ftlab.model import adapter, vllm
+from ftlab.data.chat import end_of_turn
+from ftlab.model import adapter
 from ftlab.model.load import TORCH_DTYPES
+from ftlab.serve import gguf_adapter, gguf_model, ollama, vllm
+from ftlab.serve.probes import logits, measure, probe_batch, reloaded_logits, tokenizer_problems
 from ftlab.train.recipe import FineTune
 from ftlab.use import runs
 from ftlab.utils.console import Stages, info, log, setup_logging
-from ftlab.utils.errors import FtlabError
-from ftlab.utils.files import atomic, new_output, write_json
+from ftlab.utils.errors import ConfigError, FtlabError
+from ftlab.utils.files import atomic, new_output, write_json, write_text
 
-# float error allowed between the reloaded merged model and the adapter model, relative to the logits' scale
-TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
-PROBES = [
-    [
-        {"role": "user", "content": "What is a low-rank adapter?"},
-        {"role": "assistant", "content": "A small trainable update added to frozen weights."},
-    ],
-    [
-        {"role": "system", "content": "Answer briefly."},
-        {"role": "user", "content": "Name a prime number."},
-        {"role": "assistant", "content": "Seven."},
-    ],
-]
+__all__ = ["export", "logits", "main", "probe_batch"]
+FOLDERS = {"merged": "merged", "gguf": "gguf", "gguf-adapter": "gguf-adapter"}
 
 
-def output_dir(run: runs.Run, output: Optional[str]) -> Path:
-    if output is None and run.run_dir is None:
+def output_dir(run: runs.Run, options: ExportCommand) -> Path:
+    if options.output is None and run.run_dir is None:
         raise FtlabError(f"run={run.label} is not a local run dir, so there is no default output; pass output=DIR")
-    return new_output(Path(output).expanduser() if output is not None else run.run_dir / "merged", "an export")
-
-
-def probe_batch(tokenizer) -> dict:
-    """A few chat-formatted conversations, tokenized as in training, padded into one batch."""
-    examples = [chat.tokenize_conversation(tokenizer, m, 512, "export probe", "all") for m in PROBES]
-    return Collator(tokenizer.pad_token_id)(examples)
-
-
-def logits(model, batch: dict) -> torch.Tensor:
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-    return out.logits.float().cpu()[batch["attention_mask"].bool()]  # real tokens only
+    default = run.run_dir / FOLDERS[options.format] if run.run_dir is not None else None
+    return new_output(Path(options.output).expanduser() if options.output is not None else default, "an export")
 
 
 def saved_dtype(source: str, dtype: str) -> torch.dtype:
@@ -70,27 +55,20 @@ def saved_dtype(source: str, dtype: str) -> torch.dtype:
     return TORCH_DTYPES.get(named, torch.float32)
 
 
-def compare(reference: torch.Tensor, folder: Path, batch: dict, dtype: torch.dtype) -> dict:
-    """Reload `folder` with plain transformers and measure how far its logits are from `reference`."""
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    got = logits(reloaded, batch)
-    diff = (got - reference).abs()
-    scale = float(reference.abs().max())
-    name = str(dtype).replace("torch.", "")
-    same_top = (got.argmax(-1) == reference.argmax(-1)).float().mean()
-    return {
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
-        "logit_scale": scale,
-        "tolerance": TOLERANCE[name] * max(1.0, scale),
-        "same_argmax": float(same_top),
-        "tokens": int(reference.shape[0]),
-    }
+def refuse_beyond_tolerance(check: dict, what: str, fix: str) -> None:
+    if check["max_abs_diff"] > check["tolerance"]:
+        raise FtlabError(
+            f"{what}'s logits differ from the adapter model's by up to {check['max_abs_diff']:.3g} (tolerance "
+            f"{check['tolerance']:.3g}); nothing was written. {fix}"
+        )
 
 
 def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) -> None:
     setup_logging()
-    stages = Stages(("Finding the run", "Loading the adapter model", "Merging", "Saving and checking"))
+    if options.format != "merged" and options.dtype != "auto":
+        raise ConfigError(f"dtype= sets format=merged's weights; for format={options.format} set gguf.dtype")
+    last = {"merged": "Merging", "gguf": "Merging", "gguf-adapter": "Writing the adapter"}[options.format]
+    stages = Stages(("Finding the run", "Loading the adapter model", last, "Saving and checking"))
     stages.start("Finding the run", options.run)
     # float32 throughout, so the comparison measures the merge and the saved dtype, not the training precision
     run = runs.locate(
@@ -102,59 +80,134 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
             f"run={options.run} has no adapter (no adapter_config.json); export merges a run's adapter "
             "into its base: give a finished run dir"
         )
-    target = output_dir(run, options.output)
+    target = output_dir(run, options)
     stages.start("Loading the adapter model", f"{run.cfg.model.name} + {run.adapter}")
     recipe = recipe_cls(run.cfg)
     tokenizer = recipe.load_trained_tokenizer(run.adapter)
     adapter_model = recipe.load_trained(run.adapter)
+    model_type = adapter_model.config.model_type
+    if options.format == "gguf":  # refused before the slow part, not after the merge
+        gguf_model.check_supported(adapter_model.config)
     batch = probe_batch(tokenizer)
     reference = logits(adapter_model, batch)
     source_dir = recipe.model_source()  # resolved once: for a Hub id it asks the Hub for the config
-    stages.start("Merging", "adapter into the base weights")
+    if options.format == "gguf-adapter":
+        stages.start(last, f"{run.adapter} in llama.cpp's LoRA layout")
+        base = base_weights(run, recipe, adapter_model, source_dir)
+        stages.start("Saving and checking", f"{options.gguf.dtype} tensors into {target}")
+        done = save_gguf_adapter(options, run, base, reference, batch, target)
+    else:
+        stages.start("Merging", "adapter into the base weights")
+        merged = merge(run, recipe, adapter_model, source_dir)
+        if options.format == "merged":
+            dtype = saved_dtype(source_dir, options.dtype)
+            stages.start("Saving and checking", f"{str(dtype).replace('torch.', '')} weights into {target}")
+            done = save_merged(options, run, merged, tokenizer, reference, batch, target, dtype)
+        else:
+            stages.start("Saving and checking", f"{options.gguf.dtype} GGUF into {target}")
+            done = save_gguf(options, run, merged, tokenizer, reference, batch, target)
+    stages.finish()
+    for line in done + [serve_unmerged(run, model_type)]:
+        log.info(line)
+
+
+def merge(run: runs.Run, recipe, adapter_model, source_dir: str):
     if run.cfg.quant.bits is None:
         merged = adapter_model.merge_and_unload()  # the base is in float32 already: merge in place
     else:
-        del adapter_model  # merging into quantized weights would round the update away; free it, reload the base
-        recipe.model = None
+        recipe.model = None  # merging into quantized weights would round the update away: reload the base
         info(
             f"the base was loaded {run.cfg.quant.bits}-bit as in training; dequantizing it to float32 before "
             "merging (the merged model is the dequantized base plus the adapter)"
         )
         merged = adapter.merge_dequantized(recipe.load_base_model(source_dir), run.adapter)
     merged.config.use_cache = True  # training switched it off; a model for inference wants it
-    dtype = saved_dtype(source_dir, options.dtype)
-    stages.start("Saving and checking", f"{str(dtype).replace('torch.', '')} weights into {target}")
+    return merged
+
+
+def base_weights(run: runs.Run, recipe, adapter_model, source_dir: str):
+    """The base the adapter was trained on, in float32, with no LoRA layers: what the adapter GGUF is added to."""
+    if run.cfg.quant.bits is None:
+        return adapter_model.unload()
+    recipe.model = None
+    return adapter.dequantized(recipe.load_base_model(source_dir))
+
+
+def save_merged(options, run, merged, tokenizer, reference, batch, target: Path, dtype: torch.dtype) -> List[str]:
+    name = str(dtype).replace("torch.", "")
     with atomic(target, directory=True) as tmp:  # the folder appears whole, or not at all
         merged.to(dtype).save_pretrained(tmp)
         tokenizer.padding_side = "left"  # what batched generation with the exported model needs
         tokenizer.save_pretrained(tmp)
-        check = compare(reference, tmp, batch, dtype) if options.check else None
-        if check and check["max_abs_diff"] > check["tolerance"]:
-            raise FtlabError(
-                f"the merged model's logits differ from the adapter model's by up to "
-                f"{check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g}); nothing was "
-                "written. Try dtype=float32"
-            )
-        write_json(
-            tmp / "export.json",
-            {
-                "run": run.label,
-                "base_model": run.cfg.model.name,
-                "adapter": str(run.adapter),
-                "dtype": str(dtype).replace("torch.", ""),
-                "dequantized_from_bits": run.cfg.quant.bits,
-                "check": check,
-            },
-        )
+        check = measure(reference, reloaded_logits(tmp, batch), name) if options.check else None
+        if check:
+            refuse_beyond_tolerance(check, "the merged model", "Try dtype=float32")
+        report = {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter), "dtype": name}
+        write_json(tmp / "export.json", {**report, "dequantized_from_bits": run.cfg.quant.bits, "check": check})
     if check:
-        info(
-            f"reloaded with AutoModelForCausalLM: logits within {check['max_abs_diff']:.2g} of the adapter model's "
-            f"(tolerance {check['tolerance']:.2g}) on {check['tokens']} tokens; same top token on "
-            f"{check['same_argmax']:.0%}"
+        say_check(check, "reloaded with AutoModelForCausalLM")
+    return [f'ftlab: merged model in {target}; load it with AutoModelForCausalLM.from_pretrained("{target}")']
+
+
+def save_gguf(options, run, merged, tokenizer, reference, batch, target: Path) -> List[str]:
+    dtype, name = options.gguf.dtype, safe_name(Path(run.label).name)
+    marker = end_of_turn(tokenizer)
+    with atomic(target, directory=True) as tmp:
+        written = gguf_model.write(tmp / "model.gguf", merged, tokenizer, dtype, name, marker)
+        check, tokens = None, None
+        if options.check:
+            check = measure(reference, reloaded_logits(tmp, batch, gguf_file="model.gguf"), dtype)
+            refuse_beyond_tolerance(check, "model.gguf", "Try gguf.dtype=f16 or f32")
+            tokens = tokenizer_problems(tmp, "model.gguf", tokenizer)
+            if tokens:
+                raise FtlabError(f"model.gguf's tokenizer, rebuilt by transformers: {tokens[0]}; nothing was written")
+        template = ollama.modelfile(
+            "model.gguf", tokenizer.chat_template, run.cfg.generation, tokenizer.bos_token, tokenizer.eos_token
         )
-    stages.finish()
-    log.info(f'ftlab: merged model in {target}; load it with AutoModelForCausalLM.from_pretrained("{target}")')
-    log.info(serve_unmerged(run, merged.config.model_type))
+        write_text(tmp / "Modelfile", template)
+        report = {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter), "dtype": dtype}
+        report.update(written, bytes=(tmp / "model.gguf").stat().st_size, dequantized_from_bits=run.cfg.quant.bits)
+        write_json(tmp / "export.json", {**report, "check": check, "tokenizer_ids_equal": tokens == [] or None})
+    if check:
+        say_check(check, "model.gguf reloaded with AutoModelForCausalLM")
+        info("model.gguf's tokenizer, rebuilt by transformers, gives the probes the trained tokenizer's ids")
+    size = (target / "model.gguf").stat().st_size / 2**20
+    return [
+        f"ftlab: GGUF model in {target / 'model.gguf'} ({size:.1f} MiB)",
+        f"run it with Ollama: cd {target} && ollama create {name} -f Modelfile && ollama run {name}",
+        f"or with llama.cpp: llama-cli -m {target / 'model.gguf'} -cnv",
+    ]
+
+
+def save_gguf_adapter(options, run, base, reference, batch, target: Path) -> List[str]:
+    dtype, name = options.gguf.dtype, Path(run.label).name
+    with atomic(target, directory=True) as tmp:
+        written = gguf_adapter.write(tmp / "adapter.gguf", run.adapter, base.config, dtype, name)
+        check = None
+        if options.check:
+            gguf_adapter.apply(tmp / "adapter.gguf", base)
+            check = measure(reference, logits(base.eval(), batch), dtype)
+            refuse_beyond_tolerance(check, "the base with adapter.gguf added", "Try gguf.dtype=f32")
+        report = {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter), "dtype": dtype}
+        report.update(written, bytes=(tmp / "adapter.gguf").stat().st_size)
+        write_json(tmp / "export.json", {**report, "dequantized_from_bits": run.cfg.quant.bits, "check": check})
+    if check:
+        say_check(check, "the base plus adapter.gguf, added as llama.cpp adds it")
+    return [
+        f"ftlab: GGUF adapter in {target / 'adapter.gguf'}",
+        f"use it on the base model's GGUF: llama-cli -m BASE.gguf --lora {target / 'adapter.gguf'} -cnv",
+    ]
+
+
+def say_check(check: dict, what: str) -> None:
+    info(
+        f"{what}: logits within {check['max_abs_diff']:.2g} of the adapter model's (tolerance "
+        f"{check['tolerance']:.2g}) on {check['tokens']} tokens; same top token on {check['same_argmax']:.0%}"
+    )
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower()) or "ftlab"
 
 
 def serve_unmerged(run: runs.Run, model_type: str) -> str:
@@ -168,7 +221,7 @@ def serve_unmerged(run: runs.Run, model_type: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    run_command(argv, ExportCommand, "ftlab.export", "merge a run's adapter into its base model", export)
+    run_command(argv, ExportCommand, "ftlab.export", "write a run's model for serving, checked first", export)
 
 
 if __name__ == "__main__":

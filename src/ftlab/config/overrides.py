@@ -38,6 +38,12 @@ def _value(text: str, keep_text: bool):
         return text
 
 
+def _section(command_cls, name: str):
+    """The dataclass of the command's option `name` when it is a section of options, else None."""
+    declared = command_cls.__dataclass_fields__.get(name)
+    return declared.type if declared is not None and dataclasses.is_dataclass(declared.type) else None
+
+
 def parse(argv: List[str], command_cls) -> Tuple[object, List[str]]:
     """(the command's options, overrides of the run config) from `argv`; ConfigError names the bad word."""
     own = {f.name for f in dataclasses.fields(command_cls)}
@@ -47,8 +53,16 @@ def parse(argv: List[str], command_cls) -> Tuple[object, List[str]]:
         if not eq or not key:
             example = command_cls.__dataclass_fields__["run"].metadata["example"]
             raise ConfigError(f"'{word}' is not key=value; e.g. {example}")
-        if key in own:
+        head, dot, rest = key.partition(".")
+        section = _section(command_cls, head)
+        if key in own and section is None:
             values[key] = _value(text, _is_text(command_cls, key))
+        elif dot and section is not None:  # gguf.dtype=q8_0: a key of one of the command's sections
+            known = [f.name for f in dataclasses.fields(section)]
+            if rest not in known:
+                keys = ", ".join(f"{head}.{k}" for k in known)
+                raise ConfigError(f"unknown option '{key}'; the {head} options are {keys}")
+            values.setdefault(head, {})[rest] = _value(text, _is_text(section, rest))
         elif key.lstrip("+").split(".")[0] in RUN_KEYS:
             overrides.append(word)
         else:
@@ -60,6 +74,9 @@ def parse(argv: List[str], command_cls) -> Tuple[object, List[str]]:
     if missing:
         example = command_cls.__dataclass_fields__[missing[0]].metadata.get("example", f"{missing[0]}=...")
         raise ConfigError(f"{missing[0]}= is required; e.g. {example}")
+    for name, given in list(values.items()):  # a section's keys (gguf.dtype=...) make its dataclass
+        if isinstance(given, dict) and _section(command_cls, name) is not None:
+            values[name] = _section(command_cls, name)(**given)
     try:
         options = command_cls(**values)
     except TypeError as e:

@@ -445,15 +445,28 @@ class EvaluateCommand:
 
 
 @dataclass
+class GgufOptions:
+    dtype: str = opt("f16", choices=["f32", "f16", "bf16", "q8_0"], example="gguf.dtype=q8_0")
+    """Tensors of format=gguf and gguf-adapter (norms and biases stay f32): f16 halves f32 at no visible cost;
+    q8_0 halves f16 again, its logits a little further off (the check's tolerance widens to match); bf16 needs a
+    llama.cpp built with it."""
+
+
+@dataclass
 class ExportCommand:
     run: str = opt(example=RUN_EXAMPLE)
     """A run dir or an adapter (dir or Hub id) whose adapter is merged into its base model."""
+    format: str = opt("merged", choices=["merged", "gguf", "gguf-adapter"], example="format=gguf")
+    """merged: a transformers model folder. gguf: one model.gguf for llama.cpp and Ollama, with a Modelfile.
+    gguf-adapter: the adapter alone, as a llama.cpp LoRA GGUF, for use on the base model's GGUF."""
     output: Optional[str] = opt(None, example="output=exports/smollm2-dates")
-    """Folder for the merged model (must not exist yet); null: <run dir>/merged."""
+    """Folder to write (must not exist yet); null: <run dir>/merged, <run dir>/gguf or <run dir>/gguf-adapter."""
     dtype: str = opt("auto", choices=["auto"] + DTYPE_NAMES)
-    """Dtype of the saved weights. auto: the base checkpoint's own (float32 if it names none)."""
+    """format=merged: dtype of the saved weights. auto: the base checkpoint's own (float32 if it names none)."""
+    gguf: GgufOptions = field(default_factory=GgufOptions)
     check: bool = True
-    """Reload the saved model with plain transformers and compare its logits to the adapter model's."""
+    """Reload what was written (with plain transformers; the adapter GGUF onto the base) and compare its logits,
+    and for GGUF its tokenizer's ids, with the adapter model's."""
 
 
 # ── the Optuna sweeper: hydra/sweeper=ftlab_optuna (or a preset, sweep=NAME), keys under hydra.sweeper ──

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.config.checks import METHOD_KEYS
-from ftlab.model import vllm
+from ftlab.serve import vllm
 from ftlab.utils.files import write_text
 
 # (config key, what it means) in table order; nothing outside this list is read from the config

@@ -55,10 +55,15 @@ def check_fits(base, adapter: Path, source: str) -> None:
         info(f"note: the adapter was trained on {trained_on}; its layers fit the base loaded from {source}")
 
 
-def merge_dequantized(base, adapter: Path):
-    """A quantized base (as training loaded it) dequantized to float32, with the adapter merged in: merging into
-    the quantized weights would round the update away."""
+def dequantized(base):
+    """A quantized base (as training loaded it) as a plain float32 model: the weights the adapter was trained on."""
     base = base.dequantize(dtype=torch.float32)
     if hasattr(base.config, "quantization_config"):  # a plain model now: loaders must not look for bitsandbytes
         del base.config.quantization_config
-    return PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    return base
+
+
+def merge_dequantized(base, adapter: Path):
+    """A quantized base dequantized to float32, with the adapter merged in: merging into the quantized weights
+    would round the update away."""
+    return PeftModel.from_pretrained(dequantized(base), adapter).merge_and_unload()

@@ -6,6 +6,7 @@ same cluster environments Lightning uses to detect the launcher. Lightning's own
 passes the run dir to the processes it starts.
 """
 
+import atexit
 import os
 
 import torch
@@ -22,6 +23,14 @@ def agree_on_run_dir(proposal: str, accelerator: str) -> str:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = env.main_address, str(env.main_port)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if gpu else "gloo", rank=env.global_rank(), world_size=env.world_size())
+        # Lightning tears down only the groups it made itself; a gloo group still alive when the interpreter exits
+        # lets its worker threads be destroyed while joinable, and that rank dies with SIGABRT after a good run
+        atexit.register(_leave)
     box = [proposal]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -11,6 +11,7 @@ A run dir holds, once training finished:
   train.log                    the console output, timestamped
   eval/                        evaluation report (eval.after_train=true or ftlab.evaluate; later ones eval-2/ ...)
   merged/                      the merged model, after ftlab.export
+  gguf/, gguf-adapter/         model.gguf + Modelfile, adapter.gguf: after ftlab.export format=gguf, format=gguf-adapter
 """
 
 import shutil

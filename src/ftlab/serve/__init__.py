@@ -1,0 +1,11 @@
+"""Serving formats: what other tools load from a finished run.
+
+  vllm.py         the `vllm serve --enable-lora` command for a run's adapter, and what vLLM would refuse in it
+  gguf_model.py   the merged model as a GGUF file for llama.cpp and Ollama (metadata, tensor names, dtypes)
+  gguf_tokenizer.py  the tokenizer as GGUF metadata (vocabulary, merges, special tokens, pre-tokenizer type)
+  gguf_adapter.py the adapter alone as a llama.cpp LoRA GGUF
+  ollama.py       the Ollama Modelfile: TEMPLATE, stop markers and PARAMETER lines
+
+Below the commands and hub/, above data/ and model/: it reads tokenizers, configs and state dicts and writes
+files; it trains nothing.
+"""

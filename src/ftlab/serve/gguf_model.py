@@ -1,0 +1,137 @@
+"""A merged transformers model as one GGUF file, written in Python with the `gguf` package (no llama.cpp build).
+
+What llama.cpp needs, and how it differs from the transformers checkpoint:
+- the architecture's hyperparameters under llama.cpp's key names (`llama.block_count`, ...);
+- tensors under llama.cpp's names (`blk.0.attn_q.weight`), found with gguf's own name map;
+- for llama-family models (Llama, SmolLM2, Mistral) the rows of the Q and K projections permuted: transformers
+  rotates the two halves of each head (rotate_half), llama.cpp rotates adjacent pairs, so each head's rows are
+  interleaved. Qwen2 uses the half rotation in llama.cpp too (NEOX rope) and is written as is;
+- 1-D tensors (norms, biases) in float32 whatever the file's dtype, as llama.cpp's converter writes them;
+- a tied output projection is not written: llama.cpp (and transformers' reader) reuse the embedding.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import gguf
+import numpy as np
+import torch
+
+from ftlab.serve import gguf_tokenizer
+from ftlab.utils.errors import FtlabError
+
+
+@dataclass(frozen=True)
+class Arch:
+    gguf: gguf.MODEL_ARCH
+    permute_qk: bool  # llama.cpp's rope for this architecture rotates adjacent pairs
+
+
+ARCHES = {
+    "llama": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),
+    "mistral": Arch(gguf.MODEL_ARCH.LLAMA, permute_qk=True),  # llama.cpp has no separate Mistral architecture
+    "qwen2": Arch(gguf.MODEL_ARCH.QWEN2, permute_qk=False),
+}
+Q = gguf.GGMLQuantizationType
+DTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
+FILE_TYPES = {
+    "f32": gguf.LlamaFileType.ALL_F32,
+    "f16": gguf.LlamaFileType.MOSTLY_F16,
+    "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+}
+
+
+def check_supported(config) -> Arch:
+    """The architecture's GGUF description, or a one-line refusal naming what is supported."""
+    model_type = config.model_type
+    if model_type not in ARCHES:
+        raise FtlabError(
+            f"format=gguf writes the {', '.join(ARCHES)} architectures, and this model is {model_type}; "
+            "export format=merged and convert that folder with llama.cpp's convert_hf_to_gguf.py"
+        )
+    scaling = getattr(config, "rope_scaling", None) or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type != "default":
+        raise FtlabError(
+            f"format=gguf does not write rope scaling ({rope_type}, in the model's config.json) yet; export "
+            "format=merged and convert that folder with llama.cpp's convert_hf_to_gguf.py"
+        )
+    return ARCHES[model_type]
+
+
+def permute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """transformers' Q or K projection rows (per head: first halves, then second halves of the rotary pairs)
+    in llama.cpp's order (per head: the pairs side by side). `n_head`: the heads these rows belong to."""
+    rows = weights.shape[0]
+    return weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
+def tensor_type(shape: tuple, dtype: str) -> gguf.GGMLQuantizationType:
+    """1-D tensors stay float32; q8_0 needs rows in whole blocks of 32 and falls back to f16 where they aren't."""
+    if len(shape) == 1:
+        return Q.F32
+    if dtype == "q8_0" and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
+        return Q.F16
+    return DTYPES[dtype]
+
+
+def gguf_tensors(model, arch: Arch, dtype: str):
+    """(llama.cpp name, encoded array, its type) for each tensor the file holds."""
+    config = model.config
+    names = gguf.get_tensor_name_map(arch.gguf, config.num_hidden_layers)
+    tied = getattr(config, "tie_word_embeddings", False)
+    for name, tensor in model.state_dict().items():
+        if tied and name == "lm_head.weight":
+            continue
+        new = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            raise FtlabError(f"format=gguf: no llama.cpp name for the tensor {name}; export format=merged instead")
+        data = tensor.detach().to(torch.float32).cpu().numpy()
+        if arch.permute_qk and new.endswith("attn_q.weight"):
+            data = permute_qk(data, config.num_attention_heads)
+        elif arch.permute_qk and new.endswith("attn_k.weight"):
+            data = permute_qk(data, config.num_key_value_heads)
+        kind = tensor_type(data.shape, dtype)
+        yield new, gguf.quants.quantize(data, kind), kind
+
+
+def add_hyperparameters(writer: gguf.GGUFWriter, config) -> None:
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rope = getattr(config, "rope_parameters", None) or {}
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(head_dim)
+    if head_dim != config.hidden_size // config.num_attention_heads:  # llama.cpp assumes hidden/heads otherwise
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    writer.add_vocab_size(config.vocab_size)
+
+
+def write(path: Path, model, tokenizer, dtype: str, name: str, end_of_turn: Optional[str]) -> dict:
+    """Write `model` (transformers, merged, any float dtype) and `tokenizer` to `path`; what was written."""
+    config = model.config
+    arch = check_supported(config)
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch.gguf])
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_file_type(FILE_TYPES[dtype])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    add_hyperparameters(writer, config)
+    tokenizer_info = gguf_tokenizer.add_tokenizer(writer, tokenizer, config.vocab_size, end_of_turn)
+    kinds = {}
+    for new, data, kind in gguf_tensors(model, arch, dtype):
+        writer.add_tensor(new, data, raw_dtype=kind)  # quantized rows are bytes; the writer works out their shape
+        kinds[kind.name] = kinds.get(kind.name, 0) + 1
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {"architecture": gguf.MODEL_ARCH_NAMES[arch.gguf], "tensor_types": kinds, "tokenizer": tokenizer_info}
