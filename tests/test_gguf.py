@@ -132,6 +132,21 @@ def test_a_sentencepiece_tokenizer_is_written_with_byte_tokens_and_rebuilt_with_
     assert scores[first_merge] == 0.0 and min(scores) < 0  # earlier merges score higher: llama.cpp merges them first
 
 
+def test_the_generation_settings_become_llama_cpps_sampling_defaults(tmp_path):
+    from ftlab.config.schema import GenerationOptions
+
+    tokenizer, settings = byte_tokenizer(), GenerationOptions(do_sample=True, top_k=0, repetition_penalty=1.1)
+    gguf_model.write(tmp_path / "m.gguf", tiny_model("llama", tokenizer), tokenizer, "f16", "t", "<|im_end|>", settings)
+    fields = gguf.GGUFReader(tmp_path / "m.gguf").fields
+    got = {k.removeprefix("general.sampling."): float(f.parts[-1][0]) for k, f in fields.items() if "sampling" in k}
+    assert got == pytest.approx({"temp": 0.7, "top_p": 0.9, "top_k": 0, "penalty_repeat": 1.1, "penalty_last_n": -1})
+    gguf_model.write(tmp_path / "g.gguf", tiny_model("llama", tokenizer), tokenizer, "f16", "t", "<|im_end|>",
+                     GenerationOptions())  # fmt: skip
+    fields = gguf.GGUFReader(tmp_path / "g.gguf").fields
+    greedy = {k.removeprefix("general.sampling."): float(f.parts[-1][0]) for k, f in fields.items() if "sampling" in k}
+    assert greedy == {"temp": 0.0, "penalty_repeat": 1.0}  # greedy: temperature 0, as llama.cpp spells it
+
+
 def test_a_pre_tokenizer_without_a_gguf_name_is_refused():
     from tokenizers import pre_tokenizers
 

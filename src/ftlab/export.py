@@ -153,7 +153,7 @@ def save_gguf(options, run, merged, tokenizer, reference, batch, target: Path) -
     dtype, name = options.gguf.dtype, safe_name(Path(run.label).name)
     marker = end_of_turn(tokenizer)
     with atomic(target, directory=True) as tmp:
-        written = gguf_model.write(tmp / "model.gguf", merged, tokenizer, dtype, name, marker)
+        written = gguf_model.write(tmp / "model.gguf", merged, tokenizer, dtype, name, marker, run.cfg.generation)
         check, tokens = None, None
         if options.check:
             check = measure(reference, reloaded_logits(tmp, batch, gguf_file="model.gguf"), dtype)

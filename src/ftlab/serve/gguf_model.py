@@ -115,8 +115,23 @@ def add_hyperparameters(writer: gguf.GGUFWriter, config) -> None:
     writer.add_vocab_size(config.vocab_size)
 
 
-def write(path: Path, model, tokenizer, dtype: str, name: str, end_of_turn: Optional[str]) -> dict:
-    """Write `model` (transformers, merged, any float dtype) and `tokenizer` to `path`; what was written."""
+def add_sampling(writer: gguf.GGUFWriter, generation) -> None:
+    """The run's generation settings as llama.cpp's sampling defaults (general.sampling.*), which llama.cpp takes
+    when its command line sets none. Greedy is temperature 0; top_k 0 is no limit in both."""
+    if generation.do_sample:
+        writer.add_sampling_temp(generation.temperature)
+        writer.add_sampling_top_p(generation.top_p)
+        writer.add_sampling_top_k(generation.top_k)
+    else:
+        writer.add_sampling_temp(0.0)
+    writer.add_sampling_penalty_repeat(generation.repetition_penalty)
+    if generation.repetition_penalty != 1.0:
+        writer.add_sampling_penalty_last_n(-1)  # transformers penalizes the whole text, llama.cpp the last 64 tokens
+
+
+def write(path: Path, model, tokenizer, dtype: str, name: str, end_of_turn: Optional[str], generation=None) -> dict:
+    """Write `model` (transformers, merged, any float dtype), `tokenizer` and the `generation` settings (ftlab's
+    GenerationOptions; None: none) to `path`; what was written."""
     config = model.config
     arch = check_supported(config)
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch.gguf])
@@ -125,6 +140,8 @@ def write(path: Path, model, tokenizer, dtype: str, name: str, end_of_turn: Opti
     writer.add_file_type(FILE_TYPES[dtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_hyperparameters(writer, config)
+    if generation is not None:
+        add_sampling(writer, generation)
     tokenizer_info = gguf_tokenizer.add_tokenizer(writer, tokenizer, config.vocab_size, end_of_turn)
     kinds = {}
     for new, data, kind in gguf_tensors(model, arch, dtype):
