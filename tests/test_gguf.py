@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config
 
-from conftest import run_cli
+from conftest import run_cli, train_tiny
 from ftlab.model.source import byte_tokenizer
 from ftlab.serve import gguf_adapter, gguf_model, gguf_tokenizer, probes
 from ftlab.utils.errors import FtlabError
@@ -22,8 +22,9 @@ RELOADED_AS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistra
 GGUF_FILES = {"model.gguf", "Modelfile", "export.json"}
 
 
-def tiny_model(arch: str, tokenizer):
+def tiny_model(arch: str, tokenizer, **extra):
     config = CONFIGS[arch](
+        **extra,
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -65,6 +66,25 @@ def test_tiny_models_round_trip_through_gguf_within_the_dtype_tolerance(arch, dt
     vectors = 5 + (6 if arch == "qwen2" else 0)  # norms (+ qwen2's q/k/v biases): always f32
     expected = {"F32": matrices + vectors} if dtype == "f32" else {dtype.upper(): matrices, "F32": vectors}
     assert written["tensor_types"] == expected
+
+
+def test_llama_3_rope_scaling_is_written_as_llama_cpps_rope_freqs(tmp_path):
+    # Llama 3.1's scaling, with a short original context so the probes' positions reach the scaled frequencies
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64, "rope_theta": 10000.0}  # fmt: skip
+    tokenizer = byte_tokenizer()
+    model = tiny_model("llama", tokenizer, rope_scaling=rope)
+    factors = gguf_model.rope_factors(model.config)  # head_dim 16: 8 frequencies, wavelengths 6.3 to 19,900
+    assert factors[0] == 1.0 and 1.0 < factors[1] < factors[2] < 8.0 and factors[-1] == 8.0  # kept, blended, divided
+    batch = probes.probe_batch(tokenizer)
+    reference = probes.logits(model, batch)
+    written = gguf_model.write(tmp_path / "m.gguf", model, tokenizer, "f32", "tiny", "<|im_end|>")
+    assert written["tensor_types"] == {"F32": 21}  # + rope_freqs.weight
+    assert gguf_model.rope_difference(tmp_path / "m.gguf", model.config) < 1e-6  # transformers' own divisors
+    as_read = probes.reloaded_logits(tmp_path, batch, gguf_file="m.gguf")  # the reader drops the scaling
+    assert (as_read - reference).abs().max() > 1e-3
+    with_rope = probes.reloaded_logits(tmp_path, batch, gguf_file="m.gguf", config=model.config)
+    assert (with_rope - reference).abs().max() < 1e-5
 
 
 def test_q_and_k_rows_are_interleaved_per_head_as_llama_cpp_rotates_pairs():
@@ -162,7 +182,7 @@ def test_unsupported_architectures_and_rope_scaling_are_refused():
     with pytest.raises(FtlabError, match="writes the llama, mistral, qwen2 architectures, and this model is gpt2"):
         gguf_model.check_supported(GPT2Config())
     scaled = LlamaConfig(rope_scaling={"rope_type": "linear", "factor": 2.0})
-    with pytest.raises(FtlabError, match=r"rope scaling \(linear"):
+    with pytest.raises(FtlabError, match="writes Llama 3's rope scaling but not linear"):
         gguf_model.check_supported(scaled)
 
 
@@ -214,6 +234,22 @@ def test_export_gguf_writes_a_checked_file_a_modelfile_and_the_numbers(which, tr
     assert "ollama create run -f Modelfile" in result.stdout
     fields = gguf.GGUFReader(folder / "model.gguf").fields
     assert int(fields["general.file_type"].parts[-1][0]) == gguf.LlamaFileType.MOSTLY_Q8_0
+
+
+def test_a_run_on_a_llama_3_1_style_base_exports_with_its_rope_scaling(tmp_path, cache_dir):
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64, "rope_theta": 500000.0}  # fmt: skip
+    tokenizer, base = byte_tokenizer(), tmp_path / "base"
+    tiny_model("llama", tokenizer, rope_scaling=rope).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    run = train_tiny(
+        tmp_path / "run", cache_dir, "model.random_init=null", f"model.path={base}", "trainer.max_steps=10"
+    )
+    result = export(f"run={run}", "format=gguf", "gguf.dtype=f32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((run / "gguf" / "export.json").read_text())
+    assert report["check"]["rope_freqs_difference"] < 1e-6 and report["check"]["max_abs_diff"] < 1e-4
+    assert report["tensor_types"] == {"F32": 21}
 
 
 def test_export_gguf_adapter_adds_to_the_base_as_llama_cpp_does(trained, tmp_path):

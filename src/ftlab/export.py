@@ -86,8 +86,11 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
     tokenizer = recipe.load_trained_tokenizer(run.adapter)
     adapter_model = recipe.load_trained(run.adapter)
     model_type = adapter_model.config.model_type
-    if options.format == "gguf":  # refused before the slow part, not after the merge
+    if options.format != "merged":  # refused before the merge and the writing, not after
         gguf_model.check_supported(adapter_model.config)
+    refused = gguf_adapter.refusals(vllm.read_adapter_config(run.adapter)) if options.format == "gguf-adapter" else []
+    if refused:
+        raise FtlabError(refused[0])
     batch = probe_batch(tokenizer)
     reference = logits(adapter_model, batch)
     source_dir = recipe.model_source()  # resolved once: for a Hub id it asks the Hub for the config
@@ -156,7 +159,13 @@ def save_gguf(options, run, merged, tokenizer, reference, batch, target: Path) -
         written = gguf_model.write(tmp / "model.gguf", merged, tokenizer, dtype, name, marker, run.cfg.generation)
         check, tokens = None, None
         if options.check:
-            check = measure(reference, reloaded_logits(tmp, batch, gguf_file="model.gguf"), dtype)
+            rope = gguf_model.rope_difference(tmp / "model.gguf", merged.config)
+            if rope is not None and rope > 1e-5:
+                raise FtlabError(f"model.gguf's rope_freqs differ from transformers' Llama 3 rope by {rope:.2g}")
+            # transformers' GGUF reader drops rope scaling: the reload takes it from the config, proven just above
+            config = merged.config if rope is not None else None
+            got = reloaded_logits(tmp, batch, gguf_file="model.gguf", config=config)
+            check = {**measure(reference, got, dtype), **({"rope_freqs_difference": rope} if rope is not None else {})}
             refuse_beyond_tolerance(check, "model.gguf", "Try gguf.dtype=f16 or f32")
             tokens = tokenizer_problems(tmp, "model.gguf", tokenizer)
             if tokens:

@@ -7,7 +7,8 @@ What llama.cpp needs, and how it differs from the transformers checkpoint:
   rotates the two halves of each head (rotate_half), llama.cpp rotates adjacent pairs, so each head's rows are
   interleaved. Qwen2 uses the half rotation in llama.cpp too (NEOX rope) and is written as is;
 - 1-D tensors (norms, biases) in float32 whatever the file's dtype, as llama.cpp's converter writes them;
-- a tied output projection is not written: llama.cpp (and transformers' reader) reuse the embedding.
+- a tied output projection is not written: llama.cpp (and transformers' reader) reuse the embedding;
+- Llama 3.1's rope scaling as llama.cpp's rope_freqs tensor, one divisor per rotary frequency.
 """
 
 from dataclasses import dataclass
@@ -51,14 +52,39 @@ def check_supported(config) -> Arch:
             f"format=gguf writes the {', '.join(ARCHES)} architectures, and this model is {model_type}; "
             "export format=merged and convert that folder with llama.cpp's convert_hf_to_gguf.py"
         )
-    scaling = getattr(config, "rope_scaling", None) or {}
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-    if rope_type != "default":
+    rope_type = _rope(config).get("rope_type", _rope(config).get("type", "default"))
+    if rope_type not in ("default", "llama3") or (rope_type == "llama3" and not ARCHES[model_type].permute_qk):
         raise FtlabError(
-            f"format=gguf does not write rope scaling ({rope_type}, in the model's config.json) yet; export "
+            f"format=gguf writes Llama 3's rope scaling but not {rope_type} (the model's config.json); export "
             "format=merged and convert that folder with llama.cpp's convert_hf_to_gguf.py"
         )
     return ARCHES[model_type]
+
+
+def _rope(config) -> dict:
+    return getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def rope_factors(config) -> Optional[np.ndarray]:
+    """Llama 3's rope scaling as llama.cpp stores it (rope_freqs.weight): for each rotary frequency the divisor
+    llama.cpp applies to it. Llama 3.1 leaves high frequencies alone, divides low ones by `factor`, and blends in
+    between by wavelength; None for a model without it."""
+    rope = _rope(config)
+    if rope.get("rope_type") != "llama3":
+        return None
+    dim = _head_dim(config)
+    freqs = 1.0 / rope["rope_theta"] ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    context = rope["original_max_position_embeddings"]
+    wavelength = 2 * np.pi / freqs
+    smooth = (context / wavelength - low) / (high - low)
+    blended = 1 / ((1 - smooth) / factor + smooth)
+    factors = np.where(wavelength < context / high, 1.0, np.where(wavelength > context / low, factor, blended))
+    return factors.astype(np.float32)
 
 
 def permute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -66,6 +92,22 @@ def permute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:
     in llama.cpp's order (per head: the pairs side by side). `n_head`: the heads these rows belong to."""
     rows = weights.shape[0]
     return weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
+
+
+def rope_difference(path: Path, config) -> Optional[float]:
+    """How far the file's rope_freqs are from the divisors transformers' own Llama 3 rope applies (its unscaled
+    over its scaled frequencies), relative; None without rope scaling. transformers' GGUF reader ignores
+    rope_freqs, so the export's reload takes the rope from the config and this proves the file's copy."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    if rope_factors(config) is None:
+        return None
+    stored = next(t for t in gguf.GGUFReader(str(path)).tensors if t.name.startswith("rope_freqs"))
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    dim = _head_dim(config)
+    plain = 1.0 / _rope(config)["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    want = (plain / scaled.double()).numpy()
+    return float(np.max(np.abs(np.asarray(stored.data, dtype=np.float64) - want) / want))
 
 
 def tensor_type(shape: tuple, dtype: str) -> gguf.GGMLQuantizationType:
@@ -95,11 +137,14 @@ def gguf_tensors(model, arch: Arch, dtype: str):
             data = permute_qk(data, config.num_key_value_heads)
         kind = tensor_type(data.shape, dtype)
         yield new, gguf.quants.quantize(data, kind), kind
+    factors = rope_factors(config)
+    if factors is not None:
+        yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors, Q.F32
 
 
 def add_hyperparameters(writer: gguf.GGUFWriter, config) -> None:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    rope = getattr(config, "rope_parameters", None) or {}
+    head_dim = _head_dim(config)
+    rope = _rope(config)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)

@@ -64,11 +64,13 @@ def measure(reference: torch.Tensor, got: torch.Tensor, dtype: str) -> dict:
     }
 
 
-def reloaded_logits(folder, batch: dict, gguf_file=None) -> torch.Tensor:
-    """Logits of the model in `folder` (or its GGUF file) loaded by plain transformers, in float32."""
+def reloaded_logits(folder, batch: dict, gguf_file=None, config=None) -> torch.Tensor:
+    """Logits of the model in `folder` (or its GGUF file) loaded by plain transformers, in float32; `config`
+    replaces the one transformers rebuilds from the file (where its reader drops something, as rope scaling)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32).eval()
+    kwargs = {"config": config} if config is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32, **kwargs).eval()
     return logits(model, batch)
 
 
