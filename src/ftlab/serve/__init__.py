@@ -5,6 +5,7 @@
   gguf_tokenizer.py  the tokenizer as GGUF metadata (vocabulary, merges, special tokens, pre-tokenizer type)
   gguf_adapter.py the adapter alone as a llama.cpp LoRA GGUF
   ollama.py       the Ollama Modelfile: TEMPLATE, stop markers and PARAMETER lines
+  probes.py       how an export is proven: probe conversations, logits, tolerances, the rebuilt tokenizer's ids
 
 Below the commands and hub/, above data/ and model/: it reads tokenizers, configs and state dicts and writes
 files; it trains nothing.
