@@ -16,6 +16,7 @@ from ftlab.config import compose
 from ftlab.config.schema import GenerationOptions
 from ftlab.data import templates
 from ftlab.serve import ollama
+from ftlab.serve.gguf_tokenizer import writes_bos
 from ftlab.utils.errors import FtlabError
 
 GOLDEN = ASSETS / "ollama"
@@ -75,7 +76,8 @@ def test_each_template_renders_what_its_chat_template_renders(kind, i, smollm2):
     golden = (GOLDEN / f"{kind}.txt").read_text(encoding="utf-8")
     bos = smollm2["bos"] if kind == "smollm2" else BOS.get(kind)
     eos = "</s>" if kind == "mistral" else None
-    added = bos if kind in ollama.BOS_KINDS else ""  # by Ollama's tokenizer, not by the TEMPLATE
+    # by Ollama's tokenizer, not by the TEMPLATE, where model.gguf says add_bos_token=true
+    added = bos if writes_bos(ollama.reference(kind)) else ""
     assert added + ollama_template.render(golden, messages) == expected(jinja(kind, smollm2), messages, bos, eos)
 
 

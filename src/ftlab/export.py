@@ -28,7 +28,7 @@ from ftlab.config.schema import ExportCommand
 from ftlab.data.chat import end_of_turn
 from ftlab.model import adapter
 from ftlab.model.load import TORCH_DTYPES
-from ftlab.serve import gguf_adapter, gguf_model, ollama, vllm
+from ftlab.serve import gguf_adapter, gguf_model, model_name, ollama, vllm
 from ftlab.serve.probes import logits, measure, probe_batch, reloaded_logits, tokenizer_problems
 from ftlab.train.recipe import FineTune
 from ftlab.use import runs
@@ -80,6 +80,9 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
             f"run={options.run} has no adapter (no adapter_config.json); export merges a run's adapter "
             "into its base: give a finished run dir"
         )
+    refused = gguf_adapter.refusals(vllm.read_adapter_config(run.adapter)) if options.format == "gguf-adapter" else []
+    if refused:  # from the adapter's config alone, before any model is loaded
+        raise FtlabError(refused[0])
     target = output_dir(run, options)
     stages.start("Loading the adapter model", f"{run.cfg.model.name} + {run.adapter}")
     recipe = recipe_cls(run.cfg)
@@ -88,9 +91,6 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
     model_type = adapter_model.config.model_type
     if options.format != "merged":  # refused before the merge and the writing, not after
         gguf_model.check_supported(adapter_model.config)
-    refused = gguf_adapter.refusals(vllm.read_adapter_config(run.adapter)) if options.format == "gguf-adapter" else []
-    if refused:
-        raise FtlabError(refused[0])
     batch = probe_batch(tokenizer)
     reference = logits(adapter_model, batch)
     source_dir = recipe.model_source()  # resolved once: for a Hub id it asks the Hub for the config
@@ -145,15 +145,14 @@ def save_merged(options, run, merged, tokenizer, reference, batch, target: Path,
         check = measure(reference, reloaded_logits(tmp, batch), name) if options.check else None
         if check:
             refuse_beyond_tolerance(check, "the merged model", "Try dtype=float32")
-        report = {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter), "dtype": name}
-        write_json(tmp / "export.json", {**report, "dequantized_from_bits": run.cfg.quant.bits, "check": check})
+        write_json(tmp / "export.json", report(run, name, check=check))
     if check:
         say_check(check, "reloaded with AutoModelForCausalLM")
     return [f'ftlab: merged model in {target}; load it with AutoModelForCausalLM.from_pretrained("{target}")']
 
 
 def save_gguf(options, run, merged, tokenizer, reference, batch, target: Path) -> List[str]:
-    dtype, name = options.gguf.dtype, safe_name(Path(run.label).name)
+    dtype, name = options.gguf.dtype, model_name(Path(run.label).name.lower()) or "ftlab"
     marker = end_of_turn(tokenizer)
     with atomic(target, directory=True) as tmp:
         written = gguf_model.write(tmp / "model.gguf", merged, tokenizer, dtype, name, marker, run.cfg.generation)
@@ -174,9 +173,8 @@ def save_gguf(options, run, merged, tokenizer, reference, batch, target: Path) -
             "model.gguf", tokenizer.chat_template, run.cfg.generation, tokenizer.bos_token, tokenizer.eos_token
         )
         write_text(tmp / "Modelfile", template)
-        report = {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter), "dtype": dtype}
-        report.update(written, bytes=(tmp / "model.gguf").stat().st_size, dequantized_from_bits=run.cfg.quant.bits)
-        write_json(tmp / "export.json", {**report, "check": check, "tokenizer_ids_equal": tokens == [] or None})
+        numbers = dict(written, bytes=(tmp / "model.gguf").stat().st_size, tokenizer_ids_equal=tokens == [] or None)
+        write_json(tmp / "export.json", report(run, dtype, check=check, **numbers))
     if check:
         say_check(check, "model.gguf reloaded with AutoModelForCausalLM")
         info("model.gguf's tokenizer, rebuilt by transformers, gives the probes the trained tokenizer's ids")
@@ -197,9 +195,9 @@ def save_gguf_adapter(options, run, base, reference, batch, target: Path) -> Lis
             gguf_adapter.apply(tmp / "adapter.gguf", base)
             check = measure(reference, logits(base.eval(), batch), dtype)
             refuse_beyond_tolerance(check, "the base with adapter.gguf added", "Try gguf.dtype=f32")
-        report = {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter), "dtype": dtype}
-        report.update(written, bytes=(tmp / "adapter.gguf").stat().st_size)
-        write_json(tmp / "export.json", {**report, "dequantized_from_bits": run.cfg.quant.bits, "check": check})
+        write_json(
+            tmp / "export.json", report(run, dtype, check=check, bytes=(tmp / "adapter.gguf").stat().st_size, **written)
+        )
     if check:
         say_check(check, "the base plus adapter.gguf, added as llama.cpp adds it")
     return [
@@ -215,8 +213,10 @@ def say_check(check: dict, what: str) -> None:
     )
 
 
-def safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower()) or "ftlab"
+def report(run: runs.Run, dtype: str, **numbers) -> dict:
+    """export.json: where the export came from, its dtype, and what was written and measured."""
+    source = {"run": run.label, "base_model": run.cfg.model.name, "adapter": str(run.adapter)}
+    return {**source, "dtype": dtype, "dequantized_from_bits": run.cfg.quant.bits, **numbers}
 
 
 def serve_unmerged(run: runs.Run, model_type: str) -> str:

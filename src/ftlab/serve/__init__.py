@@ -10,3 +10,9 @@
 Below the commands and hub/, above data/ and model/: it reads tokenizers, configs and state dicts and writes
 files; it trains nothing.
 """
+
+
+def model_name(name: str) -> str:
+    """`name` as a served model's name (vLLM's --lora-modules, Ollama's create): letters, digits and - _ . kept,
+    anything else a -; "" when nothing is left."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)

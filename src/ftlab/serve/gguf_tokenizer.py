@@ -32,8 +32,17 @@ def _known_splits() -> dict:
 
 def pre_tokenizer_name(tokenizer) -> str:
     """The GGUF name of the tokenizer's pre-tokenizer, read from its tokenizer.json."""
-    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
-    parts = spec.get("pretokenizers", [spec]) if spec.get("type") == "Sequence" else [spec]
+    return _pre_tokenizer_name(_spec(tokenizer))
+
+
+def _spec(tokenizer) -> dict:
+    """The tokenizer's tokenizer.json, parsed (once per export: a large vocabulary makes it megabytes)."""
+    return json.loads(tokenizer.backend_tokenizer.to_str())
+
+
+def _pre_tokenizer_name(spec: dict) -> str:
+    pre = spec.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in parts]
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
         return "gpt-2"
@@ -43,7 +52,7 @@ def pre_tokenizer_name(tokenizer) -> str:
             return _known_splits()[regex]
     if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
         return "smollm"  # each digit alone, then GPT-2's regex: SmolLM's tokenizer.json
-    if kinds in (["Metaspace"], [None]) and _is_sentencepiece(tokenizer):
+    if kinds in (["Metaspace"], [None]) and _is_sentencepiece(spec):
         return "default"
     raise FtlabError(
         f"the tokenizer's pre-tokenizer ({' + '.join(str(k) for k in kinds)}) has no GGUF name ftlab knows "
@@ -52,25 +61,20 @@ def pre_tokenizer_name(tokenizer) -> str:
     )
 
 
-def _model(tokenizer) -> dict:
-    return json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+def _is_sentencepiece(spec: dict) -> bool:
+    return spec["model"].get("type") == "BPE" and bool(spec["model"].get("byte_fallback"))
 
 
-def _is_sentencepiece(tokenizer) -> bool:
-    model = _model(tokenizer)
-    return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
-
-
-def _merges(tokenizer) -> List[str]:
+def _merges(spec: dict) -> List[str]:
     # tokenizers writes merges as "a b" strings (older files) or [a, b] pairs
-    return [m if isinstance(m, str) else " ".join(m) for m in _model(tokenizer).get("merges", [])]
+    return [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
 
 
-def _token_types(tokenizer, vocab_size: int, sentencepiece: bool) -> List[int]:
+def _token_types(tokenizer, tokens: List[str], vocab_size: int, sentencepiece: bool) -> List[int]:
     T = gguf.TokenType
     added = tokenizer.added_tokens_decoder  # id -> AddedToken
     types = []
-    for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+    for i, token in enumerate(tokens[: len(tokenizer)]):
         if i in added:
             types.append(T.CONTROL if added[i].special else T.USER_DEFINED)
         elif sentencepiece and len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
@@ -104,15 +108,16 @@ def add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int, end_of_tu
             f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab_size}; a tokenizer "
             "with tokens the model cannot embed cannot be exported"
         )
-    pre = pre_tokenizer_name(tokenizer)
+    spec = _spec(tokenizer)
+    pre = _pre_tokenizer_name(spec)
     sentencepiece = pre == "default"
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     tokens += [f"[PAD{i}]" for i in range(len(tokenizer), vocab_size)]
     writer.add_tokenizer_model("llama" if sentencepiece else "gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
-    writer.add_token_types(_token_types(tokenizer, vocab_size, sentencepiece))
-    merges = _merges(tokenizer)
+    writer.add_token_types(_token_types(tokenizer, tokens, vocab_size, sentencepiece))
+    merges = _merges(spec)
     if sentencepiece:  # llama.cpp merges the adjacent pair whose result scores highest: -rank of its merge
         rank = {m.replace(" ", ""): -float(i) for i, m in reversed(list(enumerate(merges)))}
         writer.add_token_scores([rank.get(t, 0.0) for t in tokens])

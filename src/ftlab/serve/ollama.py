@@ -27,11 +27,10 @@ from jinja2 import TemplateError
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ftlab.data import templates
+from ftlab.serve.gguf_tokenizer import writes_bos
 from ftlab.utils.errors import FtlabError
 
 KINDS = ("chatml", "llama3", "mistral", "gemma", "smollm2")
-# the kinds whose chat template begins with bos_token, which Ollama adds (see above)
-BOS_KINDS = ("llama3", "mistral", "gemma")
 # SmolLM2-Instruct's own chat template (its tokenizer.chat_template): ChatML with a default system message
 SMOLLM2_JINJA = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -187,7 +186,7 @@ def modelfile(
         if kind == "mistral":
             body = body.replace(MISTRAL_EOS, eos_token)  # recognised as mistral, it renders with an eos_token
         lines.append(f"# The chat template ({kind}) in Ollama's template language; it renders what training rendered.")
-        if kind in BOS_KINDS and bos_token:
+        if writes_bos(chat_template) and bos_token:  # the rule model.gguf's add_bos_token is written by
             lines.append(
                 f"# It begins with the BOS token {bos_token}, which Ollama adds itself ({gguf_name} has "
                 "tokenizer.ggml.add_bos_token=true); TEMPLATE leaves it out."

@@ -13,8 +13,9 @@ import torch
 from ftlab.data import chat
 from ftlab.data.batching import Collator
 
-# largest logit difference allowed, as a fraction of the largest logit (at least 1)
-TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2, "f32": 1e-4, "f16": 1e-2, "bf16": 5e-2, "q8_0": 1e-1}
+# largest logit difference allowed, as a fraction of the largest logit (at least 1), by stored dtype
+TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2, "q8_0": 1e-1}
+GGUF_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}  # gguf.dtype's names for the same
 PROBES = [
     [
         {"role": "user", "content": "What is a low-rank adapter?"},
@@ -58,7 +59,7 @@ def measure(reference: torch.Tensor, got: torch.Tensor, dtype: str) -> dict:
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
         "logit_scale": scale,
-        "tolerance": TOLERANCE[dtype] * max(1.0, scale),
+        "tolerance": TOLERANCE[GGUF_DTYPES.get(dtype, dtype)] * max(1.0, scale),
         "same_argmax": float((got.argmax(-1) == reference.argmax(-1)).float().mean()),
         "tokens": int(reference.shape[0]),
     }

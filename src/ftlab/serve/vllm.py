@@ -12,6 +12,8 @@ import shlex
 from pathlib import Path
 from typing import List, Optional
 
+from ftlab.serve import model_name
+
 # the values vLLM's --max-lora-rank accepts (its LoRAConfig); the adapter's rank must not exceed the one chosen
 MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 # the modules vLLM's Llama, Qwen2 and Mistral implementations carry LoRA on (it fuses q/k/v and gate/up itself and
@@ -60,7 +62,7 @@ def problems(config: dict, model_type: str) -> List[str]:
 def command(base_model: str, name: str, adapter_dir: str, config: dict) -> str:
     """The vllm serve command line that serves `adapter_dir` as model `name` (made a safe model name: letters,
     digits, - _ . kept, anything else a -) on top of `base_model`."""
-    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "adapter"
+    name = model_name(name) or "adapter"
     words = ["vllm", "serve", base_model, "--enable-lora", "--lora-modules", f"{name}={adapter_dir}"]
     words += ["--max-lora-rank", str(max_lora_rank(config["r"]) or config["r"])]
     if config.get("bias", "none") != "none":
