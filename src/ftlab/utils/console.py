@@ -54,6 +54,21 @@ def setup_logging(run_dir: Optional[Path] = None, stream: str = "stdout") -> Non
     quiet_libraries()
 
 
+class _LibraryErrors(_Stream):
+    """The root logger's one handler in a command: what libraries log reaches stderr from ERROR up only."""
+
+
+def quiet_library_warnings() -> None:
+    """Libraries that log while they are imported (an optional kernel package announcing it is missing, say) would
+    print their lines on stderr above a command's one-line error: with no handler of their own, Python's last-resort
+    handler shows every warning. One root handler at ERROR replaces it: their errors still show, their chatter not."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _LibraryErrors) for h in root.handlers):
+        handler = _LibraryErrors("stderr")
+        handler.setLevel(logging.ERROR)
+        root.addHandler(handler)
+
+
 def quiet_libraries() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "bitsandbytes", "transformers", "peft", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)

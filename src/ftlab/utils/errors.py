@@ -11,6 +11,8 @@ import sys
 from contextlib import contextmanager
 from typing import NoReturn
 
+from ftlab.utils.console import quiet_library_warnings
+
 
 class FtlabError(Exception):
     """A problem with the user's input or environment, reported as one line without a traceback."""
@@ -42,7 +44,9 @@ def fail(error: FtlabError, prog: str) -> NoReturn:
 
 @contextmanager
 def exit_on_error(prog: str):
-    """The exit policy of every command: an FtlabError raised inside ends the process through `fail`."""
+    """The exit policy of every command: an FtlabError raised inside ends the process through `fail`, and its line is
+    the only one on stderr (libraries' warnings are kept off it from here on)."""
+    quiet_library_warnings()
     try:
         yield
     except FtlabError as e:
