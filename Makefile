@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # the registry serves changes from day to day, and an untested release of a dependency must not reach a fresh clone.
 LOCK := constraints.txt
 
-.PHONY: install lock demo lint format docs test test-fast bench clean
+.PHONY: install lock demo lint format docs test test-fast bench gpu-check clean
 
 install: $(STAMP)
 
@@ -66,6 +66,11 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/startup.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/throughput.py --ablations --profile
+
+# on a machine with a CUDA GPU (make install TORCH=torch first): every gpu-marked test, one FSDP + QLoRA step and the
+# throughput benchmark's GPU rows, about 8 minutes on one H100; the figures in gpu-check.json. Off a GPU: exit 1.
+gpu-check: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_check.py --out gpu-check.json
 
 clean:
 	rm -rf $(VENV) .lock-venv build src/*.egg-info

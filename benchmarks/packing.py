@@ -21,6 +21,7 @@ from pathlib import Path
 from ftlab import FineTune, compose
 from ftlab.data.batching import pack
 from ftlab.data.demo import make_rows
+from ftlab.train.callbacks import Throughput
 
 WARMUP = 2  # steps left out of the timing: the first ones pay for allocation and caches
 
@@ -47,11 +48,21 @@ def run(data_path, packing: bool, steps: int, out_dir: Path, batch_size: int) ->
         f"data.batch_size={batch_size}",
         f"data.packing={packing}",
     ]
-    ft = FineTune(compose(overrides), run_dir=out_dir / f"{Path(data_path).stem}-{'packed' if packing else 'padded'}")
-    stats = ft.run()
-    packed_rows = pack(ft.prepared.splits["train"].items, 512)
+    kept = {}
+
+    class Recipe(FineTune):
+        def callbacks(self, run_dir):
+            made = super().callbacks(run_dir)
+            kept["throughput"] = next(c for c in made if isinstance(c, Throughput))  # its per-step timings
+            return made
+
+    result = Recipe(
+        compose(overrides), run_dir=out_dir / f"{Path(data_path).stem}-{'packed' if packing else 'padded'}"
+    ).run()
+    stats = dict(result)
+    packed_rows = pack(result.data.prepared.splits["train"].items, 512)
     stats["batch_size"] = batch_size
-    measured = ft.throughput.steps[WARMUP:]
+    measured = kept["throughput"].steps[WARMUP:]
     stats["real_tokens_per_second"] = sum(t for t, _ in measured) / sum(s for _, s in measured)
     stats["tokens_per_packed_row"] = sum(len(r["input_ids"]) for r in packed_rows) / len(packed_rows)
     return stats

@@ -115,20 +115,25 @@ def one_ftlab(s: dict, work: Path) -> dict:
                 profile["prof"].__exit__(None, None, None)
                 profile["kinds"] = kinds_of(profile["prof"])
 
-    class Recipe(FineTune):
-        def callbacks(self):
-            return super().callbacks() + [Profiled()]
+    from ftlab.train.callbacks import Throughput
 
-    ft = Recipe(compose(overrides_of(s, work)), run_dir=work / f"run-{s['name']}-{time.time_ns()}")
-    stats = ft.run()
-    steps = ft.throughput.steps[WARMUP:]
+    kept = {}
+
+    class Recipe(FineTune):
+        def callbacks(self, run_dir):
+            made = super().callbacks(run_dir)
+            kept["throughput"] = next(c for c in made if isinstance(c, Throughput))  # its per-step timings
+            return made + [Profiled()]
+
+    stats = Recipe(compose(overrides_of(s, work)), run_dir=work / f"run-{s['name']}-{time.time_ns()}").run()
+    steps = kept["throughput"].steps[WARMUP:]
     return dict(
         steps=[[t, sec] for t, sec in steps],
         precision=stats["precision"],
         tokens_per_second_fit=stats["tokens_per_second"],
         val_loss_after=stats["val_loss_after"],
         kinds=profile.get("kinds"),
-        attention=getattr(ft, "attention", None) or ft.cfg.model.attn_implementation,
+        attention=stats.get("attention"),
         code=str(Path(sys.modules["ftlab"].__file__).parent),
     )
 
@@ -143,8 +148,7 @@ def one_plain(s: dict, work: Path) -> dict:
     from ftlab.model.load import resolve_precision
 
     ft = FineTune(compose(overrides_of(s, work)))
-    ft.tokenizer = ft.load_tokenizer(ft.model_source())
-    batches = ft.prepare_data().train_dataloader()
+    batches = ft.prepare_data(ft.load_tokenizer(ft.model_source())).datamodule.train_dataloader()
     precision, _ = resolve_precision("auto", s["accelerator"])
     bf16 = precision.startswith("bf16")
     device = "cuda" if s["accelerator"] == "gpu" else "cpu"
@@ -251,19 +255,18 @@ def data_settings(work: Path, accelerator: str, steps: int) -> tuple:
 
     from ftlab import FineTune, compose
     from ftlab.data.batching import pack
-    from ftlab.data.steps import supervised
+    from ftlab.data.kinds import KINDS
 
     demo = Path(compose([]).data.path)
     settings, facts = [], {}
     for name, path in (("demo", demo), ("mixed 1-6 turns", mixed_lengths(work / "mixed.jsonl"))):
         ft = FineTune(compose([f"data.path={path}", "data.max_seq_len=512", f"cache_dir={work / 'cache'}"]))
-        ft.tokenizer = ft.load_tokenizer(ft.model_source())
-        items = ft.tokenize_data().splits["train"].items
+        items = ft.tokenize_data(ft.load_tokenizer(ft.model_source())).splits["train"].items
         lengths = [len(x["input_ids"]) for x in items]
         packed = pack(items, 512)
         per_row = sum(len(r["input_ids"]) for r in packed) / len(packed)
         mean = sum(lengths) / len(lengths)
-        scored = sum(supervised(x) for x in items) / sum(lengths)
+        scored = sum(KINDS.get("tokens").supervised(x) for x in items) / sum(lengths)
         facts[name] = dict(mean_row=mean, scored_share=scored, source=ft.model_source())
         for packing in (False, True):
             batch = 8 if not packing else max(1, round(8 * mean / per_row))
@@ -339,7 +342,7 @@ def baseline_tree(ref: str, work: Path) -> Path:
     return tree
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=14)
     parser.add_argument("--rounds", type=int, default=2)
@@ -350,7 +353,11 @@ def main() -> None:
     parser.add_argument("--only", help="run only the settings whose name holds this text")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.one:
         s, work = json.loads(args.one), Path(args.work)
         result = (one_plain if s["runner"] == "plain" else one_ftlab)(s, work)

@@ -71,6 +71,24 @@ def sweep_args(cache_dir):
             "trainer.precision=32-true", f"cache_dir={cache_dir}"]  # fmt: skip
 
 
+def run_main(*args, module: str = "ftlab", capsys) -> subprocess.CompletedProcess:
+    """A command run in this process through its main(argv), as the console would (stdout, stderr, exit status):
+    for what needs no process of its own, refusals above all. The CLI's refusals happen before Hydra starts."""
+    import importlib
+
+    main = importlib.import_module("ftlab.cli" if module == "ftlab" else module).main
+    capsys.readouterr()
+    argv, code = list(sys.argv), 0
+    try:
+        main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv  # the CLI hands Hydra its command line through sys.argv
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
 def run_cli(*args, cwd: Path, env_extra=None, module: str = "ftlab", stdin: str = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     return subprocess.run(
@@ -117,6 +135,21 @@ def trained(tmp_path_factory, cache_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_run(tmp_path_factory, cache_dir) -> Path:
+    """The real model: a 30-step run of the demo on SmolLM2, exported merged in float32 and as a q8_0 GGUF; the slow
+    tests of inference, export and GGUF share it and must not write into it."""
+    from ftlab import FineTune, compose
+    from ftlab.config.schema import ExportCommand, GgufOptions
+    from ftlab.export import export
+
+    run = tmp_path_factory.mktemp("smollm2") / "run"
+    FineTune(compose([f"cache_dir={cache_dir}", "trainer.max_steps=30", "data.batch_size=4"]), run_dir=run).run()
+    export(ExportCommand(run=str(run), dtype="float32"), [])
+    export(ExportCommand(run=str(run), format="gguf", gguf=GgufOptions(dtype="q8_0")), [])
+    return run
+
+
+@pytest.fixture(scope="session")
 def trained_4bit(tmp_path_factory, cache_dir) -> Path:
     """The same run on a 4-bit base (QLoRA), for the exports that dequantize it; read-only like `trained`."""
     return train_tiny(tmp_path_factory.mktemp("trained4") / "run", cache_dir, "quant=4bit")
@@ -128,6 +161,26 @@ def fresh_run(trained, tmp_path) -> Path:
     import shutil
 
     return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+def prepare_data(*overrides, cls=None):
+    """FineTune's data stages up to its data module, on the built-in byte tokenizer of model=tiny (no model
+    needed): the tokenizer, the tokenized splits, their format, the numbers describing them and the training rows."""
+    from types import SimpleNamespace
+
+    from ftlab import FineTune, compose
+
+    recipe = (cls or FineTune)(compose(["model=tiny", *overrides]))
+    tokenizer = recipe.load_tokenizer(None)  # None: the built-in byte tokenizer, with data.chat_template applied
+    data = recipe.prepare_data(tokenizer)
+    return SimpleNamespace(
+        recipe=recipe,
+        tokenizer=tokenizer,
+        prepared=data.prepared,
+        data_format=data.prepared.format,
+        stats=data.stats,
+        rows=data.rows,
+    )
 
 
 def run_dirs(root: Path) -> list:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from conftest import qa_rows, write_rows
-from ftlab import FineTune, compose
+from conftest import prepare_data, qa_rows, write_rows
+from ftlab import FineTune
 
 
 class Prepare:
@@ -14,10 +14,8 @@ class Prepare:
         self.data = write_rows(tmp_path / "d.jsonl", qa_rows(30))
 
     def __call__(self, *overrides, cls=FineTune):
-        ft = cls(compose(["model=tiny", f"cache_dir={self.cache}", f"data.path={self.data}", *overrides]))
-        ft.tokenizer = ft.load_tokenizer(None)  # None: the built-in byte tokenizer, with data.chat_template applied
-        ft.prepare_data()
-        return ft, "tokenized data: from the cache" in self.capsys.readouterr().out
+        data = prepare_data(f"cache_dir={self.cache}", f"data.path={self.data}", *overrides, cls=cls)
+        return data, "tokenized data: from the cache" in self.capsys.readouterr().out
 
     def entries(self):
         return sorted(p.name for p in (self.cache / "data").glob("*.pt"))
@@ -39,7 +37,7 @@ def test_second_run_loads_the_same_examples_from_the_cache(prepare):
 
 
 class OwnRows(FineTune):
-    def to_conversation(self, row, where):
+    def to_conversation(self, row, where, fmt):
         return [{"role": "user", "content": row["question"].upper()}, {"role": "assistant", "content": row["answer"]}]
 
 

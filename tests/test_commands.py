@@ -6,11 +6,12 @@ import pytest
 
 from ftlab import compose
 from ftlab.config.overrides import apply_overrides, parse
-from ftlab.config.schema import ColumnsOptions, EvaluateCommand, ExportCommand, InferCommand
+from ftlab.config.schema import EvaluateCommand, ExportCommand, InferCommand
+from ftlab.data.formats import columns_schema
 from ftlab.use import prompts
 from ftlab.utils.errors import ConfigError, FtlabError
 
-COLUMNS = ColumnsOptions()
+COLUMNS = columns_schema()()  # the data.columns section: every format's column names
 
 
 # ── overrides.parse ───────────────────────────────────────────────────────────────────────────────────────

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from ftlab.config.checks import validate
 from ftlab.config.compose import compose, config_dir
 from ftlab.utils.errors import ConfigError
@@ -75,8 +75,8 @@ def test_out_of_range_and_incompatible_values_are_rejected(override, expected):
         ("model=tiny +model.random_init.depth=3", "unknown key model.random_init.depth"),
     ],
 )
-def test_cli_rejects_bad_overrides_in_one_line_and_writes_nothing(override, expected, workdir):
-    result = run_cli(*override.split(), cwd=workdir)
+def test_cli_rejects_bad_overrides_in_one_line_and_writes_nothing(override, expected, workdir, capsys):
+    result = run_main(*override.split(), capsys=capsys)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
@@ -91,8 +91,8 @@ def test_cli_prints_composed_config_offline(workdir):
     assert not (workdir / "outputs").exists()
 
 
-def test_cli_help_lists_groups(workdir):
-    result = run_cli("--help", cwd=workdir)
+def test_cli_help_lists_groups(workdir, capsys):
+    result = run_main("--help", capsys=capsys)
     assert result.returncode == 0
     assert "model: llama3, mistral, qwen2.5, smollm2, tiny" in result.stdout
     assert "sweep: dpo, lora" in result.stdout and "method: dpo, kto, orpo, sft, simpo" in result.stdout

@@ -116,8 +116,7 @@ def test_truncation_keeps_partial_answers_and_drops_fully_cut_ones():
 
 def test_dropped_examples_are_counted(workdir, tiny):
     ft = FineTune(compose(tiny + ["data.max_seq_len=60"]))
-    ft.tokenizer = byte_tokenizer()
-    ft.prepare_data()
+    ft.stats = ft.prepare_data(byte_tokenizer()).stats
     rows = len(CHAT.read_text().splitlines())
     assert ft.stats["dropped_examples"] > 0
     assert (
@@ -152,11 +151,11 @@ def test_the_template_used_in_training_is_saved_with_the_adapter(workdir, tiny):
     from transformers import AutoTokenizer
 
     ft = FineTune(compose(tiny + ["data.chat_template=llama3", "trainer.max_steps=1"]))
-    ft.run()
-    saved = AutoTokenizer.from_pretrained(ft.run_dir / "adapter")
+    result = ft.run()
+    saved = AutoTokenizer.from_pretrained(result.run_dir / "adapter")
     assert saved.chat_template == templates.read("llama3")
     prompt = MULTI_TURN[:2]  # inference renders exactly the tokens training saw before the answer
-    trained = ft.apply_chat_template(MULTI_TURN[:3])
+    trained = ft.apply_chat_template(result.tokenizer, MULTI_TURN[:3], "row", None)
     first_label = next(i for i, label in enumerate(trained["labels"]) if label != IGNORE)
     rendered = saved.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     assert saved(rendered, add_special_tokens=False)["input_ids"] == trained["input_ids"][:first_label]

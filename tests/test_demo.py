@@ -5,9 +5,8 @@ from pathlib import Path
 
 from ftlab.config.checks import validate
 from ftlab.config.compose import compose
-from ftlab.config.schema import ColumnsOptions
 from ftlab.data import demo
-from ftlab.data.formats import to_messages
+from ftlab.data.formats import FORMATS
 
 SHIPPED = Path(demo.__file__).parent.parent / "assets" / "demo.jsonl"
 
@@ -15,8 +14,9 @@ SHIPPED = Path(demo.__file__).parent.parent / "assets" / "demo.jsonl"
 def test_shipped_file_is_regenerated_exactly():
     rows = [json.loads(line) for line in SHIPPED.read_text().splitlines()]
     assert rows == demo.make_rows(500, seed=0)
+    data = compose([]).data
     for i, row in enumerate(rows):
-        to_messages(row, f"demo.jsonl:{i + 1}", "conversation", ColumnsOptions(), None)  # every row is valid
+        FORMATS.get("conversation").parse(row, f"demo.jsonl:{i + 1}", data)  # every row is valid
 
 
 def test_default_data_config_points_at_the_shipped_file():

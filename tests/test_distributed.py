@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, run_dirs, write_rows
+from conftest import run_cli, run_dirs, run_main, write_rows
 from ftlab import FineTune, compose
 from ftlab.config.checks import validate
-from ftlab.data.steps import StepBatches, shares, supervised
+from ftlab.data.kinds import KINDS
+from ftlab.data.steps import StepBatches, shares
 from ftlab.train.module import LoRAModule
 from ftlab.utils.errors import ConfigError
 from test_train import EXPECTED_FILES, files_under
@@ -86,8 +87,8 @@ class PerMicroBatchMean(LoRAModule):
     """The loss before: each micro-batch's mean over its own tokens, which Lightning averages over accumulation."""
 
     def training_step(self, batch, batch_idx):
-        total, count = self(batch)
-        loss = total / count
+        total, sums = self(batch)
+        loss = total / sums["units"]
         self.step_loss = float(loss.detach())
         return loss
 
@@ -101,8 +102,7 @@ def test_accumulation_gives_the_same_steps_as_one_big_batch(workdir, varied, cac
         compose(
             options(varied, cache_dir, "data.batch_size=4", "trainer.accumulate_grad_batches=2", "trainer.max_steps=6")
         )
-    )
-    accumulated.run()
+    ).run()
     assert_same_training(accumulated.run_dir, single)
     assert metrics(accumulated.run_dir)["supervised_tokens_seen"] == metrics(single)["supervised_tokens_seen"]
 
@@ -113,8 +113,7 @@ def test_the_old_loss_differs_on_this_data(workdir, varied, cache_dir, single):
         compose(
             options(varied, cache_dir, "data.batch_size=4", "trainer.accumulate_grad_batches=2", "trainer.max_steps=6")
         )
-    )
-    old.run()
+    ).run()
     before, after = metrics(old.run_dir)["val_loss_after"], metrics(single)["val_loss_after"]
     assert abs(before - after) / after > 10 * REL
 
@@ -134,7 +133,7 @@ def test_each_rank_reads_its_own_share_once_per_epoch():
         assert batches[0] == batches[1] == 4  # the same number of steps on every rank (a filler where needed)
         assert totals[0] == totals[1]  # every rank knows the same step totals
         steps = [t for t in totals[0] if t.last]
-        assert sum(t.supervised for t in steps) == sum(supervised(r) for r in rows)
+        assert sum(t.supervised for t in steps) == sum(KINDS.get("tokens").supervised(r) for r in rows)
         assert sum(t.tokens for t in steps) == sum(len(r["input_ids"]) for r in rows)
         # resume part-way: the rest of the epoch, exactly
         full = list(StepBatches(rows, batch_size=3, accumulate=2, seed=1, group_by_length=group, place=(1, 2)))
@@ -200,8 +199,7 @@ def test_4bit_base_trains_under_ddp(workdir, varied, cache_dir):
 def test_sigterm_checkpoints_the_step_and_resume_auto_continues_it(workdir, varied, cache_dir):
     long = options(varied, cache_dir, "data.batch_size=4", "trainer.max_steps=40", "trainer.devices=2")
     one = options(varied, cache_dir, "data.batch_size=8", "trainer.max_steps=40")
-    reference = FineTune(compose(one), run_dir=workdir / "ref")
-    reference.run()
+    reference = FineTune(compose(one), run_dir=workdir / "ref").run()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     job = subprocess.Popen(
         [sys.executable, "-m", "ftlab", *long, "resume=auto"], cwd=workdir, env=env, text=True,
@@ -268,13 +266,13 @@ def test_combinations_that_cannot_work_are_refused(overrides, message):
         validate(compose(overrides))
 
 
-def test_presets_and_help_show_the_distributed_options(workdir):
+def test_presets_and_help_show_the_distributed_options(workdir, capsys):
     shown = run_cli("trainer=fsdp", "quant=4bit", "--cfg", "job", cwd=workdir)
     assert shown.returncode == 0, shown.stderr
     assert "strategy: fsdp" in shown.stdout and "activation_checkpointing: true" in shown.stdout
-    refused = run_cli("trainer.strategy=fsdp", cwd=workdir)
+    refused = run_main("trainer.strategy=fsdp", capsys=capsys)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
-    help_text = run_cli("--help", cwd=workdir).stdout
+    help_text = run_main("--help", capsys=capsys).stdout
     for key in ("trainer.strategy", "trainer.num_nodes", "trainer.fsdp.sharding_strategy", "resume"):
         assert key in help_text, key
 

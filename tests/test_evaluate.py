@@ -7,19 +7,26 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CHAT, run_cli, train_tiny
+from conftest import CHAT, run_cli, run_main, train_tiny
 from ftlab import FineTune, compose
 from ftlab.data.sources import Problems, assign_splits, read_file
 from ftlab.use import metrics
 from ftlab.utils.errors import FtlabError
 
 
-def evaluate(*args, cwd):
-    return run_cli(*args, cwd=cwd, module="ftlab.evaluate")
+@pytest.fixture
+def evaluate(capsys):
+    """The evaluate command in this process (its main)."""
+
+    def run(*args):
+        return run_main(*args, module="ftlab.evaluate", capsys=capsys)
+
+    return run
 
 
 def test_evaluate_writes_a_side_by_side_report_into_the_run(fresh_run, tmp_path):
-    result = evaluate(f"run={fresh_run}", "eval.split=validation", "generation.max_new_tokens=6", cwd=tmp_path)
+    args = (f"run={fresh_run}", "eval.split=validation", "generation.max_new_tokens=6")
+    result = run_cli(*args, cwd=tmp_path, module="ftlab.evaluate")  # the command in a process of its own
     assert result.returncode == 0, result.stderr[-2000:]
     folder = fresh_run / "eval"
     assert {p.name for p in folder.iterdir()} == {"report.json", "report.md", "generations.jsonl"}
@@ -42,8 +49,8 @@ def test_evaluate_writes_a_side_by_side_report_into_the_run(fresh_run, tmp_path)
     assert "| metric | base | tuned | change |" in result.stdout  # and on the console
 
 
-def test_the_test_split_is_the_held_out_rows_of_the_saved_config(fresh_run, tmp_path):
-    result = evaluate(f"run={fresh_run}", "generation.max_new_tokens=4", cwd=tmp_path)
+def test_the_test_split_is_the_held_out_rows_of_the_saved_config(fresh_run, tmp_path, evaluate):
+    result = evaluate(f"run={fresh_run}", "generation.max_new_tokens=4")
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = OmegaConf.load(fresh_run / ".hydra" / "config.yaml")
     splits = assign_splits({"train": read_file(CHAT, Problems())}, cfg.data.val_size, cfg.data.test_size, cfg.seed)
@@ -52,37 +59,37 @@ def test_the_test_split_is_the_held_out_rows_of_the_saved_config(fresh_run, tmp_
     assert not {r["where"] for r in rows} & {where for where, _ in splits["train"]}
 
 
-def test_a_second_evaluation_writes_beside_the_first(fresh_run, tmp_path):
+def test_a_second_evaluation_writes_beside_the_first(fresh_run, tmp_path, evaluate):
     args = [f"run={fresh_run}", "eval.max_examples=2", "generation.max_new_tokens=3", "eval.compare_base=false"]
-    first = evaluate(*args, cwd=tmp_path)
+    first = evaluate(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     before = (fresh_run / "eval" / "report.json").read_text()
-    second = evaluate(*args, "eval.split=validation", cwd=tmp_path)
+    second = evaluate(*args, "eval.split=validation")
     assert second.returncode == 0, second.stderr[-2000:]
     assert (fresh_run / "eval" / "report.json").read_text() == before
     report = json.loads((fresh_run / "eval-2" / "report.json").read_text())
     assert report["split"] == "validation" and report["examples"] == 2 and list(report["scores"]) == ["tuned"]
-    taken = evaluate(*args, f"output={fresh_run / 'eval'}", cwd=tmp_path)
+    taken = evaluate(*args, f"output={fresh_run / 'eval'}")
     assert taken.returncode == 1 and "already exists" in taken.stderr
 
 
-def test_evaluating_without_a_test_split_says_how_to_make_one(tmp_path, cache_dir):
+def test_evaluating_without_a_test_split_says_how_to_make_one(tmp_path, cache_dir, evaluate):
     run = train_tiny(tmp_path / "run", cache_dir, "data.test_size=0", "trainer.max_steps=2")
-    result = evaluate(f"run={run}", cwd=tmp_path)
+    result = evaluate(f"run={run}")
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1 and "eval.split=test: the data" in line and "has no test rows" in line
     assert "data.test_size=0.1" in line and "eval.split=validation" in line and not (run / "eval").exists()
 
 
-def test_evaluating_after_the_data_changed_says_so(tmp_path, cache_dir):
+def test_evaluating_after_the_data_changed_says_so(tmp_path, cache_dir, evaluate):
     data = tmp_path / "chat.jsonl"
     shutil.copy(CHAT, data)
     run = train_tiny(tmp_path / "run", cache_dir, f"data.path={data}", "trainer.max_steps=2")
     args = [f"run={run}", "eval.max_examples=1", "generation.max_new_tokens=2", "eval.compare_base=false"]
-    same = evaluate(*args, cwd=tmp_path)
+    same = evaluate(*args)
     assert same.returncode == 0 and "the data changed" not in same.stdout, same.stderr[-2000:]
     data.write_text(data.read_text() + CHAT.read_text().splitlines()[0] + "\n")
-    changed = evaluate(*args, cwd=tmp_path)
+    changed = evaluate(*args)
     assert changed.returncode == 0 and "note: the data changed since training" in changed.stdout
 
 
@@ -106,7 +113,7 @@ def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_d
         )
     )
     stats = ft.run()
-    saved = json.loads((ft.run_dir / "metrics.json").read_text())
+    saved = json.loads((stats.run_dir / "metrics.json").read_text())
     for key in (
         "eval_exact_match",
         "eval_token_f1",
@@ -118,9 +125,9 @@ def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_d
     ):
         assert key in stats and saved[key] == stats[key]
     assert saved["eval_examples"] == 4 and saved["test_examples"] == 4
-    report = json.loads((ft.run_dir / "eval" / "report.json").read_text())
+    report = json.loads((stats.run_dir / "eval" / "report.json").read_text())
     assert report["scores"]["tuned"]["rouge_l"] == saved["eval_rouge_l"]
-    log = (ft.run_dir / "train.log").read_text()
+    log = (stats.run_dir / "train.log").read_text()
     assert "[7/7] Evaluating" in log and "| metric | base | tuned | change |" in log
     client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])
@@ -135,11 +142,11 @@ def test_after_train_without_the_split_fails_before_loading_the_model(workdir, c
         )
     )
     with pytest.raises(FtlabError, match="eval.after_train=true scores the test split, and this data has no test rows"):
-        ft.run()
-    assert ft.model is None and not ft.run_dir.exists()  # nothing loaded, nothing left behind
+        ft.run()  # the data stage refuses it: the model is loaded after
+    assert not list((workdir / "outputs").glob("*/*"))  # nothing left behind
 
 
-def test_a_sweep_can_optimize_an_eval_metric(workdir, cache_dir):
+def test_a_sweep_can_optimize_an_eval_metric(workdir, cache_dir, capsys):
     import optuna
 
     args = [
@@ -157,7 +164,7 @@ def test_a_sweep_can_optimize_an_eval_metric(workdir, cache_dir):
         "hydra.sweeper.pruner.name=none",
         "hydra.sweeper.objective=eval_loss",
     ]
-    refused = run_cli(*args, cwd=workdir)
+    refused = run_main(*args, capsys=capsys)
     assert refused.returncode == 2 and "hydra.sweeper.objective=eval_loss" in refused.stderr
     assert "eval.after_train=true" in refused.stderr
     result = run_cli(*args, "eval.after_train=true", cwd=workdir)

@@ -7,7 +7,7 @@ import torch
 
 from conftest import CHAT
 from ftlab import FineTune, compose
-from ftlab.data.batching import Collator
+from ftlab.data.batching import pad
 from ftlab.model.dropout import LastInput, SharedDropout
 from ftlab.model.fast_paths import EAGER_UP_TO, lora_layers, resolve_attention, set_input_casting
 from ftlab.train.module import LoRAModule
@@ -91,13 +91,14 @@ def tiny_peft(cache_dir, *extra):
         "trainer.precision=32-true",
     ]
     ft = FineTune(compose(over + list(extra)))
-    base, ft.tokenizer = ft.load_base_model_and_tokenizer()
-    return ft, ft.get_peft_model(base)
+    base, tokenizer = ft.load_base_model_and_tokenizer()
+    return (ft, tokenizer), ft.get_peft_model(base)
 
 
-def batch_of(ft, n=4):
-    rows = ft.tokenize_data().splits["train"].items[:n]
-    return Collator(ft.tokenizer.pad_token_id)(rows)
+def batch_of(recipe, n=4):
+    ft, tokenizer = recipe
+    rows = ft.tokenize_data(tokenizer).splits["train"].items[:n]
+    return pad(rows, tokenizer.pad_token_id)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -137,17 +138,16 @@ def test_casts_are_off_while_training_under_autocast_and_back_on_for_generation(
             seen.append(any(layer.cast_input_dtype_enabled for layer in lora_layers(module.model)))
 
     class Recipe(FineTune):
-        def callbacks(self):
-            return super().callbacks() + [Watch()]
+        def callbacks(self, run_dir):
+            return super().callbacks(run_dir) + [Watch()]
 
     over = [o for o in tiny if not o.startswith("trainer.precision=")]
-    ft = Recipe(compose(over + ["trainer.precision=bf16-mixed", "trainer.max_steps=2"]))
-    ft.run()
+    model = Recipe(compose(over + ["trainer.precision=bf16-mixed", "trainer.max_steps=2"])).run().model
     assert seen == [False, False]
-    assert all(layer.cast_input_dtype_enabled for layer in lora_layers(ft.model))
-    ft.model.eval()
+    assert all(layer.cast_input_dtype_enabled for layer in lora_layers(model))
+    model.eval()
     ids = torch.tensor([[1, 2, 3]])
-    assert ft.model.generate(input_ids=ids, max_new_tokens=2, do_sample=False).shape == (1, 5)
+    assert model.generate(input_ids=ids, max_new_tokens=2, do_sample=False).shape == (1, 5)
 
 
 def test_auto_attention_is_eager_for_short_rows_on_the_cpu_and_sdpa_otherwise():
@@ -161,18 +161,19 @@ def test_auto_attention_is_eager_for_short_rows_on_the_cpu_and_sdpa_otherwise():
 def test_eager_and_sdpa_give_the_same_loss(cache_dir):
     losses = []
     for attn in ("eager", "sdpa"):
-        ft, model = tiny_peft(cache_dir, f"model.attn_implementation={attn}", "lora.init_weights=gaussian")
+        recipe, model = tiny_peft(cache_dir, f"model.attn_implementation={attn}", "lora.init_weights=gaussian")
         assert model.config._attn_implementation == attn
-        module = LoRAModule(model.eval(), 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0)
+        optim = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999), optimizer="adamw", scheduler="constant")
+        ft = recipe[0]
+        module = LoRAModule(model.eval(), ft.method, ft.cfg.method, **optim, warmup_steps=0, min_lr_ratio=0.0)
         with torch.no_grad():
-            total, count = module(batch_of(ft))
-        losses.append(float(total / count))
+            total, sums = module(batch_of(recipe))
+        losses.append(float(total / sums["units"]))
     assert abs(losses[0] - losses[1]) < 1e-5 * losses[0], losses
 
 
 def test_a_run_on_short_rows_trains_with_eager_attention(tiny):
-    ft = FineTune(compose(tiny))
-    ft.run()
-    longest = max(len(r["input_ids"]) for r in ft.train_rows)
+    result = FineTune(compose(tiny)).run()
+    longest = max(len(r["input_ids"]) for r in result.data.rows)
     assert longest <= EAGER_UP_TO
-    assert ft.attention == "eager" and ft.model.config._attn_implementation == "eager"
+    assert result["attention"] == "eager" and result.model.config._attn_implementation == "eager"

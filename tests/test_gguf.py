@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config
 
-from conftest import run_cli, train_tiny
+from conftest import run_main, train_tiny
+from ftlab.exports import gguf_lora, gguf_model, gguf_tokenizer, probes
 from ftlab.model.source import byte_tokenizer
-from ftlab.serve import gguf_adapter, gguf_model, gguf_tokenizer, probes
 from ftlab.utils.errors import FtlabError
 
 CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
@@ -187,9 +187,9 @@ def test_unsupported_architectures_and_rope_scaling_are_refused():
 
 
 def test_rslora_scale_becomes_the_alpha_llama_cpp_divides_by_the_rank():
-    assert gguf_adapter.scale({"r": 8, "lora_alpha": 16}) == 2.0
-    assert gguf_adapter.scale({"r": 16, "lora_alpha": 8, "use_rslora": True}) == 2.0  # 8 / sqrt(16)
-    assert gguf_adapter.refusals({"r": 8, "lora_alpha": 16, "use_dora": True, "bias": "all"}) == [
+    assert gguf_lora.scale({"r": 8, "lora_alpha": 16}) == 2.0
+    assert gguf_lora.scale({"r": 16, "lora_alpha": 8, "use_rslora": True}) == 2.0  # 8 / sqrt(16)
+    assert gguf_lora.refusals({"r": 8, "lora_alpha": 16, "use_dora": True, "bias": "all"}) == [
         "llama.cpp adapters are plain LoRA, not DoRA; train with lora.use_dora=false or export format=gguf",
         "llama.cpp adapters hold no biases; train with lora.bias=none or export format=gguf",
     ]
@@ -198,8 +198,8 @@ def test_rslora_scale_becomes_the_alpha_llama_cpp_divides_by_the_rank():
 # ── the command ───────────────────────────────────────────────────────────────────────────────────────────
 
 
-def export(*args, cwd):
-    return run_cli(*args, cwd=cwd, module="ftlab.export")
+def export(*args, capsys):
+    return run_main(*args, module="ftlab.export", capsys=capsys)
 
 
 def reference_logits(run_dir, tokenizer):
@@ -210,9 +210,9 @@ def reference_logits(run_dir, tokenizer):
 
 
 @pytest.mark.parametrize("which", ["plain", "4bit"])
-def test_export_gguf_writes_a_checked_file_a_modelfile_and_the_numbers(which, trained, trained_4bit, tmp_path):
+def test_export_gguf_writes_a_checked_file_a_modelfile_and_the_numbers(which, trained, trained_4bit, tmp_path, capsys):
     run = shutil.copytree(trained if which == "plain" else trained_4bit, tmp_path / "run")
-    result = export(f"run={run}", "format=gguf", "gguf.dtype=q8_0", cwd=tmp_path)
+    result = export(f"run={run}", "format=gguf", "gguf.dtype=q8_0", capsys=capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     folder = run / "gguf"
     assert {p.name for p in folder.iterdir()} == GGUF_FILES
@@ -236,7 +236,7 @@ def test_export_gguf_writes_a_checked_file_a_modelfile_and_the_numbers(which, tr
     assert int(fields["general.file_type"].parts[-1][0]) == gguf.LlamaFileType.MOSTLY_Q8_0
 
 
-def test_a_run_on_a_llama_3_1_style_base_exports_with_its_rope_scaling(tmp_path, cache_dir):
+def test_a_run_on_a_llama_3_1_style_base_exports_with_its_rope_scaling(tmp_path, cache_dir, capsys):
     rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 64, "rope_theta": 500000.0}  # fmt: skip
     tokenizer, base = byte_tokenizer(), tmp_path / "base"
@@ -245,20 +245,20 @@ def test_a_run_on_a_llama_3_1_style_base_exports_with_its_rope_scaling(tmp_path,
     run = train_tiny(
         tmp_path / "run", cache_dir, "model.random_init=null", f"model.path={base}", "trainer.max_steps=10"
     )
-    result = export(f"run={run}", "format=gguf", "gguf.dtype=f32", cwd=tmp_path)
+    result = export(f"run={run}", "format=gguf", "gguf.dtype=f32", capsys=capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((run / "gguf" / "export.json").read_text())
     assert report["check"]["rope_freqs_difference"] < 1e-6 and report["check"]["max_abs_diff"] < 1e-4
     assert report["tensor_types"] == {"F32": 21}
 
 
-def test_export_gguf_adapter_adds_to_the_base_as_llama_cpp_does(trained, tmp_path):
+def test_export_gguf_adapter_adds_to_the_base_as_llama_cpp_does(trained, tmp_path, capsys):
     from omegaconf import OmegaConf
 
     from ftlab.model.source import resolve_source
 
     run = shutil.copytree(trained, tmp_path / "run")
-    result = export(f"run={run}", "format=gguf-adapter", "gguf.dtype=f32", cwd=tmp_path)
+    result = export(f"run={run}", "format=gguf-adapter", "gguf.dtype=f32", capsys=capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     folder = run / "gguf-adapter"
     assert {p.name for p in folder.iterdir()} == {"adapter.gguf", "export.json"}
@@ -274,24 +274,24 @@ def test_export_gguf_adapter_adds_to_the_base_as_llama_cpp_does(trained, tmp_pat
     )
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     base = AutoModelForCausalLM.from_pretrained(resolve_source(cfg.model, cfg.cache_dir, cfg.seed), dtype=torch.float32)
-    assert gguf_adapter.apply(folder / "adapter.gguf", base) == len(shapes) // 2
+    assert gguf_lora.apply(folder / "adapter.gguf", base) == len(shapes) // 2
     tokenizer = AutoTokenizer.from_pretrained(run / "adapter")
     got = probes.logits(base.eval(), probes.probe_batch(tokenizer))
     assert torch.allclose(got, reference_logits(run, tokenizer), atol=1e-4, rtol=1e-4)
     assert json.loads((folder / "export.json").read_text())["check"]["max_abs_diff"] < 1e-4
 
 
-def test_export_refusals_name_the_option_and_write_nothing(trained, tmp_path):
+def test_export_refusals_name_the_option_and_write_nothing(trained, tmp_path, capsys):
     run = shutil.copytree(trained, tmp_path / "run")
-    bad = export(f"run={run}", "format=gguf", "gguf.dtype=q4_0", cwd=tmp_path)
+    bad = export(f"run={run}", "format=gguf", "gguf.dtype=q4_0", capsys=capsys)
     assert bad.returncode != 0 and "gguf.dtype must be one of f32, f16, bf16, q8_0 (got q4_0)" in bad.stderr
-    mixed = export(f"run={run}", "format=gguf", "dtype=float16", cwd=tmp_path)
-    assert "dtype= sets format=merged's weights; for format=gguf set gguf.dtype" in mixed.stderr
-    typo = export(f"run={run}", "format=gguf", "gguf.dtpye=f16", cwd=tmp_path)
+    mixed = export(f"run={run}", "format=gguf", "dtype=float16", capsys=capsys)
+    assert "dtype= sets format=merged's files; for format=gguf set gguf.*" in mixed.stderr
+    typo = export(f"run={run}", "format=gguf", "gguf.dtpye=f16", capsys=capsys)
     assert "unknown option 'gguf.dtpye'; the gguf options are gguf.dtype" in typo.stderr
     assert not (run / "gguf").exists() and not (run / "gguf-adapter").exists()
     (run / "gguf").mkdir()
-    taken = export(f"run={run}", "format=gguf", cwd=tmp_path)
+    taken = export(f"run={run}", "format=gguf", capsys=capsys)
     assert taken.returncode != 0 and "already exists" in taken.stderr and not any((run / "gguf").iterdir())
 
 
@@ -326,20 +326,6 @@ def test_smollm2s_tokenizer_survives_the_file(cache_dir, tmp_path):
         )
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, cache_dir):
-    """A short run of the demo (SmolLM2), exported merged in float32 and as a q8_0 GGUF."""
-    from ftlab import FineTune, compose
-
-    workdir = tmp_path_factory.mktemp("demo")
-    run = workdir / "run"
-    FineTune(compose([f"cache_dir={cache_dir}", "trainer.max_steps=30", "data.batch_size=4"]), run_dir=run).run()
-    for args in (["dtype=float32"], ["format=gguf", "gguf.dtype=q8_0"]):
-        result = export(f"run={run}", *args, cwd=workdir)
-        assert result.returncode == 0, result.stderr[-2000:]
-    return run
-
-
 def demo_prompts(tokenizer) -> list:
     """Demo conversations the run never saw, through the chat template up to the answer."""
     from ftlab.data import demo
@@ -358,25 +344,25 @@ def greedy(model, tokenizer, text: str) -> str:
 
 
 @pytest.mark.slow
-def test_the_demo_run_exported_to_q8_0_answers_the_demo_prompts_as_the_merged_model(demo_run):
-    tokenizer = AutoTokenizer.from_pretrained(demo_run / "adapter")
-    merged = AutoModelForCausalLM.from_pretrained(demo_run / "merged", dtype=torch.float32).eval()
-    in_gguf = AutoModelForCausalLM.from_pretrained(demo_run / "gguf", gguf_file="model.gguf", dtype=torch.float32)
+def test_the_smollm2_run_exported_to_q8_0_answers_the_demo_prompts_as_the_merged_model(smollm2_run):
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_run / "adapter")
+    merged = AutoModelForCausalLM.from_pretrained(smollm2_run / "merged", dtype=torch.float32).eval()
+    in_gguf = AutoModelForCausalLM.from_pretrained(smollm2_run / "gguf", gguf_file="model.gguf", dtype=torch.float32)
     for text in demo_prompts(tokenizer):
         answer = greedy(merged, tokenizer, text)
         assert answer.strip() and greedy(in_gguf.eval(), tokenizer, text) == answer
-    report = json.loads((demo_run / "gguf" / "export.json").read_text())
+    report = json.loads((smollm2_run / "gguf" / "export.json").read_text())
     check = report["check"]  # q8_0 may flip a near-tie on the probes' positions; the answers above did not move
     assert check["max_abs_diff"] <= check["tolerance"] and check["same_argmax"] > 0.95
     assert report["tokenizer"]["pre"] == "gpt-2" and report["tensor_types"] == {"Q8_0": 211, "F32": 61}
 
 
 @pytest.mark.slow
-def test_llama_cpp_loads_the_file_and_answers_as_transformers(demo_run):
+def test_llama_cpp_loads_the_file_and_answers_as_transformers(smollm2_run):
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e .[llama])")
-    tokenizer = AutoTokenizer.from_pretrained(demo_run / "adapter")
-    in_gguf = AutoModelForCausalLM.from_pretrained(demo_run / "gguf", gguf_file="model.gguf", dtype=torch.float32)
-    llm = llama_cpp.Llama(model_path=str(demo_run / "gguf" / "model.gguf"), n_ctx=512, verbose=False, seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_run / "adapter")
+    in_gguf = AutoModelForCausalLM.from_pretrained(smollm2_run / "gguf", gguf_file="model.gguf", dtype=torch.float32)
+    llm = llama_cpp.Llama(model_path=str(smollm2_run / "gguf" / "model.gguf"), n_ctx=512, verbose=False, seed=0)
     for text in demo_prompts(tokenizer):
         # llama.cpp's own tokenizer (pre-tokenizer by name, merges, special tokens) gives transformers' ids
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text)["input_ids"]

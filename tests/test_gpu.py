@@ -15,10 +15,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("quant", ["none", "4bit", "8bit"])
 def test_tiny_trains_on_the_gpu(quant, workdir, tiny):
     over = [o for o in tiny if not o.startswith("trainer.precision=")]
-    ft = FineTune(compose(over + ["trainer=gpu", f"quant={quant}", "trainer.precision=bf16-mixed"]))
-    stats = ft.run()
+    stats = FineTune(compose(over + ["trainer=gpu", f"quant={quant}", "trainer.precision=bf16-mixed"])).run()
     assert stats["steps"] == 4 and torch.isfinite(torch.tensor(stats["val_loss_after"]))
-    assert next(p for p in ft.model.parameters() if p.requires_grad).device.type == "cuda"
+    assert next(p for p in stats.model.parameters() if p.requires_grad).device.type == "cuda"
 
 
 # ── several GPUs: each test starts its ranks through the CLI, as a user would ────────────────────────────────
@@ -66,26 +65,27 @@ def test_fsdp_shards_the_model_and_saves_the_whole_adapter(quant, workdir, tiny)
 # ── the GPU fast paths: each holds the plain path's loss on the same batch ────────────────────────────────────
 def _loss(tiny, *extra, precision="bf16-mixed"):
     """The loss of one batch of the tiny model on the GPU, adapters at a fixed random init, no dropout."""
-    from ftlab.data.batching import Collator
+    from ftlab.data.batching import pad
     from ftlab.train.module import LoRAModule
 
     over = [o for o in tiny if not o.startswith("trainer.precision=")]
     ft = FineTune(
         compose(over + ["trainer=gpu", f"trainer.precision={precision}", "lora.init_weights=gaussian", *extra])
     )
-    ft.tokenizer = ft.load_tokenizer(ft.model_source())
-    rows = ft.tokenize_data().splits["train"].items[:4]
-    ft.choose_attention(rows)
+    tokenizer = ft.load_tokenizer(ft.model_source())
+    prepared = ft.tokenize_data(tokenizer)
+    rows = prepared.splits["train"].items[:4]
+    attention = ft.choose_attention(rows, prepared.examples)
     torch.manual_seed(0)
-    model = ft.get_peft_model(ft.load_base_model(ft.model_source())).cuda().eval()  # Liger, compile as asked
-    module = LoRAModule(
-        model, 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0, fused_loss=ft.cfg.model.liger_kernels
-    )
-    batch = {k: v.cuda() for k, v in Collator(ft.tokenizer.pad_token_id)(rows).items()}
+    model = ft.get_peft_model(ft.load_base_model(ft.model_source(), attention)).cuda().eval()  # Liger, compile
+    optim = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999), optimizer="adamw", scheduler="constant")
+    fused = ft.cfg.model.liger_kernels
+    module = LoRAModule(model, ft.method, ft.cfg.method, **optim, warmup_steps=0, min_lr_ratio=0.0, fused_loss=fused)
+    batch = {k: v.cuda() for k, v in pad(rows, tokenizer.pad_token_id).items()}
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-        total, count = module(batch)
-    return float(total / count)
+        total, sums = module(batch)
+    return float(total / sums["units"])
 
 
 def test_liger_kernels_hold_the_loss(tiny):

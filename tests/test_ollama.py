@@ -15,8 +15,8 @@ from conftest import ASSETS
 from ftlab.config import compose
 from ftlab.config.schema import GenerationOptions
 from ftlab.data import templates
-from ftlab.serve import ollama
-from ftlab.serve.gguf_tokenizer import writes_bos
+from ftlab.exports import ollama
+from ftlab.exports.gguf_tokenizer import writes_bos
 from ftlab.utils.errors import FtlabError
 
 GOLDEN = ASSETS / "ollama"

@@ -5,17 +5,18 @@ import torch
 
 from conftest import CHAT
 from ftlab import FineTune, compose
-from ftlab.data.batching import Collator, attention_stays_inside, epoch_order, pack, padding_fraction
+from ftlab.data.batching import attention_stays_inside, epoch_order, pack, pad, padding_fraction
+from ftlab.methods import METHODS
+from ftlab.methods.sft import Options as SftOptions
 from ftlab.train.module import LoRAModule
 from ftlab.utils.errors import FtlabError
 
 
 def examples(train_on="assistant"):
-    ft = FineTune(compose(["model=tiny", f"data.path={CHAT}", f"data.train_on={train_on}", "data.cache=false"]))
     from ftlab.model.source import byte_tokenizer
 
-    ft.tokenizer = byte_tokenizer()
-    return ft.tokenize_data().splits["train"].items
+    ft = FineTune(compose(["model=tiny", f"data.path={CHAT}", f"data.train_on={train_on}", "data.cache=false"]))
+    return ft.tokenize_data(byte_tokenizer()).splits["train"].items
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def tiny_model(cache_dir):
                 ]
             )
         )
-        base, ft.tokenizer = ft.load_base_model_and_tokenizer()
+        base, _ = ft.load_base_model_and_tokenizer()
         return ft.get_peft_model(base).eval()
 
     return build
@@ -43,10 +44,11 @@ def test_loss_on_packed_rows_equals_the_loss_on_the_same_examples_unpacked(attn,
     items = examples(train_on)
     rows = pack(items, 512)
     assert len(rows) < len(items) / 2  # several examples share each row
-    module = LoRAModule(tiny_model(attn), 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0)
-    collate = Collator(pad_id=0)
+    optim = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999), optimizer="adamw", scheduler="constant")
+    module = LoRAModule(tiny_model(attn), METHODS.get("sft"), SftOptions(), **optim, warmup_steps=0, min_lr_ratio=0.0)
     with torch.no_grad():
-        (unpacked, n_unpacked), (packed, n_packed) = module(collate(items)), module(collate(rows))
+        (unpacked, sums_unpacked), (packed, sums_packed) = module(pad(items, 0)), module(pad(rows, 0))
+    n_unpacked, n_packed = sums_unpacked["units"], sums_packed["units"]
     assert int(n_packed) == int(n_unpacked)  # the same supervised tokens
     unpacked, packed = float(unpacked / n_unpacked), float(packed / n_packed)
     assert abs(packed - unpacked) < 1e-5, (packed, unpacked)
@@ -70,11 +72,12 @@ def test_packed_rows_hold_every_example_once_with_restarting_positions():
 
 
 def test_collated_packed_batch_pads_with_a_sequence_of_its_own():
-    batch = Collator(pad_id=7)(
+    batch = pad(
         [
             {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
             {"input_ids": [4], "labels": [-100], "position_ids": [0]},
-        ]
+        ],
+        pad_id=7,
     )
     assert batch["position_ids"].tolist() == [[0, 1, 0], [0, 0, 1]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -100,11 +103,10 @@ def test_packing_is_refused_on_a_model_whose_attention_leaks(tiny_model, cache_d
     assert attention_stays_inside(model)[0]
     assert not attention_stays_inside(IgnoresPositions(model))[0]
     ft = FineTune(compose(["model=tiny", f"cache_dir={cache_dir}", "data.packing=true"]))
-    ft.model = IgnoresPositions(model)
     with pytest.raises(
         FtlabError, match="data.packing=true: .* lets packed examples attend to each other.*set data.packing=false"
     ):
-        ft.check_packing()
+        ft.check_packing(IgnoresPositions(model), "sdpa")
 
 
 def test_packed_training_run(workdir, tiny, capsys):
@@ -125,4 +127,5 @@ def test_length_grouping_cuts_padding_and_keeps_the_epoch_a_permutation():
     assert grouped != epoch_order(len(lengths), seed=3, epoch=1, lengths=lengths, batch_size=8)
     assert lengths[grouped[0]] == max(lengths)  # the biggest batch first: out-of-memory shows at step 1
     assert grouped[-3:] == grouped[400:]  # the short last batch stays last
-    assert padding_fraction(lengths, grouped, 8) < padding_fraction(lengths, shuffled, 8) / 3
+    rows = [(n,) for n in lengths]  # one batch row each
+    assert padding_fraction(rows, grouped, 8) < padding_fraction(rows, shuffled, 8) / 3

@@ -5,15 +5,16 @@ import csv
 import json
 import math
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import ASSETS, run_cli, run_dirs, write_rows
+from conftest import ASSETS, run_cli, run_dirs, run_main, write_rows
 from ftlab import FineTune, compose
 from ftlab.data import chat
 from ftlab.data.chat import IGNORE
-from ftlab.train import preference_losses as losses
+from ftlab.methods import dpo, kto, orpo, simpo
 from ftlab.utils.errors import ConfigError, FtlabError
 from test_data import smollm2_source  # noqa: F401 (a fixture)
 
@@ -53,7 +54,7 @@ REF_C, REF_R = torch.tensor([-3.0, -3.5]), torch.tensor([-4.0, -4.5])
     ],
 )
 def test_dpo_losses_equal_the_papers_formulas(loss, smoothing, expected):
-    per, chosen, rejected = losses.dpo(POLICY_C, POLICY_R, REF_C, REF_R, 0.5, loss, smoothing)
+    per, chosen, rejected = dpo.dpo_loss(POLICY_C, POLICY_R, REF_C, REF_R, 0.5, loss, smoothing)
     assert per.tolist() == pytest.approx(expected, abs=1e-6)
     assert chosen.tolist() == pytest.approx([0.5, -0.25]) and rejected.tolist() == pytest.approx([-0.5, 0.25])
 
@@ -61,19 +62,19 @@ def test_dpo_losses_equal_the_papers_formulas(loss, smoothing, expected):
 def test_orpo_loss_equals_the_papers_formula():
     # ORPO (Hong et al. 2024, eqs. 6-8): mean token probabilities 0.5 (chosen) and 0.2 (rejected): odds 1 and
     # 0.25, log odds ratio log 4, so L = -log 0.5 + lambda log(1 + 1/4)
-    per, chosen, rejected = losses.orpo(torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.2)]), 0.1)
+    per, chosen, rejected = orpo.orpo_loss(torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.2)]), 0.1)
     assert per.item() == pytest.approx(math.log(2) + 0.1 * math.log(1.25), abs=1e-6)
     assert chosen.item() == pytest.approx(0.1 * math.log(0.5)) and rejected.item() == pytest.approx(0.1 * math.log(0.2))
 
 
 def test_orpo_odds_stay_finite_when_an_answer_is_certain():
-    per, *_ = losses.orpo(torch.tensor([0.0]), torch.tensor([-1.0]), 0.1)
+    per, *_ = orpo.orpo_loss(torch.tensor([0.0]), torch.tensor([-1.0]), 0.1)
     assert torch.isfinite(per).all()
 
 
 def test_simpo_loss_equals_the_papers_formula():
     # SimPO (Meng et al. 2024, eq. 6): -log sigmoid(beta (mean_c - mean_r) - gamma) = -log sigmoid(2 x 1 - 1)
-    per, chosen, rejected = losses.simpo(torch.tensor([-1.0]), torch.tensor([-2.0]), 2.0, 1.0)
+    per, chosen, rejected = simpo.simpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), 2.0, 1.0)
     assert per.item() == pytest.approx(math.log(1 + math.exp(-1.0)), abs=1e-6)
     assert (chosen.item(), rejected.item()) == pytest.approx((-2.0, -4.0))
 
@@ -82,7 +83,7 @@ def test_simpo_loss_equals_the_papers_formula():
 def test_kto_loss_equals_the_papers_formula(kl, z0):
     # KTO (Ethayarajh et al. 2024, eq. 8), beta 0.5: a desirable answer with log-ratio 1 and an undesirable one
     # with log-ratio -1; weights w_D = 1, w_U = 2
-    per, rewards = losses.kto(
+    per, rewards = kto.kto_loss(
         torch.tensor([-2.0, -2.0]),
         torch.tensor([-3.0, -1.0]),
         torch.tensor([True, False]),
@@ -97,12 +98,13 @@ def test_kto_loss_equals_the_papers_formula(kl, z0):
 
 
 # ── data: every row shape, its scored tokens, bad rows ──────────────────────────────────────────────────────────
-def prepare(tmp_path, *overrides) -> FineTune:
-    """FineTune up to its data module, on the built-in byte tokenizer (no model needed)."""
+def prepare(tmp_path, *overrides) -> SimpleNamespace:
+    """FineTune's data stages up to the data module, on the built-in byte tokenizer (no model needed): the tokenizer,
+    the tokenized splits and their format."""
     ft = FineTune(compose(["model=tiny", f"cache_dir={tmp_path / 'cache'}", "data.val_size=2", *overrides]))
-    ft.tokenizer = ft.load_tokenizer(None)
-    ft.prepare_data()
-    return ft
+    tokenizer = ft.load_tokenizer(None)
+    prepared = ft.prepare_data(tokenizer).prepared
+    return SimpleNamespace(tokenizer=tokenizer, prepared=prepared, data_format=prepared.format)
 
 
 def scored(ft, ids, labels) -> str:
@@ -276,7 +278,7 @@ def test_a_method_given_data_of_the_wrong_kind_names_the_format_it_needs(tmp_pat
     [
         (["method=dpo", "method.beta=0"], "method.beta must be > 0 (got 0.0)"),
         (["method=dpo", "method.gamma=2"], "method.gamma is read by method=simpo only, and this run is method=dpo"),
-        (["method=orpo", "method.beta=0.5"], "method.beta is read by method=dpo|simpo|kto only"),
+        (["method=orpo", "method.beta=0.5"], "method.beta is read by method=dpo|kto|simpo only"),
         (
             ["method=dpo", "method.loss=ipo", "method.label_smoothing=0.1"],
             "method.label_smoothing applies to method.loss=sigmoid only",
@@ -335,14 +337,15 @@ def test_each_method_trains_and_logs_rewards(method, workdir, cache_dir):
 
 
 def test_the_reference_is_the_base_model_with_the_adapter_off(tmp_path, cache_dir):
-    from ftlab.data.batching import Collator
-    from ftlab.train.preference import PreferenceModule
+    from ftlab.data.kinds import KINDS
+    from ftlab.methods import METHODS
+    from ftlab.train.module import LoRAModule
 
     ft = FineTune(compose(tiny_preference(cache_dir, "method=dpo")))
     source = ft.model_source()
-    ft.tokenizer = ft.load_tokenizer(source)
-    ft.prepare_data()
-    batch = Collator(ft.tokenizer.pad_token_id)(ft.prepared.splits["train"].items[:3])
+    tokenizer = ft.load_tokenizer(source)
+    items = ft.prepare_data(tokenizer).prepared.splits["train"].items[:3]
+    batch = KINDS.get("pair").collate(items, tokenizer.pad_token_id)
     base = ft.load_base_model(source).eval()
     with torch.no_grad():  # the bare base model's summed log-probs of the labelled tokens, by hand
         logps = torch.log_softmax(base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, -1)
@@ -354,16 +357,10 @@ def test_the_reference_is_the_base_model_with_the_adapter_off(tmp_path, cache_di
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    module = PreferenceModule(
+    module = LoRAModule(
         model,
-        method="dpo",
-        loss="sigmoid",
-        beta=0.1,
-        label_smoothing=0.0,
-        odds_ratio_weight=0.1,
-        gamma=1.0,
-        desirable_weight=1.0,
-        undesirable_weight=1.0,
+        METHODS.get("dpo"),
+        dpo.Options(),
         lr=1e-3,
         weight_decay=0.0,
         betas=(0.9, 0.999),
@@ -373,8 +370,8 @@ def test_the_reference_is_the_base_model_with_the_adapter_off(tmp_path, cache_di
         min_lr_ratio=0.0,
     )
     module.eval()
-    reference, count = module.sequence_logps(batch, reference=True)
-    policy, _ = module.sequence_logps(batch)
+    reference, count = module.forward_pass.logps(batch, reference=True)
+    policy, _ = module.forward_pass.logps(batch)
     assert torch.allclose(reference, by_hand, atol=1e-4)
     assert count.tolist() == mask.sum(1).tolist()
     assert (policy - reference).abs().min() > 1e-3  # the adapter is on outside the reference pass
@@ -456,12 +453,12 @@ def test_evaluation_scores_preference_accuracy_of_base_and_tuned(workdir, cache_
     assert "| preference accuracy, with this adapter |" in card and "| `method.beta` | 0.1 | method setting |" in card
 
 
-def test_an_sft_run_is_evaluated_on_pairs(trained, tmp_path):
+def test_an_sft_run_is_evaluated_on_pairs(trained, tmp_path, capsys):
     from shutil import copytree
 
     run = copytree(trained, tmp_path / "run")
-    result = run_cli(f"run={run}", f"data.path={PAIRS}", "data.test_size=4", "generation.max_new_tokens=2",
-                     cwd=tmp_path, module="ftlab.evaluate")  # fmt: skip
+    result = run_main(f"run={run}", f"data.path={PAIRS}", "data.test_size=4", "generation.max_new_tokens=2",
+                      module="ftlab.evaluate", capsys=capsys)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((run / "eval" / "report.json").read_text())
     assert set(report["scores"]["tuned"]) >= {"preference_accuracy", "preference_margin", "exact_match"}
@@ -479,14 +476,15 @@ def test_text_data_is_refused_for_evaluation_before_training(workdir, cache_dir,
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", ["plain", "whole-no-prompt", "anthropic-hh"])
 def test_pairs_score_exactly_the_answers_on_smollm2(shape, smollm2_source):  # noqa: F811
-    from ftlab.data import preference
+    from ftlab.data.formats import FORMATS
     from ftlab.model.load import load_tokenizer
 
     tok = load_tokenizer(*smollm2_source)
-    columns = compose(["model=tiny"]).data.columns
+    data = SimpleNamespace(columns=compose(["model=tiny"]).data.columns, system_prompt=None, max_seq_len=512)
+    preference = FORMATS.get("preference")
     for i, row in enumerate(SHAPES[shape]):
-        pair = preference.to_pair(row, f"row {i}", columns, None)
-        x = preference.tokenize_pair(tok, pair, 512, f"row {i}")
+        pair = preference.parse(row, f"row {i}", data)
+        x = preference.tokenize(tok, pair, data, f"row {i}")
         chosen, rejected = (
             scored_text(tok, x["input_ids"], x["labels"]),
             scored_text(tok, x["rejected_ids"], x["rejected_labels"]),

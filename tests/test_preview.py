@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import qa_rows, write_rows
+from conftest import qa_rows, run_main, write_rows
 
 
 def preview(*args, cwd):
@@ -46,12 +46,12 @@ def test_preview_marks_supervised_tokens_and_reports_lengths_padding_and_drops(t
     assert not (tmp_path / "outputs").exists()  # and no run dir made
 
 
-def test_preview_reports_bad_input_in_one_line(tmp_path):
-    result = preview("model=tiny", "data.nope=1", cwd=tmp_path)
+def test_preview_reports_bad_input_in_one_line(tmp_path, capsys):
+    result = run_main("model=tiny", "data.nope=1", module="ftlab.preview", capsys=capsys)
     assert result.returncode == 2 and result.stderr.startswith("ftlab.preview: error: unknown key data.nope")
     assert len(result.stderr.strip().splitlines()) == 1
     path = write_rows(tmp_path / "d.jsonl", [{"prompt": "a", "completion": "b"}] * 4)
-    result = preview("model=tiny", f"data.path={path}", cwd=tmp_path)
+    result = run_main("model=tiny", f"data.path={path}", module="ftlab.preview", capsys=capsys)
     assert result.returncode == 2 and "data.columns.question=prompt" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -14,7 +14,7 @@ from ftlab.utils.errors import ConfigError, FtlabError
 class QA(FineTune):
     """Rows {"q": ..., "a": ...}, a format ftlab does not know."""
 
-    def to_conversation(self, row, where):
+    def to_conversation(self, row, where, fmt):
         if not isinstance(row.get("q"), str):
             raise FtlabError(f"{where}: no q")
         return [{"role": "user", "content": row["q"]}, {"role": "assistant", "content": row["a"]}]
@@ -49,7 +49,7 @@ def test_the_plain_recipe_names_the_columns_it_cannot_read(mine, cache_dir, work
 @pytest.fixture
 def trained_qa(mine, cache_dir, workdir):
     recipe = QA(compose(overrides(mine, cache_dir, "eval.after_train=true")), run_dir=workdir / "run")
-    return recipe, recipe.run()
+    return recipe, recipe.run()  # the recipe knows its run dir: it was given
 
 
 def test_a_subclass_trains_and_evaluates_after_training_on_its_own_rows(trained_qa, mine):

@@ -4,18 +4,15 @@ import json
 
 import pytest
 
-from conftest import qa_rows, write_rows
-from ftlab import FineTune, compose
+from conftest import prepare_data, qa_rows, write_rows
+from ftlab import compose
 from ftlab.data.chat import IGNORE
 from ftlab.utils.errors import ConfigError, FtlabError
 
 
-def prepare(tmp_path, *overrides) -> FineTune:
-    """FineTune up to its data module, on the built-in byte tokenizer (no model needed)."""
-    ft = FineTune(compose(["model=tiny", f"cache_dir={tmp_path / 'cache'}", "data.val_size=2", *overrides]))
-    ft.tokenizer = ft.load_tokenizer(None)  # None: the built-in byte tokenizer
-    ft.prepare_data()
-    return ft
+def prepare(tmp_path, *overrides):
+    """FineTune's data stages up to its data module, on the built-in byte tokenizer (no model needed)."""
+    return prepare_data(f"cache_dir={tmp_path / 'cache'}", "data.val_size=2", *overrides)
 
 
 def decoded(ft, example) -> tuple:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from tokenizers import processors
 
-from conftest import write_rows
+from conftest import prepare_data, write_rows
 from ftlab import FineTune, compose, preview
-from ftlab.data.batching import Collator, pack
-from ftlab.data.text import tokenize_document
+from ftlab.data.batching import pack, pad
+from ftlab.data.formats.text import blocks as tokenize_document
 from ftlab.model.source import byte_tokenizer
 from ftlab.train.module import LoRAModule
 from ftlab.utils.errors import FtlabError
@@ -25,12 +25,9 @@ def documents(n: int, start: int = 0) -> list:
     ]
 
 
-def prepare(tmp_path, *overrides) -> FineTune:
-    """FineTune up to its data, on the built-in byte tokenizer (no model needed)."""
-    ft = FineTune(compose(["model=tiny", f"cache_dir={tmp_path / 'cache'}", "data.val_size=2", *overrides]))
-    ft.tokenizer = ft.load_tokenizer(None)
-    ft.prepare_data()
-    return ft
+def prepare(tmp_path, *overrides):
+    """FineTune's data stages up to its data module, on the built-in byte tokenizer (no model needed)."""
+    return prepare_data(f"cache_dir={tmp_path / 'cache'}", "data.val_size=2", *overrides)
 
 
 def examples(ft) -> list:
@@ -162,26 +159,34 @@ def packed_text(cache_dir, tmp_path_factory):
                 ]
             )
         )
-        base, ft.tokenizer = ft.load_base_model_and_tokenizer()
-        ft.model = ft.get_peft_model(base).eval()
-        ft.prepare_data()
-        module = LoRAModule(ft.model, 1e-3, 0.0, (0.9, 0.999), "adamw", "constant", 0, 0.0)
-        return module, ft
+        base, tokenizer = ft.load_base_model_and_tokenizer()
+        model = ft.get_peft_model(base).eval()
+        data = ft.prepare_data(tokenizer)
+        optim = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999), optimizer="adamw", scheduler="constant")
+        module = LoRAModule(model, ft.method, ft.cfg.method, **optim, warmup_steps=0, min_lr_ratio=0.0)
+        return module, data, tokenizer
 
     return build
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_documents_never_attend_to_each_other(attn, packed_text):
-    module, ft = packed_text(attn)
-    docs, rows = ft.prepared.splits["train"].items, ft.train_rows
+    module, data, tokenizer = packed_text(attn)
+    docs, rows = data.prepared.splits["train"].items, data.rows
     assert len(rows) < len(docs) / 3  # several documents share each row
-    collate = Collator(pad_id=ft.tokenizer.pad_token_id)
+
+    def collate(batch):
+        return pad(batch, tokenizer.pad_token_id)
+
+    def scored(batch):  # (summed loss, scored tokens) of SFT on the batch
+        total, sums = module(batch)
+        return total, sums["units"]
+
     with torch.no_grad():
-        packed, n_packed = module(collate(rows))
-        alone = [module(collate([doc])) for doc in docs]
+        packed, n_packed = scored(collate(rows))
+        alone = [scored(collate([doc])) for doc in docs]
         leaky_batch = {k: v for k, v in collate(rows).items() if k != "position_ids"}  # one sequence per row
-        leaky, n_leaky = module(leaky_batch)
+        leaky, n_leaky = scored(leaky_batch)
     alone_sum, n_alone = sum(float(total) for total, _ in alone), sum(int(n) for _, n in alone)
     assert int(n_packed) == n_alone == int(n_leaky)  # the same tokens scored: all but each document's first
     tolerance = 1e-5 * alone_sum  # fp32 summation order; measured: 3e-5 on a sum of about 6,600

@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ASSETS, write_rows
+from conftest import ASSETS, prepare_data, write_rows
 from ftlab import FineTune, compose
-from ftlab.data import chat, formats, templates
+from ftlab.data import chat, templates
 from ftlab.data.chat import IGNORE, tokenize_conversation
+from ftlab.data.formats import conversation as conversation_format
 from ftlab.model.source import byte_tokenizer
 from ftlab.use import prompts
 from ftlab.utils.errors import ConfigError, FtlabError
@@ -85,7 +86,7 @@ END = {"chatml": "<|im_end|>", "qwen": "<|im_end|>", "llama3.1": "<|eot_id|>"}
 def conversation(which: str, system: bool, tools: bool = True) -> chat.Conversation:
     turns = (SYSTEM if system else []) + (TWO_CALLS if which == "two" else ONE_CALL_EACH)
     row = {"messages": turns, **({"tools": [WEATHER]} if tools else {})}
-    return formats.conversation_turns(row, "row 1", COLUMNS)
+    return conversation_format.turns(row, "row 1", COLUMNS)
 
 
 def with_template(tokenizer, spec: str):
@@ -151,7 +152,7 @@ def test_the_shipped_chatml_renders_conversations_without_tools_exactly_as_befor
                 old, messages, 4096, "t", train_on
             )
     # and a row read as a conversation (a Conversation, with no tools) renders as the plain list does
-    row = formats.conversation_turns({"messages": MULTI_TURN}, "row 1", COLUMNS)
+    row = conversation_format.turns({"messages": MULTI_TURN}, "row 1", COLUMNS)
     assert row.tools is None and row == MULTI_TURN
     assert tokenize_conversation(new, row, 4096, "t", "assistant") == tokenize_conversation(
         old, MULTI_TURN, 4096, "t", "assistant"
@@ -183,7 +184,7 @@ def test_a_template_without_tool_support_is_refused_in_one_line(spec):
         tokenize_conversation(tok, conversation("two", True), 8192, "row 1", "assistant")
     assert "\n" not in str(e.value)
     # tools offered and not called: a template that ignores the definitions hides them from the model
-    offered = formats.conversation_turns({"messages": MULTI_TURN, "tools": [WEATHER]}, "row 1", COLUMNS)
+    offered = conversation_format.turns({"messages": MULTI_TURN, "tools": [WEATHER]}, "row 1", COLUMNS)
     with pytest.raises(FtlabError, match=r"row 1: the chat template does not render tool definitions .*get_weather"):
         tokenize_conversation(tok, offered, 8192, "row 1", "assistant")
 
@@ -210,7 +211,7 @@ def test_weight_0_turns_are_context_weight_1_turns_are_learnt():
         {"role": "assistant", "content": "Rome."},
     ]
     tok = byte_tokenizer()
-    messages = formats.conversation_turns({"messages": turns}, "row 1", COLUMNS)
+    messages = conversation_format.turns({"messages": turns}, "row 1", COLUMNS)
     example = tokenize_conversation(tok, messages, 4096, "row 1", "assistant")
     assert supervised_runs(tok, example) == ["Paris.<|im_end|>", "Rome.<|im_end|>"]
     assert "Lyon." in tok.decode(example["input_ids"])  # rendered as context
@@ -220,7 +221,7 @@ def test_weight_0_turns_are_context_weight_1_turns_are_learnt():
     )
     # last_assistant: the last turn that is learnt at all
     last_is_context = turns[:5] + [dict(turns[5], weight=0)]
-    messages = formats.conversation_turns({"messages": last_is_context}, "row 1", COLUMNS)
+    messages = conversation_format.turns({"messages": last_is_context}, "row 1", COLUMNS)
     assert supervised_runs(tok, tokenize_conversation(tok, messages, 4096, "r", "last_assistant")) == [
         "Paris.<|im_end|>"
     ]
@@ -233,7 +234,7 @@ def test_weight_0_turns_are_context_weight_1_turns_are_learnt():
     nothing = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "weight": 0}]
     with pytest.raises(FtlabError, match="row 1: every assistant turn has weight 0, so there is nothing to learn"):
         tokenize_conversation(
-            tok, formats.conversation_turns({"messages": nothing}, "row 1", COLUMNS), 99, "row 1", "assistant"
+            tok, conversation_format.turns({"messages": nothing}, "row 1", COLUMNS), 99, "row 1", "assistant"
         )
 
 
@@ -248,7 +249,7 @@ def test_tools_and_calls_as_json_strings_and_bare_functions_are_read():
             {"role": "assistant", "content": "Sunny."},
         ],
     }
-    messages = formats.conversation_turns(row, "row 1", COLUMNS)
+    messages = conversation_format.turns(row, "row 1", COLUMNS)
     assert messages.tools == [WEATHER]
     assert messages[1] == {
         "role": "assistant",
@@ -256,7 +257,7 @@ def test_tools_and_calls_as_json_strings_and_bare_functions_are_read():
         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
     }
     assert messages[2] == {"role": "tool", "content": '{"sky": "sunny"}'}
-    assert formats.conversation_turns({"messages": MULTI_TURN, "tools": []}, "row 1", COLUMNS).tools is None
+    assert conversation_format.turns({"messages": MULTI_TURN, "tools": []}, "row 1", COLUMNS).tools is None
 
 
 def test_a_conversation_keeps_its_tools_when_cut_into_a_prompt_and_the_prompt_tokens_match_training():
@@ -360,7 +361,7 @@ BAD = [
 @pytest.mark.parametrize("row,expected", BAD, ids=[f"bad-{i}" for i in range(len(BAD))])
 def test_every_bad_tool_field_is_named_in_one_line(row, expected):
     with pytest.raises(FtlabError, match=expected) as e:
-        formats.conversation_turns(row, "row 1", COLUMNS)
+        conversation_format.turns(row, "row 1", COLUMNS)
     assert str(e.value).startswith("row 1: ") and "\n" not in str(e.value)
 
 
@@ -389,9 +390,7 @@ def test_a_bad_tool_row_in_a_file_names_file_line_and_field(tmp_path):
     path = write_rows(tmp_path / "tools.jsonl", rows)
 
     def prepare(*overrides):
-        ft = FineTune(compose(["model=tiny", f"cache_dir={tmp_path / 'cache'}", f"data.path={path}", *overrides]))
-        ft.tokenizer = ft.load_tokenizer(None)
-        return ft.prepare_data()
+        return prepare_data(f"cache_dir={tmp_path / 'cache'}", f"data.path={path}", *overrides)
 
     expected = r"tools.jsonl:3: messages\[1\].tool_calls\[0\]: the arguments of get_weather is not valid JSON"
     with pytest.raises(FtlabError, match=expected + r".*; or set data.skip_bad_rows=true"):
@@ -407,14 +406,13 @@ def test_a_tiny_run_trains_on_tool_calling_conversations(workdir, tiny):
     path = write_rows(workdir / "tools.jsonl", tool_rows(40))
     overrides = [o for o in tiny if not o.startswith("data.path=")] + [f"data.path={path}", "data.max_seq_len=1024"]
     # the tiny model's own template is plain ChatML, which renders no tools: the shipped chatml does
-    ft = FineTune(compose(overrides + ["data.chat_template=chatml", "trainer.max_steps=6", "optim.lr=3e-3"]))
-    stats = ft.run()
-    assert ft.data_format == "conversation" and stats["dropped_examples"] == 0
-    example = ft.prepared.splits["train"].items[0]
-    text = ft.tokenizer.decode(example["input_ids"])
-    learnt = supervised_runs(ft.tokenizer, example)
+    stats = FineTune(compose(overrides + ["data.chat_template=chatml", "trainer.max_steps=6", "optim.lr=3e-3"])).run()
+    assert stats["data_format"] == "conversation" and stats["dropped_examples"] == 0
+    example = stats.data.prepared.splits["train"].items[0]
+    text = stats.tokenizer.decode(example["input_ids"])
+    learnt = supervised_runs(stats.tokenizer, example)
     assert "<tools>" in text and "<tool_response>" in text
     assert learnt[0].startswith('<tool_call>\n{"name": "get_weather", "arguments": {"city": ')
     assert len(learnt) == 2 and all(run.endswith("<|im_end|>") for run in learnt)
     assert stats["val_loss_after"] < stats["val_loss_before"]  # it learns
-    assert (ft.run_dir / "adapter" / "chat_template.jinja").read_text() == templates.read("chatml")
+    assert (stats.run_dir / "adapter" / "chat_template.jinja").read_text() == templates.read("chatml")

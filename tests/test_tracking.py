@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CHAT, run_cli, run_dirs
+from ftlab import FineTune, compose
+from ftlab.utils.errors import ConfigError
 
 ARTIFACTS = {
     "adapter/adapter_model.safetensors",
@@ -41,9 +43,7 @@ def csv_series(run_dir: Path, key: str) -> list:
 
 
 def test_training_logs_lr_grad_norm_and_peak_memory_beside_the_loss(workdir, tiny):
-    result = run_cli(*tiny, "trainer.log_every_n_steps=1", cwd=workdir)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = run_dirs(workdir)
+    run = FineTune(compose(tiny + ["trainer.log_every_n_steps=1"])).run().run_dir
     lrs = [v for _, v in csv_series(run, "train/lr")]
     assert len(lrs) == 4 and lrs[0] == pytest.approx(2e-4)  # the rate each step applied: cosine decay from 2e-4
     assert lrs == sorted(lrs, reverse=True) and 0 < lrs[-1] < 1e-4
@@ -55,8 +55,7 @@ def test_an_mlflow_run_holds_config_metrics_artifacts_and_a_loadable_model(workd
     import mlflow
     from mlflow import MlflowClient
 
-    result = run_cli(*tiny, "tracker=mlflow", "trainer.log_every_n_steps=1", "tracker.tags=[baseline]", cwd=workdir)
-    assert result.returncode == 0, result.stderr[-2000:]
+    FineTune(compose(tiny + ["tracker=mlflow", "trainer.log_every_n_steps=1", "tracker.tags=[baseline]"])).run()
     (run_dir,) = run_dirs(workdir)
     client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")  # the embedded default: no server
     (run,) = client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])
@@ -139,15 +138,8 @@ def mlflow_server(tmp_path, postgres_url):
 def test_runs_go_to_a_tracking_server_backed_by_postgresql(workdir, tiny, mlflow_server):
     from mlflow import MlflowClient
 
-    result = run_cli(
-        *tiny,
-        "tracker=mlflow",
-        f"tracker.mlflow.uri={mlflow_server}",
-        "tracker.experiment=server",
-        "tracker.run_name=on-the-server",
-        cwd=workdir,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    server = [f"tracker.mlflow.uri={mlflow_server}", "tracker.experiment=server", "tracker.run_name=on-the-server"]
+    FineTune(compose(tiny + ["tracker=mlflow", *server])).run()
     client = MlflowClient(mlflow_server)
     (run,) = client.search_runs([client.get_experiment_by_name("server").experiment_id])
     assert run.info.run_name == "on-the-server" and run.info.status == "FINISHED"
@@ -156,14 +148,14 @@ def test_runs_go_to_a_tracking_server_backed_by_postgresql(workdir, tiny, mlflow
     assert not (workdir / "outputs" / "mlflow.db").exists()
 
 
-def test_an_unreachable_tracking_server_stops_the_run_before_anything_loads(workdir, tiny):
+def test_an_unreachable_tracking_server_stops_the_run_before_anything_loads(workdir, tiny, capsys):
     started = time.perf_counter()
-    result = run_cli(*tiny, "tracker=mlflow", f"tracker.mlflow.uri=http://127.0.0.1:{free_port()}", cwd=workdir)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "tracker.mlflow.uri=http://127.0.0.1:" in result.stderr and "cannot be reached" in result.stderr
-    assert time.perf_counter() - started < 60 and "Loading tokenizer" not in result.stdout
-    assert run_dirs(workdir) == []
+    with pytest.raises(ConfigError) as e:
+        FineTune(compose(tiny + ["tracker=mlflow", f"tracker.mlflow.uri=http://127.0.0.1:{free_port()}"])).run()
+    assert "tracker.mlflow.uri=http://127.0.0.1:" in str(e.value) and "cannot be reached" in str(e.value)
+    assert "\n" not in str(e.value)  # one line
+    assert time.perf_counter() - started < 60 and "Loading tokenizer" not in capsys.readouterr().out
+    assert not list((workdir / "outputs").glob("*/*"))
 
 
 def wandb_records(run_dir: Path) -> list:
@@ -197,14 +189,13 @@ def wandb_history(records, key: str) -> list:
     ]
 
 
-def test_a_wandb_offline_run_holds_the_config_and_the_loss_history(workdir, tiny):
+def test_a_wandb_offline_run_holds_the_config_and_the_loss_history(workdir, tiny, capsys):
     from omegaconf import OmegaConf
 
-    result = run_cli(*tiny, "tracker=wandb", "trainer.log_every_n_steps=1", cwd=workdir)
-    assert result.returncode == 0, result.stderr[-2000:]
+    FineTune(compose(tiny + ["tracker=wandb", "trainer.log_every_n_steps=1"])).run()
     (run_dir,) = run_dirs(workdir)
     (files,) = run_dir.glob("wandb/offline-run-*/files")
-    assert f"wandb sync {files.parent}" in result.stdout
+    assert f"wandb sync {files.parent.relative_to(workdir)}" in capsys.readouterr().out  # the run dir as made
     records = wandb_records(run_dir)
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run.display_name.startswith("ftlab-20") and run.job_type == "train"
@@ -217,12 +208,13 @@ def test_a_wandb_offline_run_holds_the_config_and_the_loss_history(workdir, tiny
     assert {"metrics.json", "README.md", "loss.png", "train.log"} <= {p.name for p in files.iterdir()}
 
 
-def test_wandb_online_without_a_key_fails_in_one_line_before_loading(workdir, tiny):
-    env = {"HOME": str(workdir), "WANDB_API_KEY": ""}  # no key, no ~/.netrc
-    result = run_cli(*tiny, "tracker=wandb", "tracker.wandb.mode=online", cwd=workdir, env_extra=env)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
-    assert "tracker.wandb.mode=online needs an API key" in result.stderr
-    assert run_dirs(workdir) == []
+def test_wandb_online_without_a_key_fails_in_one_line_before_loading(workdir, tiny, monkeypatch):
+    monkeypatch.setenv("HOME", str(workdir))  # no ~/.netrc
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    with pytest.raises(ConfigError, match="tracker.wandb.mode=online needs an API key") as e:
+        FineTune(compose(tiny + ["tracker=wandb", "tracker.wandb.mode=online"])).run()
+    assert "\n" not in str(e.value)
+    assert not list((workdir / "outputs").glob("*/*"))
 
 
 def test_sweep_trials_nest_under_one_parent_run(workdir, sweep_args):

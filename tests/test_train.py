@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import run_cli, run_dirs
+from conftest import run_cli, run_dirs, run_main
 from ftlab import FineTune, compose
 from ftlab.utils.errors import FtlabError
 
@@ -43,15 +43,14 @@ def train_losses(run_dir: Path) -> list:
 
 @pytest.mark.parametrize("quant,layer", [("none", "Linear"), ("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
 def test_tiny_end_to_end_in_every_quant_mode(quant, layer, workdir, tiny):
-    ft = FineTune(compose(tiny + [f"quant={quant}", "trainer.log_every_n_steps=1"]))
-    stats = ft.run()
-    q_proj = ft.model.base_model.model.model.layers[0].self_attn.q_proj
+    stats = FineTune(compose(tiny + [f"quant={quant}", "trainer.log_every_n_steps=1"])).run()
+    q_proj = stats.model.base_model.model.model.layers[0].self_attn.q_proj
     assert type(q_proj.base_layer).__name__ == layer
     assert stats["steps"] == 4 and stats["tokens_seen"] > 0
     assert torch.isfinite(torch.tensor([stats["val_loss_before"], stats["val_loss_after"]])).all()
     assert stats["val_loss_after"] != stats["val_loss_before"]  # the adapters moved
-    assert any(p.abs().sum() > 0 for n, p in ft.model.named_parameters() if "lora_B" in n)  # B starts at 0
-    assert (ft.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert any(p.abs().sum() > 0 for n, p in stats.model.named_parameters() if "lora_B" in n)  # B starts at 0
+    assert (stats.run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_cli_run_writes_exactly_the_documented_artifacts(workdir, tiny):
@@ -92,13 +91,13 @@ def test_adapter_loads_onto_the_base_model_with_peft(workdir, tiny):
     from transformers import AutoModelForCausalLM
 
     ft = FineTune(compose(tiny))
-    ft.run()
-    batch = ft.datamodule.collate(ft.datamodule.val[:2])
-    ft.model.eval()
+    result = ft.run()
+    batch = result.data.datamodule.collate(result.data.datamodule.val[:2])
+    result.model.eval()
     with torch.no_grad():
-        expected = ft.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        expected = result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         base = AutoModelForCausalLM.from_pretrained(ft.model_source())
-        loaded = PeftModel.from_pretrained(base, ft.run_dir / "adapter").eval()
+        loaded = PeftModel.from_pretrained(base, result.run_dir / "adapter").eval()
         got = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     torch.testing.assert_close(got, expected)
 
@@ -125,8 +124,8 @@ class Interrupt(L.Callback):
 
 
 class InterruptedRun(FineTune):
-    def callbacks(self):
-        return super().callbacks() + [Interrupt(3)]
+    def callbacks(self, run_dir):
+        return super().callbacks(run_dir) + [Interrupt(3)]
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(workdir, tiny, capsys):
@@ -168,13 +167,13 @@ def test_cli_resume_uses_the_saved_config(workdir, tiny):
     ]
 
 
-def test_a_run_never_writes_over_another(workdir, tiny):
+def test_a_run_never_writes_over_another(workdir, tiny, capsys):
     FineTune(compose(tiny)).run()
     (first,) = run_dirs(workdir)
     before = (first / "metrics.json").read_text()
     with pytest.raises(FtlabError, match="already holds a run"):
         FineTune(compose(tiny), run_dir=first).run()
-    result = run_cli(*tiny, f"hydra.run.dir={first}", cwd=workdir)
+    result = run_main(*tiny, f"hydra.run.dir={first}", capsys=capsys)
     assert result.returncode == 2 and "already holds files" in result.stderr
     assert (first / "metrics.json").read_text() == before
 
@@ -188,8 +187,7 @@ def test_runs_started_in_the_same_second_get_their_own_dirs(workdir):
 
 
 def test_rerun_from_saved_config_reproduces_the_losses(workdir, tiny):
-    assert run_cli(*tiny, "trainer.log_every_n_steps=1", cwd=workdir).returncode == 0
-    (original,) = run_dirs(workdir)
+    original = FineTune(compose(tiny + ["trainer.log_every_n_steps=1"])).run().run_dir.resolve()  # saves .hydra/
     long_form = run_cli(
         "--config-path",
         str(original / ".hydra"),
@@ -247,16 +245,15 @@ def test_short_real_run_on_smollm2(workdir, cache_dir):
     ids=["dora-rslora-checkpointing", "bf16-accumulation-warmup", "attention-adamw8bit-midval"],
 )
 def test_tiny_runs_with_other_options(options, workdir, tiny):
-    ft = FineTune(compose(tiny + options))
-    stats = ft.run()
+    stats = FineTune(compose(tiny + options)).run()
     assert stats["steps"] == 4
     assert torch.isfinite(torch.tensor(stats["val_loss_after"]))
-    rows = list(csv.DictReader(open(ft.run_dir / "logs" / "metrics.csv")))
+    rows = list(csv.DictReader(open(stats.run_dir / "logs" / "metrics.csv")))
     val_steps = [int(r["step"]) for r in rows if r["val/loss"]]
     if "trainer.val_every_n_steps=2" in options:
         assert len(val_steps) >= 3  # before, during and after training
     if "trainer.accumulate_grad_batches=2" in options:  # 4 steps of 2 micro-batches: 8 batches, ~2 epochs
-        assert ft.trainer.current_epoch >= 1 and stats["tokens_seen"] > 7 * 4 * 40
+        assert stats["epochs"] >= 1 and stats["tokens_seen"] > 7 * 4 * 40
 
 
 def test_learning_rate_schedule():
@@ -278,21 +275,20 @@ def test_unknown_target_module_names_the_model_layers(workdir, tiny):
 
 def test_stages_are_public_and_callable_one_by_one(workdir, tiny):
     ft = FineTune(compose(tiny))
-    base, ft.tokenizer = ft.load_base_model_and_tokenizer()
+    base, tokenizer = ft.load_base_model_and_tokenizer()
     peft_model = ft.get_peft_model(base)
     assert peft_model.get_nb_trainable_parameters()[0] > 0
-    messages = ft.to_conversation(
-        {"conversations": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}, "row 1"
-    )
-    example = ft.apply_chat_template(messages)
+    row = {"conversations": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+    fmt = ft.data_format(row, "row 1")
+    example = ft.apply_chat_template(tokenizer, ft.to_conversation(row, "row 1", fmt), "row 1", fmt)
     supervised = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
-    assert ft.tokenizer.decode(supervised) == "4<|im_end|>"
+    assert fmt.name == "conversation" and tokenizer.decode(supervised) == "4<|im_end|>"
 
 
 class QuestionAnswerRows(FineTune):
     """A user's own row format, by overriding one stage."""
 
-    def to_conversation(self, row, where):
+    def to_conversation(self, row, where, fmt):
         return [{"role": "user", "content": row["q"]}, {"role": "assistant", "content": row["a"]}]
 
 

@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 from conftest import run_cli
-from ftlab.serve import vllm
+from ftlab.exports import vllm
 
 
 def adapter_config(run) -> dict:

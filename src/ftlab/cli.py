@@ -9,8 +9,6 @@ Composing, validating and --help never import torch: the recipe is imported when
 """
 
 import dataclasses
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -18,18 +16,16 @@ from typing import List, Optional
 import hydra
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from ftlab.config.checks import validate, validate_sweeper
+from ftlab.config.checks import validate
 from ftlab.config.compose import CONFIG_NAME, compose, config_dir, setup
 from ftlab.config.help import render
 from ftlab.config.schema import RunConfig
 from ftlab.train import rundir
 from ftlab.utils import ranks, secrets
 from ftlab.utils.errors import ConfigError, FtlabError, exit_code, exit_on_error, fail
-from ftlab.utils.files import new_run_dir
 
 PROG = "ftlab"
 SECTIONS = {f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.type)}  # group=option words
@@ -117,36 +113,6 @@ def precheck(args):
     return cfg
 
 
-def precheck_sweep(args) -> None:
-    """A multirun's sweeper settings and search space, checked before Hydra starts any job (each job's own
-    config is validated as it starts, so one bad combination fails that trial, not the sweep)."""
-    # optuna (and the sweeper on it) loads only for a multirun
-    import hydra_plugins.ftlab_optuna_sweeper.ftlab_optuna_sweeper as plugin
-    from ftlab.sweeps import space
-
-    # Hydra scans the hydra_plugins namespace for plugins, which an editable install hides: register it
-    Plugins.instance().register(plugin.FtlabOptunaSweeper)
-    fixed, swept = space.split_arguments(args.overrides)
-    cfg = compose(fixed, args.config_path, args.config_name or CONFIG_NAME, with_hydra=True)
-    if cfg.hydra.sweeper._target_.endswith("FtlabOptunaSweeper"):
-        sweeper = validate_sweeper(cfg.hydra.sweeper)
-        space.parse({**sweeper.params, **swept})
-        if sweeper.objective.startswith(("eval_", "base_eval_")) and not cfg.eval.after_train:
-            raise ConfigError(
-                f"hydra.sweeper.objective={sweeper.objective} is a score of the evaluation after "
-                "training; add eval.after_train=true (and a test split, e.g. data.test_size=0.1)"
-            )
-        if sweeper.pruner.name != "none" and cfg.trainer.val_every_n_steps == 0:
-            raise ConfigError(
-                f"hydra.sweeper.pruner.name={sweeper.pruner.name} prunes on intermediate validation "
-                "losses; set trainer.val_every_n_steps, e.g. trainer.val_every_n_steps=5"
-            )
-    if cfg.tracker.name in ("mlflow", "all"):  # the sweeper opens the sweep's parent run before any trial
-        from ftlab.tracking.mlflow_backend import MlflowBackend  # mlflow takes seconds to import
-
-        MlflowBackend(cfg.tracker).check()
-
-
 def prepare(argv: List[str]) -> List[str]:
     """The command line Hydra will run: shortcuts expanded, config validated, a fresh run dir claimed."""
     argv = secrets.take_from_overrides(expand_shortcuts(argv))  # before Hydra records the overrides anywhere
@@ -154,17 +120,14 @@ def prepare(argv: List[str]) -> List[str]:
     if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
         return argv
     if args.multirun:
-        precheck_sweep(args)
+        from ftlab.sweeps.precheck import check  # optuna: only a multirun loads it
+
+        check(args.overrides, args.config_path, args.config_name)
         return argv
     cfg = precheck(args)
     if args.cfg is None and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
         # Hydra's own outputs/DATE/TIME would put two runs started in the same second into one dir
-        run_dir = str(new_run_dir()) if ranks.is_main() else ""
-        if ranks.launched_externally():  # torchrun, srun: every rank is here and takes rank 0's dir
-            from ftlab.train.distributed import agree_on_run_dir  # torch: only a distributed job loads it here
-
-            run_dir = agree_on_run_dir(run_dir, cfg.trainer.accelerator)
-        argv.append(f"hydra.run.dir={run_dir}")
+        argv.append(f"hydra.run.dir={rundir.choose(cfg.trainer.accelerator)}")
     if args.cfg is None and not ranks.is_main() and "hydra.output_subdir=null" not in argv:
         argv.append("hydra.output_subdir=null")  # .hydra/ is rank 0's to write
     return argv
@@ -178,10 +141,15 @@ def task(cfg) -> dict:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     command = " ".join(["python -m ftlab", *hydra_cfg.overrides.task])
     several = cfg.trainer.devices * cfg.trainer.num_nodes > 1
-    try:  # FineTune validates the config (a multirun job's was not prechecked)
-        if hydra_cfg.mode == RunMode.MULTIRUN and several and not ranks.launched_externally():
-            return run_trial_alone(run_dir)
-        return FineTune(cfg, run_dir=run_dir, command=command).run()
+    try:
+        # the dir Hydra made is the run's: cleared if the run fails before it has results, the config's own
+        # failure included (FineTune validates it: a multirun job's was not prechecked)
+        with rundir.owned(run_dir, main=ranks.is_main()):
+            if hydra_cfg.mode == RunMode.MULTIRUN and several and not ranks.launched_externally():
+                from ftlab.sweeps.alone import run_trial_alone
+
+                return run_trial_alone(run_dir)
+            return dict(FineTune(cfg, run_dir=run_dir, command=command).run())
     except FtlabError as e:
         if not ranks.is_main():
             # Rank 0 reports. A process Lightning's launcher started must not exit non-zero after a stop
@@ -189,24 +157,10 @@ def task(cfg) -> dict:
             if getattr(e, "exit_code", 0) > 128:
                 sys.exit(exit_code(e) if ranks.launched_externally() else 0)
             fail(e, PROG)
-        rundir.discard_unfinished(run_dir)  # also when the config failed, before run() claimed the dir
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweeper records the failure and goes on
             print(f"{PROG}: error: {e}", file=sys.stderr)
             raise
         fail(e, PROG)
-
-
-def run_trial_alone(run_dir: Path) -> dict:
-    """A sweep trial with several ranks runs as a `python -m ftlab` of its own, from the config Hydra saved in its
-    run dir: Lightning starts each further rank by re-running the command, and a sweep's command is the whole
-    sweep. The trial's place in the study reaches it through the environment (sweeps/env.py)."""
-    argv = ["--config-path", str(run_dir / ".hydra"), "--config-name", CONFIG_NAME, "hydra/job_logging=none"]
-    argv += ["hydra.job.name=ftlab", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
-    done = subprocess.run([sys.executable, "-m", "ftlab", *argv], check=False)
-    metrics = run_dir / "metrics.json"
-    if done.returncode != 0 or not metrics.is_file():
-        raise FtlabError(f"the trial's training process exited with status {done.returncode} (its output is above)")
-    return json.loads(metrics.read_text(encoding="utf-8"))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -12,8 +12,7 @@ from typing import List, Optional
 
 from ftlab.config.overrides import run_command
 from ftlab.config.schema import EvaluateCommand
-from ftlab.train.recipe import FineTune
-from ftlab.use import report, runs, scoring
+from ftlab.use import runs
 from ftlab.utils.console import Stages, info, log, setup_logging
 from ftlab.utils.files import new_output, new_run_dir, outputs_root, unused_path
 
@@ -38,17 +37,21 @@ def trained_fingerprint(run: runs.Run) -> Optional[str]:
     return json.loads(metrics_file.read_text()).get("data_fingerprint")
 
 
-def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=FineTune) -> dict:
+def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=None) -> dict:
     """The report of one evaluation; `recipe_cls`: FineTune, or the subclass whose stages trained the run."""
+    # torch, transformers and the recipe load here, once the command line is known to be good
+    from ftlab.train.recipe import FineTune
+    from ftlab.train.trained import Trained
+    from ftlab.use import report, scoring
+
     setup_logging()
     stages = Stages(("Finding the run", "Reading the examples", "Loading the model", "Evaluating"))
     stages.start("Finding the run", options.run)
     run = runs.locate(options.run, overrides)
     out_dir = report_dir(run, options.output)
-    recipe = recipe_cls(run.cfg)
     stages.start("Reading the examples", f"{run.cfg.eval.split} split")  # bad data fails before the model loads
-    recipe.load_trained_tokenizer(run.adapter)
-    examples, fingerprint = recipe.evaluation_examples()
+    trained = Trained(run, recipe_cls or FineTune)
+    examples, fingerprint = trained.examples()
     info(f"{len(examples)} examples from the {run.cfg.eval.split} split")
     trained_on = trained_fingerprint(run)
     if trained_on and trained_on != fingerprint:
@@ -57,11 +60,11 @@ def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=FineTune
             f"{run.cfg.eval.split} split may now hold rows the model was trained on"
         )
     stages.start("Loading the model", run.cfg.model.name)
-    model = recipe.load_trained(run.adapter)
-    info(f"precision: {recipe.precision}")
+    model = trained.model()
+    info(f"precision: {trained.stages.precision}")
     stages.start("Evaluating", f"into {out_dir}")
     doc = scoring.evaluate(
-        model, recipe.tokenizer, examples, run.cfg, out_dir, run.label, fingerprint, adapter=run.adapter is not None
+        model, trained.tokenizer, examples, run.cfg, out_dir, run.label, fingerprint, adapter=run.adapter is not None
     )
     stages.finish()
     log.info(report.table(doc))

@@ -1,11 +1,6 @@
-"""`python -m ftlab.export run=RUN [format=merged|gguf|gguf-adapter] [output=DIR]`: a finished run for serving.
-
-format=merged: a plain transformers model folder (config.json, model.safetensors, generation_config.json, the
-tokenizer with the chat template training used) that `AutoModelForCausalLM.from_pretrained(DIR)` loads with no
-PEFT, no ftlab and no quantization.
-format=gguf: model.gguf (weights, tokenizer, chat template) for llama.cpp and Ollama, a Modelfile for
-`ollama create`, and export.json.
-format=gguf-adapter: adapter.gguf, the adapter alone in llama.cpp's LoRA layout, for use on the base's GGUF.
+"""`python -m ftlab.export run=RUN [format=merged|gguf|gguf-adapter] [output=DIR]`: a finished run for serving,
+in a format of exports/formats/ (merged: a transformers model folder; gguf: model.gguf and an Ollama Modelfile;
+gguf-adapter: the adapter alone for llama.cpp).
 
 Every format is proven before it appears: it is written under a temporary name, read back (the merged folder
 and model.gguf by plain transformers, the adapter GGUF added to the base as llama.cpp adds it), and its logits
@@ -17,58 +12,52 @@ A 4-bit or 8-bit base is dequantized first, and the adapter merged into those de
 base the adapter was trained against, and merging into the quantized weights would round the update away.
 """
 
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import List, Optional
 
-import torch
-from transformers import AutoConfig
-
 from ftlab.config.overrides import run_command
 from ftlab.config.schema import ExportCommand
-from ftlab.data.chat import end_of_turn
-from ftlab.model import adapter
-from ftlab.model.load import TORCH_DTYPES
-from ftlab.serve import gguf_adapter, gguf_model, model_name, ollama, vllm
-from ftlab.serve.probes import logits, measure, probe_batch, reloaded_logits, tokenizer_problems
-from ftlab.train.recipe import FineTune
+from ftlab.exports import EXPORTS, ExportFormat, Job
+from ftlab.exports.vllm import command as vllm_command
+from ftlab.exports.vllm import problems as vllm_problems
+from ftlab.exports.vllm import read_adapter_config
 from ftlab.use import runs
 from ftlab.utils.console import Stages, info, log, setup_logging
 from ftlab.utils.errors import ConfigError, FtlabError
-from ftlab.utils.files import atomic, new_output, write_json, write_text
+from ftlab.utils.files import atomic, new_output, write_json
 
-__all__ = ["export", "logits", "main", "probe_batch"]
-FOLDERS = {"merged": "merged", "gguf": "gguf", "gguf-adapter": "gguf-adapter"}
+# the export formats, torch, transformers and the recipe load inside export(), once the command line is known to be
+# good: a mistyped option is refused at once, not after seconds of imports
 
 
-def output_dir(run: runs.Run, options: ExportCommand) -> Path:
+def output_dir(run: runs.Run, options: ExportCommand, fmt: ExportFormat) -> Path:
     if options.output is None and run.run_dir is None:
         raise FtlabError(f"run={run.label} is not a local run dir, so there is no default output; pass output=DIR")
-    default = run.run_dir / FOLDERS[options.format] if run.run_dir is not None else None
+    default = run.run_dir / fmt.folder if run.run_dir is not None else None
     return new_output(Path(options.output).expanduser() if options.output is not None else default, "an export")
 
 
-def saved_dtype(source: str, dtype: str) -> torch.dtype:
-    """dtype=auto: what the base checkpoint's config.json names, else float32."""
-    if dtype != "auto":
-        return TORCH_DTYPES[dtype]
-    named = str(getattr(AutoConfig.from_pretrained(source), "dtype", None) or "").replace("torch.", "")
-    return TORCH_DTYPES.get(named, torch.float32)
+def refuse_unread_options(options: ExportCommand, fmt: ExportFormat) -> None:
+    """An option set away from its default that the chosen format does not read: one line naming who reads it."""
+    defaults = ExportCommand(run=options.run)
+    for name in {o for f in EXPORTS for o in f.options}:
+        if name not in fmt.options and getattr(options, name) != getattr(defaults, name):
+            readers = "|".join(f.name for f in EXPORTS if name in f.options)
+            own = ", ".join(f"{o}.*" if is_dataclass(getattr(defaults, o)) else f"{o}=" for o in fmt.options)
+            raise ConfigError(f"{name}= sets format={readers}'s files; for format={fmt.name} set {own or 'neither'}")
 
 
-def refuse_beyond_tolerance(check: dict, what: str, fix: str) -> None:
-    if check["max_abs_diff"] > check["tolerance"]:
-        raise FtlabError(
-            f"{what}'s logits differ from the adapter model's by up to {check['max_abs_diff']:.3g} (tolerance "
-            f"{check['tolerance']:.3g}); nothing was written. {fix}"
-        )
+def export(options: ExportCommand, overrides: List[str], recipe_cls=None) -> None:
+    """`recipe_cls`: FineTune, or the subclass whose stages trained the run."""
+    from ftlab.exports.probes import logits, probe_batch
+    from ftlab.train.recipe import FineTune
+    from ftlab.train.trained import Trained
 
-
-def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) -> None:
     setup_logging()
-    if options.format != "merged" and options.dtype != "auto":
-        raise ConfigError(f"dtype= sets format=merged's weights; for format={options.format} set gguf.dtype")
-    last = {"merged": "Merging", "gguf": "Merging", "gguf-adapter": "Writing the adapter"}[options.format]
-    stages = Stages(("Finding the run", "Loading the adapter model", last, "Saving and checking"))
+    fmt = EXPORTS.get(options.format)
+    refuse_unread_options(options, fmt)
+    stages = Stages(("Finding the run", "Loading the adapter model", fmt.doing, "Saving and checking"))
     stages.start("Finding the run", options.run)
     # float32 throughout, so the comparison measures the merge and the saved dtype, not the training precision
     run = runs.locate(
@@ -80,130 +69,60 @@ def export(options: ExportCommand, overrides: List[str], recipe_cls=FineTune) ->
             f"run={options.run} has no adapter (no adapter_config.json); export merges a run's adapter "
             "into its base: give a finished run dir"
         )
-    refused = gguf_adapter.refusals(vllm.read_adapter_config(run.adapter)) if options.format == "gguf-adapter" else []
+    refused = fmt.refusals(read_adapter_config(run.adapter))
     if refused:  # from the adapter's config alone, before any model is loaded
         raise FtlabError(refused[0])
-    target = output_dir(run, options)
+    target = output_dir(run, options, fmt)
     stages.start("Loading the adapter model", f"{run.cfg.model.name} + {run.adapter}")
-    recipe = recipe_cls(run.cfg)
-    tokenizer = recipe.load_trained_tokenizer(run.adapter)
-    adapter_model = recipe.load_trained(run.adapter)
+    trained = Trained(run, recipe_cls or FineTune)
+    adapter_model = trained.model()
     model_type = adapter_model.config.model_type
-    if options.format != "merged":  # refused before the merge and the writing, not after
-        gguf_model.check_supported(adapter_model.config)
-    batch = probe_batch(tokenizer)
+    fmt.check_model(adapter_model.config)  # refused before the merge and the writing, not after
+    batch = probe_batch(trained.tokenizer)
     reference = logits(adapter_model, batch)
-    source_dir = recipe.model_source()  # resolved once: for a Hub id it asks the Hub for the config
-    if options.format == "gguf-adapter":
-        stages.start(last, f"{run.adapter} in llama.cpp's LoRA layout")
-        base = base_weights(run, recipe, adapter_model, source_dir)
-        stages.start("Saving and checking", f"{options.gguf.dtype} tensors into {target}")
-        done = save_gguf_adapter(options, run, base, reference, batch, target)
-    else:
-        stages.start("Merging", "adapter into the base weights")
-        merged = merge(run, recipe, adapter_model, source_dir)
-        if options.format == "merged":
-            dtype = saved_dtype(source_dir, options.dtype)
-            stages.start("Saving and checking", f"{str(dtype).replace('torch.', '')} weights into {target}")
-            done = save_merged(options, run, merged, tokenizer, reference, batch, target, dtype)
-        else:
-            stages.start("Saving and checking", f"{options.gguf.dtype} GGUF into {target}")
-            done = save_gguf(options, run, merged, tokenizer, reference, batch, target)
+    source = trained.stages.model_source()  # resolved once: for a Hub id it asks the Hub for the config
+    stages.start(fmt.doing, "adapter into the base weights" if fmt.needs == "merged" else f"{run.adapter}")
+    model = merged(run, trained, adapter_model) if fmt.needs == "merged" else base(run, trained, adapter_model)
+    del adapter_model  # merged in place, or replaced by a reloaded base: nothing else reads it
+    job = Job(run, options, trained.tokenizer, model, reference, batch, source)
+    stages.start("Saving and checking", fmt.describe(job, target))
+    with atomic(target, directory=True) as tmp:  # the folder appears whole, or not at all
+        written = fmt.write(job, tmp)
+        write_json(tmp / "export.json", report(run, written.dtype, check=written.check, **written.numbers))
     stages.finish()
-    for line in done + [serve_unmerged(run, model_type)]:
+    if written.check:
+        say_check(written.check, written.checked)
+    for note in written.notes:
+        info(note)
+    for line in fmt.next_steps(job, target) + [serve_unmerged(run, model_type)]:
         log.info(line)
 
 
-def merge(run: runs.Run, recipe, adapter_model, source_dir: str):
+def merged(run: runs.Run, trained, adapter_model):
+    """The adapter merged into its base. A 4-bit or 8-bit base is dequantized first, and the adapter merged into
+    those dequantized weights: that is the base the adapter was trained against, and merging into the quantized
+    weights would round the update away."""
+    from ftlab.model import adapter
+
     if run.cfg.quant.bits is None:
-        merged = adapter_model.merge_and_unload()  # the base is in float32 already: merge in place
+        model = adapter_model.merge_and_unload()  # the base is in float32 already: merge in place
     else:
-        recipe.model = None  # merging into quantized weights would round the update away: reload the base
         info(
             f"the base was loaded {run.cfg.quant.bits}-bit as in training; dequantizing it to float32 before "
             "merging (the merged model is the dequantized base plus the adapter)"
         )
-        merged = adapter.merge_dequantized(recipe.load_base_model(source_dir), run.adapter)
-    merged.config.use_cache = True  # training switched it off; a model for inference wants it
-    return merged
+        model = adapter.merge_dequantized(trained.base(), run.adapter)
+    model.config.use_cache = True  # training switched it off; a model for inference wants it
+    return model
 
 
-def base_weights(run: runs.Run, recipe, adapter_model, source_dir: str):
-    """The base the adapter was trained on, in float32, with no LoRA layers: what the adapter GGUF is added to."""
+def base(run: runs.Run, trained, adapter_model):
+    """The base the adapter was trained on, in float32, with no LoRA layers: what an adapter file is added to."""
+    from ftlab.model import adapter
+
     if run.cfg.quant.bits is None:
         return adapter_model.unload()
-    recipe.model = None
-    return adapter.dequantized(recipe.load_base_model(source_dir))
-
-
-def save_merged(options, run, merged, tokenizer, reference, batch, target: Path, dtype: torch.dtype) -> List[str]:
-    name = str(dtype).replace("torch.", "")
-    with atomic(target, directory=True) as tmp:  # the folder appears whole, or not at all
-        merged.to(dtype).save_pretrained(tmp)
-        tokenizer.padding_side = "left"  # what batched generation with the exported model needs
-        tokenizer.save_pretrained(tmp)
-        check = measure(reference, reloaded_logits(tmp, batch), name) if options.check else None
-        if check:
-            refuse_beyond_tolerance(check, "the merged model", "Try dtype=float32")
-        write_json(tmp / "export.json", report(run, name, check=check))
-    if check:
-        say_check(check, "reloaded with AutoModelForCausalLM")
-    return [f'ftlab: merged model in {target}; load it with AutoModelForCausalLM.from_pretrained("{target}")']
-
-
-def save_gguf(options, run, merged, tokenizer, reference, batch, target: Path) -> List[str]:
-    dtype, name = options.gguf.dtype, model_name(Path(run.label).name.lower()) or "ftlab"
-    marker = end_of_turn(tokenizer)
-    with atomic(target, directory=True) as tmp:
-        written = gguf_model.write(tmp / "model.gguf", merged, tokenizer, dtype, name, marker, run.cfg.generation)
-        check, tokens = None, None
-        if options.check:
-            rope = gguf_model.rope_difference(tmp / "model.gguf", merged.config)
-            if rope is not None and rope > 1e-5:
-                raise FtlabError(f"model.gguf's rope_freqs differ from transformers' Llama 3 rope by {rope:.2g}")
-            # transformers' GGUF reader drops rope scaling: the reload takes it from the config, proven just above
-            config = merged.config if rope is not None else None
-            got = reloaded_logits(tmp, batch, gguf_file="model.gguf", config=config)
-            check = {**measure(reference, got, dtype), **({"rope_freqs_difference": rope} if rope is not None else {})}
-            refuse_beyond_tolerance(check, "model.gguf", "Try gguf.dtype=f16 or f32")
-            tokens = tokenizer_problems(tmp, "model.gguf", tokenizer)
-            if tokens:
-                raise FtlabError(f"model.gguf's tokenizer, rebuilt by transformers: {tokens[0]}; nothing was written")
-        template = ollama.modelfile(
-            "model.gguf", tokenizer.chat_template, run.cfg.generation, tokenizer.bos_token, tokenizer.eos_token
-        )
-        write_text(tmp / "Modelfile", template)
-        numbers = dict(written, bytes=(tmp / "model.gguf").stat().st_size, tokenizer_ids_equal=tokens == [] or None)
-        write_json(tmp / "export.json", report(run, dtype, check=check, **numbers))
-    if check:
-        say_check(check, "model.gguf reloaded with AutoModelForCausalLM")
-        info("model.gguf's tokenizer, rebuilt by transformers, gives the probes the trained tokenizer's ids")
-    size = (target / "model.gguf").stat().st_size / 2**20
-    return [
-        f"ftlab: GGUF model in {target / 'model.gguf'} ({size:.1f} MiB)",
-        f"run it with Ollama: cd {target} && ollama create {name} -f Modelfile && ollama run {name}",
-        f"or with llama.cpp: llama-cli -m {target / 'model.gguf'} -cnv",
-    ]
-
-
-def save_gguf_adapter(options, run, base, reference, batch, target: Path) -> List[str]:
-    dtype, name = options.gguf.dtype, Path(run.label).name
-    with atomic(target, directory=True) as tmp:
-        written = gguf_adapter.write(tmp / "adapter.gguf", run.adapter, base.config, dtype, name)
-        check = None
-        if options.check:
-            gguf_adapter.apply(tmp / "adapter.gguf", base)
-            check = measure(reference, logits(base.eval(), batch), dtype)
-            refuse_beyond_tolerance(check, "the base with adapter.gguf added", "Try gguf.dtype=f32")
-        write_json(
-            tmp / "export.json", report(run, dtype, check=check, bytes=(tmp / "adapter.gguf").stat().st_size, **written)
-        )
-    if check:
-        say_check(check, "the base plus adapter.gguf, added as llama.cpp adds it")
-    return [
-        f"ftlab: GGUF adapter in {target / 'adapter.gguf'}",
-        f"use it on the base model's GGUF: llama-cli -m BASE.gguf --lora {target / 'adapter.gguf'} -cnv",
-    ]
+    return adapter.dequantized(trained.base())
 
 
 def say_check(check: dict, what: str) -> None:
@@ -221,12 +140,12 @@ def report(run: runs.Run, dtype: str, **numbers) -> dict:
 
 def serve_unmerged(run: runs.Run, model_type: str) -> str:
     """How vLLM serves the run's adapter as it is (no merge), or what in the adapter it would refuse."""
-    config = vllm.read_adapter_config(run.adapter)
-    refused = vllm.problems(config, model_type)
+    config = read_adapter_config(run.adapter)
+    refused = vllm_problems(config, model_type)
     if refused:
         return "vLLM would not serve the adapter unmerged: " + "; ".join(refused) + " (the merged model serves as is)"
     name = Path(run.label).name
-    return f"serve the adapter unmerged with vLLM: {vllm.command(run.cfg.model.name, name, str(run.adapter), config)}"
+    return f"serve the adapter unmerged with vLLM: {vllm_command(run.cfg.model.name, name, str(run.adapter), config)}"
 
 
 def main(argv: Optional[List[str]] = None) -> None:

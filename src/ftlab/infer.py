@@ -15,15 +15,15 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from transformers import TextStreamer
-
 from ftlab.config.overrides import run_command
 from ftlab.config.schema import InferCommand
-from ftlab.train.recipe import FineTune
-from ftlab.use import generate, prompts, runs
+from ftlab.use import prompts, runs
 from ftlab.utils.console import Stages, info, setup_logging
 from ftlab.utils.errors import ConfigError
 from ftlab.utils.files import new_output, unused_path, write_jsonl
+
+# torch, transformers and the recipe load inside infer() and chat(), once the command line is known to be good: a
+# mistyped option is refused at once, not after seconds of imports
 
 
 def output_path(options: InferCommand) -> Path:
@@ -34,8 +34,11 @@ def output_path(options: InferCommand) -> Path:
     return unused_path(source.with_name(f"{source.stem}-outputs.jsonl"))
 
 
-def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, options: InferCommand) -> dict:
-    """One output line: enough to see what was asked, what came back and how, without the run at hand."""
+def record(prompt: prompts.Prompt, answer, run: runs.Run, options: InferCommand) -> dict:
+    """One output line (`answer`: a generate.Answer): enough to see what was asked, what came back and how, without
+    the run at hand."""
+    from ftlab.use import generate
+
     gen = generate.settings(run.cfg.generation)
     if run.cfg.generation.do_sample:
         gen["seed"] = run.cfg.seed
@@ -51,9 +54,14 @@ def record(prompt: prompts.Prompt, answer: generate.Answer, run: runs.Run, optio
     return {**line, "model": run.label, "adapter": run.adapter is not None and not options.base_only, "generation": gen}
 
 
-def chat(recipe: FineTune, model, system: Optional[str]) -> None:
-    """Read user turns from stdin until /exit or end of input; the history makes it a conversation."""
-    tokenizer, cfg = recipe.tokenizer, recipe.cfg
+def chat(trained, model, system: Optional[str]) -> None:
+    """Read user turns from stdin until /exit or end of input; the history makes it a conversation. `trained`: the
+    run (train/trained.py)."""
+    from transformers import TextStreamer
+
+    from ftlab.use import generate
+
+    tokenizer, cfg = trained.tokenizer, trained.cfg
     start: List[dict] = [{"role": "system", "content": system}] if system else []
     history = list(start)
     tty = sys.stdin.isatty()
@@ -73,47 +81,49 @@ def chat(recipe: FineTune, model, system: Optional[str]) -> None:
         history.append({"role": "user", "content": line.strip()})
         # on a terminal the answer appears as it is generated; piped, it is printed whole
         streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if tty else None
-        prompt = recipe.prompt_ids(history, f"turn {len(history) // 2 + 1}")
+        prompt = trained.prompt(history, f"turn {len(history) // 2 + 1}")
         answer = generate.answers(model, tokenizer, [prompt], cfg.generation, cfg.seed, streamer=streamer)[0]
         if not tty:
             print(answer.output, flush=True)
         history.append({"role": "assistant", "content": answer.output})
 
 
-def infer(options: InferCommand, overrides: List[str], recipe_cls=FineTune) -> None:
+def infer(options: InferCommand, overrides: List[str], recipe_cls=None) -> None:
+    """`recipe_cls`: FineTune, or the subclass whose stages trained the run."""
     if options.prompt is not None and options.input is not None:
         raise ConfigError("prompt= and input= both given; answer one prompt or a file of them")
+    from ftlab.train.recipe import FineTune
+    from ftlab.train.trained import Trained
+    from ftlab.use import generate
+
     setup_logging(stream="stderr")  # stdout carries the answers
     stages = Stages(("Finding the run", "Loading the model", "Generating"))
     stages.start("Finding the run", options.run)
     run = runs.locate(options.run, overrides)
-    recipe = recipe_cls(run.cfg)
-    recipe.load_trained_tokenizer(run.adapter)
+    trained = Trained(run, recipe_cls or FineTune)
     batch = target = None
     if options.input is not None:  # a bad file fails now, not after the model has loaded
-        batch = prompts.read(
-            Path(options.input).expanduser(), run.cfg.data.columns, options.system, recipe.to_conversation
-        )
+        batch = trained.prompts(Path(options.input).expanduser(), options.system)
         target = output_path(options)
         info(f"{len(batch)} prompts from {options.input}")
     what = "base model alone" if options.base_only or run.adapter is None else f"adapter {run.adapter}"
     stages.start("Loading the model", f"{run.cfg.model.name}, {what}")
-    model = recipe.load_trained(run.adapter, base_only=options.base_only)
-    info(f"precision: {recipe.precision}; generation: {json.dumps(generate.settings(run.cfg.generation))}")
+    model = trained.model(base_only=options.base_only)
+    info(f"precision: {trained.stages.precision}; generation: {json.dumps(generate.settings(run.cfg.generation))}")
     stages.start("Generating")
     gen, seed = run.cfg.generation, run.cfg.seed
     if options.prompt is not None:
         messages = ([{"role": "system", "content": options.system}] if options.system else []) + [
             {"role": "user", "content": options.prompt}
         ]
-        print(generate.answers(model, recipe.tokenizer, [recipe.prompt_ids(messages)], gen, seed)[0].output, flush=True)
+        print(generate.answers(model, trained.tokenizer, [trained.prompt(messages)], gen, seed)[0].output, flush=True)
     elif batch is not None:
-        encoded = [recipe.prompt_ids(p.messages, p.where) for p in batch]
-        answers = generate.answers(model, recipe.tokenizer, encoded, gen, seed, progress=True)
+        encoded = [trained.prompt(p.messages, p.where) for p in batch]
+        answers = generate.answers(model, trained.tokenizer, encoded, gen, seed, progress=True)
         write_jsonl(target, [record(p, a, run, options) for p, a in zip(batch, answers)])
         info(f"wrote {len(answers)} answers to {target}")
     else:
-        chat(recipe, model, options.system)
+        chat(trained, model, options.system)
     stages.finish()
 
 

@@ -1,7 +1,8 @@
 """Validate a composed config against the schema: unknown keys, types, declared bounds, combinations.
 
-Every rule either reads a constraint declared beside its option in schema.py or is one of the cross-option
-rules in `_combination_errors`. Messages name the override that fixes them.
+Every rule either reads a constraint declared beside its option (in schema.py, or in the room that declares it:
+a method's options) or is one of the cross-option rules in `_combination_errors` and the method's own `checks`.
+Messages name the override that fixes them.
 """
 
 import dataclasses
@@ -10,8 +11,10 @@ import typing
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ftlab.config.schema import MethodOptions, RunConfig, SweeperOptions
+from ftlab.config.schema import RunConfig, SweeperOptions, run_config
+from ftlab.methods import METHODS, Method
 from ftlab.utils.errors import ConfigError, first_line
+from ftlab.utils.options import choices
 
 _OPS = {
     "gt": (">", lambda v, b: v > b),
@@ -33,15 +36,15 @@ def field_errors(node, prefix: str):
             yield from field_errors(value, key + ".")
             continue
         hint = f"; e.g. {meta['example']}" if "example" in meta else ""
-        if "choices" in meta and value not in meta["choices"]:
-            allowed = ", ".join(_show(c) for c in meta["choices"])
-            yield f"{key} must be one of {allowed} (got {_show(value)})"
+        allowed = choices(f)
+        if allowed is not None and value not in allowed:
+            yield f"{key} must be one of {', '.join(_show(c) for c in allowed)} (got {_show(value)})"
         for op, (sign, ok) in _OPS.items():
             if op in meta and value is not None and not ok(value, meta[op]):
                 yield f"{key} must be {sign} {meta[op]} (got {_show(value)}){hint}"
 
 
-def _combination_errors(c: RunConfig):
+def _combination_errors(c: RunConfig, method: Method):
     """Rules that involve more than one option."""
     if c.trainer.max_steps == -1 and c.trainer.max_epochs == -1:
         yield "trainer.max_steps and trainer.max_epochs are both -1 (unbounded); set one, e.g. trainer.max_steps=100"
@@ -52,7 +55,7 @@ def _combination_errors(c: RunConfig):
     if c.trainer.accelerator == "cpu" and c.model.liger_kernels:
         yield "model.liger_kernels=true needs a CUDA GPU (Triton kernels); on CPU set model.liger_kernels=false"
     yield from _strategy_errors(c)
-    yield from _method_errors(c)
+    yield from _method_errors(c, method)
     if c.quant.bits is not None and c.lora.init_weights in ("pissa", "olora"):
         yield (
             f"lora.init_weights={c.lora.init_weights} rewrites the base weights and cannot be combined "
@@ -91,35 +94,21 @@ def _combination_errors(c: RunConfig):
         yield f"optim.betas must be two numbers in [0, 1) (got {list(c.optim.betas)})"
 
 
-# the method.* keys each method reads; a key set away from its default for a method that ignores it is refused
-METHOD_KEYS = {
-    "sft": (),
-    "dpo": ("loss", "beta", "label_smoothing"),
-    "orpo": ("odds_ratio_weight",),
-    "simpo": ("beta", "gamma"),
-    "kto": ("beta", "desirable_weight", "undesirable_weight"),
-}
-
-
-def _method_errors(c: RunConfig):
-    """Method keys the chosen method does not read, and options a preference method cannot honour."""
-    m = c.method
-    defaults = MethodOptions()
-    for f in dataclasses.fields(MethodOptions):
-        if f.name == "name" or f.name in METHOD_KEYS[m.name]:
-            continue
-        if getattr(m, f.name) != getattr(defaults, f.name):
-            users = [name for name, keys in METHOD_KEYS.items() if f.name in keys]
-            yield (
-                f"method.{f.name} is read by method={'|'.join(users)} only, and this run is method={m.name}; "
-                f"drop method.{f.name} or pick method={users[0]}"
-            )
-    if m.name == "dpo" and m.label_smoothing and m.loss != "sigmoid":
-        yield f"method.label_smoothing applies to method.loss=sigmoid only (got method.loss={m.loss})"
-    if m.name != "sft" and c.data.packing:
-        yield f"data.packing packs single examples for SFT; method={m.name} compares whole answers: data.packing=false"
-    if m.name != "sft" and c.model.liger_kernels:
-        yield f"model.liger_kernels' fused loss is SFT's; with method={m.name} set model.liger_kernels=false"
+def _method_errors(c: RunConfig, method: Method):
+    """The method's own rules, and options it cannot honour."""
+    yield from method.checks(c)
+    if c.data.packing and not method.packs:
+        packers = "|".join(m.name for m in METHODS if m.packs)
+        yield (
+            f"data.packing packs single examples for method={packers}; method={method.name} compares whole answers: "
+            "data.packing=false"
+        )
+    if c.model.liger_kernels and not method.fused_loss:
+        fused = "|".join(m.name for m in METHODS if m.fused_loss)
+        yield (
+            f"model.liger_kernels' fused loss is method={fused}'s; with method={method.name} set "
+            "model.liger_kernels=false"
+        )
 
 
 def _strategy_errors(c: RunConfig):
@@ -149,19 +138,30 @@ def validate(cfg: DictConfig) -> DictConfig:
     """Merge `cfg` into the schema and check it; return the typed, read-only config or raise ConfigError."""
     container = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra", None)  # only the task config is ours to check
-    unknown = next(unknown_keys(container, RunConfig, ""), None)
+    method = method_of(container)
+    schema = run_config(method.name)
+    unknown = next(unknown_keys(container, schema, ""), None)
     if unknown is not None:  # Hydra's +key=value adds keys that merging into the schema would not refuse
-        raise ConfigError(describe_unknown_key(unknown))
+        raise ConfigError(describe_unknown_key(unknown, method.name))
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(RunConfig), container)
+        typed = OmegaConf.merge(OmegaConf.structured(schema), container)
         obj = OmegaConf.to_object(typed)
     except OmegaConfBaseException as e:
         raise ConfigError(describe_omegaconf_error(e)) from None
-    problems = list(field_errors(obj, "")) + list(_combination_errors(obj))
+    problems = list(field_errors(obj, "")) + list(_combination_errors(obj, method))
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     OmegaConf.set_readonly(typed, True)
     return typed
+
+
+def method_of(container: dict) -> Method:
+    """The method a plain config names (method.name, sft when it names none), or ConfigError listing them."""
+    section = container.get("method")
+    name = section.get("name", "sft") if isinstance(section, dict) else "sft"
+    if name not in METHODS:
+        raise ConfigError(f"method={name}: no such option; choose one of: {', '.join(METHODS.names())}")
+    return METHODS.get(name)
 
 
 def validate_sweeper(node: DictConfig) -> SweeperOptions:
@@ -201,9 +201,17 @@ def dataclass_of(hint):
     return None
 
 
-def describe_unknown_key(key: str) -> str:
-    parent = key.rsplit(".", 1)[0] if "." in key else ""
-    known = ", ".join(_schema_fields(parent))
+def describe_unknown_key(key: str, method: str = "sft") -> str:
+    """One line for a key no option declares; `method`: the run's, whose own keys the method.* section holds."""
+    parent, _, name = key.rpartition(".")
+    if parent == "method":
+        users = [m.name for m in METHODS if name in {f.name for f in dataclasses.fields(m.Options)}]
+        if users and method not in users:
+            return (
+                f"method.{name} is read by method={'|'.join(users)} only, and this run is method={method}; "
+                f"drop method.{name} or pick method={users[0]}"
+            )
+    known = ", ".join(_schema_fields(parent, method))
     where = f"keys under {parent}" if parent else "top-level keys"
     return f"unknown key {key}: not an ftlab option" + (f"; {where}: {known}" if known else "")
 
@@ -212,16 +220,22 @@ def describe_omegaconf_error(e: OmegaConfBaseException) -> str:
     """OmegaConf explains type and key errors over several lines; keep the line that matters and the key."""
     first = first_line(e)
     key = getattr(e, "full_key", None) or ""
-    if first.startswith("Key '") and "not in" in first:
-        return describe_unknown_key(key)
+    owner = next((m.name for m in METHODS if m.Options is getattr(e, "object_type", None)), "sft")
+    unknown = first.startswith("Key '") and "not in" in first
+    if unknown or (first.startswith("Could not override") and key.startswith("method.")):
+        return describe_unknown_key(key, owner)
     if "missing mandatory value" in first.lower():
         return f"{key} is required and has no value; e.g. {_example(key) or key + '=...'}"
     example = _example(key)
     return (f"{key}: {first}" if key else first) + (f"; e.g. {example}" if example else "")
 
 
-def schema_field(key: str, schema=RunConfig):
-    """The dataclass field declaring `key` (dotted) in `schema`, or None."""
+def schema_field(key: str, schema=None):
+    """The dataclass field declaring `key` (dotted) in `schema` (RunConfig, its method section any method's), or
+    None."""
+    if schema is None and key.startswith("method."):
+        return next((f for m in METHODS if (f := schema_field(key, run_config(m.name))) is not None), None)
+    schema = schema or run_config("sft")
     parent, _, name = key.rpartition(".")
     node = _section(parent, schema)
     return {f.name: f for f in dataclasses.fields(node)}.get(name) if node else None
@@ -237,8 +251,10 @@ def _section(key: str, schema):
     return node
 
 
-def _schema_fields(parent: str) -> list:
-    schema, prefix = (SweeperOptions, "hydra.sweeper") if parent.startswith("hydra.sweeper") else (RunConfig, "")
+def _schema_fields(parent: str, method: str = "sft") -> list:
+    schema, prefix = (
+        (SweeperOptions, "hydra.sweeper") if parent.startswith("hydra.sweeper") else (run_config(method), "")
+    )
     node = _section(parent[len(prefix) :].lstrip("."), schema)
     return [f.name for f in dataclasses.fields(node) if not f.name.startswith("_")] if node else []
 

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ftlab.config.checks import describe_omegaconf_error
 from ftlab.config.schema import RunConfig, SweeperOptions
+from ftlab.methods import METHODS
 from ftlab.utils.errors import ConfigError, FtlabError
 from ftlab.utils.files import outputs_root
 
@@ -47,9 +48,12 @@ def package_dir(name: str) -> str:
 
 
 def setup() -> None:
-    """Register the schema, the sweeper's config node and the resolvers; idempotent, call before composing."""
+    """Register the schema, each method as an option of the method group (method=NAME, its options as declared in
+    methods/), the sweeper's config node and the resolvers; idempotent, call before composing."""
     store = ConfigStore.instance()
     store.store(name=SCHEMA_NAME, node=RunConfig)
+    for method in METHODS:
+        store.store(group="method", name=method.name, node=method.Options, provider="ftlab")
     store.store(group="hydra/sweeper", name=SWEEPER_NAME, node=SweeperOptions, provider="ftlab")
     OmegaConf.register_new_resolver("ftlab.package", package_dir, replace=True)
     OmegaConf.register_new_resolver("ftlab.outputs", lambda: str(outputs_root()), replace=True)
@@ -79,6 +83,24 @@ def compose(
         raise
     except Exception as e:  # Hydra's composition errors: bad override, unknown key or group option
         raise ConfigError(describe_compose_error(e)) from None
+
+
+def groups() -> dict:
+    """{group: [option, ...]}: the YAML files of conf/, and the options registered in code (the methods)."""
+    conf = Path(config_dir())
+    found = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in conf.iterdir() if p.is_dir()}
+    found["method"] = METHODS.names()
+    return {name: options for name, options in sorted(found.items()) if options}
+
+
+def group_option(group: str, option: str) -> DictConfig:
+    """The config of `group=option`: its YAML file in conf/, or the options registered in code (a method's)."""
+    if group == "method" and option in METHODS:
+        return OmegaConf.structured(METHODS.get(option).Options)
+    path = Path(config_dir()) / group / f"{option}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{group}={option}: no such option; choose one of: {', '.join(groups().get(group, []))}")
+    return OmegaConf.load(path)
 
 
 def describe_compose_error(e: Exception) -> str:

@@ -1,19 +1,19 @@
 """`python -m ftlab --help` and docs/options.md: every option with its default, choices and doc.
 
-The docs are the attribute docstrings in schema.py, read from its source, so each is written only once.
+The docs are the attribute docstrings under each field, read from the source of the dataclass that declares it
+(schema.py, a method's options, a data format's columns), so each is written only once.
 """
 
-import ast
 import dataclasses
-import functools
 import inspect
 import typing
-from pathlib import Path
 
 from ftlab.config import schema
 from ftlab.config.checks import dataclass_of
-from ftlab.config.compose import config_dir
+from ftlab.config.compose import groups
+from ftlab.methods import METHODS
 from ftlab.utils.files import OUTPUTS_VARIABLE
+from ftlab.utils.options import choices, docs
 
 USAGE = """\
 ftlab: LoRA/QLoRA fine-tuning of causal language models from composed config.
@@ -37,57 +37,55 @@ ftlab.sweeps report
 """
 
 
-@functools.cache  # read once per process: --help and docs/options.md ask per section
-def _docs() -> dict:
-    """{ClassName: {field: doc}} from the string literal under each field in schema.py."""
-    tree = ast.parse(inspect.getsource(schema))
-    out = {}
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
-        docs, body = {}, cls.body
-        for stmt, after in zip(body, body[1:] + [None]):
-            value = getattr(after, "value", None)
-            if isinstance(stmt, ast.AnnAssign) and isinstance(value, ast.Constant) and isinstance(value.value, str):
-                docs[stmt.target.id] = " ".join(value.value.split())  # one line each
-        out[cls.name] = docs
-    return out
-
-
 def _default(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         return "null" if f.default is None else str(f.default)
     return str(f.default_factory()) if f.default_factory is not dataclasses.MISSING else "???"
 
 
-def options(node, prefix: str = "", docs: dict = None):
-    """(key=default, {choices}, doc) for every option of a schema dataclass, sections flattened."""
-    docs = _docs() if docs is None else docs
-    hints = typing.get_type_hints(node)
+def options(node, prefix: str = ""):
+    """(key=default, {choices}, doc) for every option of a schema dataclass, sections flattened; the method section
+    once per method, under the method=NAME that selects it."""
+    hints, doc = typing.get_type_hints(node), docs(node)
     for f in dataclasses.fields(node):
         if f.name.startswith("_"):
             continue
-        section = dataclass_of(hints[f.name])  # a section, or an optional one (model.random_init: null by default)
+        if node is schema.RunConfig and f.name == "method":
+            for method in METHODS:
+                yield f"method={method.name}", PICKS, method.summary
+                yield from (o for o in options(method.Options, "method.") if not o[0].startswith("method.name="))
+            continue
+        # a section, an optional one (model.random_init: null by default) or one assembled from the rooms (columns)
+        section = dataclass_of(hints[f.name]) or _assembled(f)
         if section is not None:
             if f.default is None:
-                yield f"{prefix}{f.name}=null", "", docs.get(node.__name__, {}).get(f.name, "")
-            yield from options(section, f"{prefix}{f.name}.", docs)
+                yield f"{prefix}{f.name}=null", "", doc.get(f.name, "")
+            yield from options(section, f"{prefix}{f.name}.")
             continue
-        choices = f.metadata.get("choices")
-        allowed = "{" + ", ".join("null" if c is None else str(c) for c in choices) + "}" if choices else ""
-        yield f"{prefix}{f.name}={_default(f)}", allowed, docs.get(node.__name__, {}).get(f.name, "")
+        allowed = choices(f)
+        shown = "{" + ", ".join("null" if c is None else str(c) for c in allowed) + "}" if allowed else ""
+        yield f"{prefix}{f.name}={_default(f)}", shown, doc.get(f.name, "")
+
+
+PICKS = "(picks)"  # marks the row of a method=NAME: the option that picks it, its own keys after it
+
+
+def _assembled(f: dataclasses.Field):
+    """The dataclass of a field typed Any whose default is built from the rooms (data.columns), or None."""
+    if f.default_factory is dataclasses.MISSING:
+        return None
+    default = f.default_factory()
+    return type(default) if dataclasses.is_dataclass(default) else None
 
 
 def option_lines(node, prefix: str = "") -> list:
     """`  key=default {choices}  doc` for every option of a schema dataclass, aligned."""
-    rows = [(f"  {name}" + (f" {allowed}" if allowed else ""), doc) for name, allowed, doc in options(node, prefix)]
+    rows = [
+        (f"  {name}" + (f" {allowed}" if allowed and allowed != PICKS else ""), doc)
+        for name, allowed, doc in options(node, prefix)
+    ]
     width = max(len(name) for name, _ in rows) + 2
     return [f"{name:<{width}}{doc}" for name, doc in rows]
-
-
-def groups() -> dict:
-    """{group: [option, ...]} of conf/, the installed config groups."""
-    conf = Path(config_dir())
-    found = sorted(p for p in conf.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
-    return {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in found}
 
 
 def render() -> str:
@@ -123,6 +121,8 @@ def _markdown_table(node, prefix: str = "") -> list:
     for name, allowed, doc in options(node, prefix):
         key, _, default = name.partition("=")
         cells = [f"`{key}`", f"`{default}`", allowed.strip("{}"), doc]
+        if allowed == PICKS:  # a method: the option that picks it, then its own keys
+            cells = [f"`{name}`", "", "", doc]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return rows
 

@@ -8,19 +8,19 @@ group, from conf/), `data.test_path=other.jsonl`. The merged run config is valid
 import dataclasses
 import sys
 import typing
-from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ftlab.config.checks import field_errors, validate
-from ftlab.config.compose import config_dir, setup
+from ftlab.config.checks import field_errors, method_of, validate
+from ftlab.config.compose import group_option, setup
 from ftlab.config.help import command_usage
 from ftlab.config.schema import RunConfig
 from ftlab.utils.errors import ConfigError, exit_on_error
 
 RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
+GROUPS = {"method"} | {f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.type)}
 
 
 def _is_text(cls, name: str) -> bool:
@@ -94,24 +94,29 @@ def parse(argv: List[str], command_cls) -> Tuple[object, List[str]]:
 def apply_overrides(cfg: DictConfig, overrides: List[str]) -> DictConfig:
     """`cfg` (a saved run config) with `group=option` and `a.b=value` overrides applied, validated."""
     setup()  # saved configs may hold ${ftlab.*} interpolations
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    cfg = OmegaConf.create(_upgraded(OmegaConf.to_container(cfg)))
     for word in overrides:
         key, _, text = word.partition("=")
         key = key.lstrip("+")  # a key added with + meets the same schema check as any other
-        declared = RunConfig.__dataclass_fields__.get(key)
-        if declared is not None and dataclasses.is_dataclass(declared.type):
-            group_file = Path(config_dir()) / key / f"{text}.yaml"
-            if not group_file.is_file():
-                options = sorted(p.stem for p in group_file.parent.glob("*.yaml"))
-                raise ConfigError(f"{key}={text}: no such option; choose one of: {', '.join(options)}")
+        if key in GROUPS:
             # a whole group replaces the saved one (merging would keep keys the new option does not set)
-            cfg[key] = OmegaConf.load(group_file)
+            cfg[key] = group_option(key, text)
         else:
             try:
                 OmegaConf.update(cfg, key, _value(text, keep_text=False), merge=True)
             except Exception as e:  # OmegaConf's errors for a key path through a non-mapping value
                 raise ConfigError(f"{word}: {e}") from None
     return validate(cfg)
+
+
+def _upgraded(saved: dict) -> dict:
+    """A config saved before each method had its own section carries every method's keys, at their defaults (the
+    validation of the time refused any other value for a key the method does not read): the method's own are kept."""
+    method = saved.get("method")
+    if isinstance(method, dict) and "name" in method:
+        own = {f.name for f in dataclasses.fields(method_of(saved).Options)}
+        saved = {**saved, "method": {k: v for k, v in method.items() if k in own}}
+    return saved
 
 
 def run_command(argv: Optional[List[str]], command_cls, prog: str, summary: str, body: Callable) -> None:

@@ -1,29 +1,23 @@
 """The one typed schema of every ftlab option: a run's config, the run-using commands' options, the sweeper's.
 
-Each option is declared once, here, with its default, its constraints (`choices`, bounds) and a one-line doc
-under it; `--help` and docs/options.md are generated from this file. conf/*.yaml only selects and overrides;
-checks.py enforces the constraints declared here. Importing this module must stay cheap: no torch.
+Each option is declared once, with its default, its constraints (`choices`, bounds) and a one-line doc under it;
+`--help` and docs/options.md are generated from the declarations. Most are declared here; the rooms that grow
+declare their own and the schema is assembled from them: each method its method.* section (methods/), each data
+format its data.columns.* keys and the data.format choice (data/formats/), each tracker its tracker.<name>.*
+settings and the tracker choice (tracking/). conf/*.yaml only selects and overrides;
+checks.py enforces the constraints. Importing this module must stay cheap: no torch.
 """
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING
-
-
-def opt(default: Any = MISSING, *, choices=None, gt=None, ge=None, lt=None, le=None, example=None, shapes_tokens=True):
-    """A dataclass field carrying its constraints, so the validator and --help read them off the schema.
-
-    shapes_tokens=False marks a data option that does not change the tokenized data (batch size, say): the
-    preprocessing cache keys on every other data option."""
-    meta = dict(choices=choices, gt=gt, ge=ge, lt=lt, le=le, example=example)
-    meta = {k: v for k, v in meta.items() if v is not None}
-    if not shapes_tokens:
-        meta["shapes_tokens"] = False
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
+from ftlab.data.formats import FORMATS, columns_schema
+from ftlab.exports import EXPORTS
+from ftlab.methods import METHODS
+from ftlab.tracking import TRACKERS
+from ftlab.utils.options import opt
 
 DTYPE_NAMES = ["float32", "bfloat16", "float16"]
 
@@ -113,40 +107,6 @@ class LoraOptions:
 
 
 @dataclass
-class ColumnsOptions:
-    """Which column of your data holds each field: map yours, e.g. data.columns.question=prompt."""
-
-    question: str = "question"
-    """Q&A format: the user's question."""
-    answer: str = "answer"
-    """Q&A format: the answer to learn."""
-    system: str = "system"
-    """Q&A and instruction formats: an optional per-row system prompt."""
-    instruction: str = "instruction"
-    """Instruction format: the task."""
-    input: str = "input"
-    """Instruction format: optional input the task applies to, appended to the instruction."""
-    output: str = "output"
-    """Instruction format: the response to learn."""
-    messages: Optional[str] = None
-    """Conversation format: the list of turns; null finds `conversations` or `messages`."""
-    tools: str = "tools"
-    """Conversation format: an optional per-row list of tool (function) definitions the assistant may call."""
-    text: str = "text"
-    """Text format (continued pretraining): the document."""
-    prompt: str = "prompt"
-    """Preference and KTO formats: the prompt, as text or a list of messages (optional with whole conversations)."""
-    chosen: str = "chosen"
-    """Preference format: the preferred answer (text or assistant messages), or the whole preferred conversation."""
-    rejected: str = "rejected"
-    """Preference format: the dispreferred answer, or the whole dispreferred conversation."""
-    completion: str = "completion"
-    """KTO format: the answer, as text or assistant messages."""
-    label: str = "label"
-    """KTO format: true if the completion is desirable, false if not."""
-
-
-@dataclass
 class DataOptions:
     path: Optional[str] = opt(None, example="data.path=/data/train.jsonl")
     """Local data: a .jsonl, .json, .csv, .parquet or .txt file (all but .parquet also .gz or .zst compressed), a
@@ -165,16 +125,12 @@ class DataOptions:
     below 1, or a row count."""
     test_size: float = opt(0.0, ge=0, example="data.test_size=0.1")
     """Test rows carved from the training rows when the source has no test split (fraction or count; 0: none)."""
-    format: str = opt(
-        "auto",
-        choices=["auto", "qa", "instruction", "conversation", "preference", "kto", "text"],
-        example="data.format=qa",
-    )
-    """Row format. auto: detected from the columns (and printed). preference (prompt/chosen/rejected) and kto
-    (prompt/completion/label) are for the preference methods (method=dpo ...); text is raw documents for continued
-    pretraining (loss on every token)."""
-    columns: ColumnsOptions = field(default_factory=ColumnsOptions)
-    """Column names of each format's fields."""
+    format: str = opt("auto", choices=lambda: ["auto", *FORMATS.names()], example="data.format=qa")
+    """Row format (data/formats/). auto: detected from the columns (and printed). preference (prompt/chosen/rejected)
+    and kto (prompt/completion/label) are for the preference methods (method=dpo ...); text is raw documents for
+    continued pretraining (loss on every token)."""
+    columns: Any = field(default_factory=lambda: columns_schema()())
+    """Which column of your data holds each field of a format: map yours, e.g. data.columns.question=prompt."""
     system_prompt: Optional[str] = None
     """System prompt for rows that bring none."""
     chat_template: Optional[str] = opt(None, example="data.chat_template=chatml")
@@ -201,41 +157,38 @@ class DataOptions:
 
 
 @dataclass
-class MlflowOptions:
-    uri: Optional[str] = opt(None, example="tracker.mlflow.uri=http://127.0.0.1:5000")
-    """Tracking server or store. null: a local SQLite store, sqlite:///outputs/mlflow.db (outputs/: the outputs
-    root, $FTLAB_OUTPUTS if set; artifacts beside it in mlartifacts/); browse it with
-    `mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db`."""
-    log_model: bool = True
-    """Also log the adapter as an MLflow model that `mlflow.pyfunc.load_model(...).predict(prompts)` answers."""
-
-
-@dataclass
-class WandbOptions:
-    project: str = "ftlab"
-    """W&B project."""
-    entity: Optional[str] = None
-    """W&B team or user; null: your default entity."""
-    mode: str = opt("offline", choices=["online", "offline", "disabled"], example="tracker.wandb.mode=online")
-    """offline writes the run into <run dir>/wandb for a later `wandb sync`; online needs an API key."""
-    api_key: Optional[str] = None
-    """Secret. Prefer the WANDB_API_KEY environment variable; either way it is never written to any file."""
-
-
-@dataclass
 class TrackerOptions:
-    name: str = opt("none", choices=["none", "mlflow", "wandb", "all"], example="tracker=mlflow")
-    """Experiment tracker: none (metrics stay in the run dir), mlflow, wandb, or all (both)."""
+    name: str = opt("none", choices=lambda: ["none", *TRACKERS.names(), "all"], example="tracker=mlflow")
+    """Experiment tracker (tracking/): none (metrics stay in the run dir), one by name, or all (every one whose
+    package is installed)."""
     experiment: str = "ftlab"
     """MLflow experiment of the run; a sweep's trials go there too, under a parent run named after the study."""
     run_name: Optional[str] = None
     """Name of the run in the trackers; null: <experiment>-YYYYMMDD-HHMMSS (sweep trials: <study>-trial-N)."""
     tags: List[str] = opt([], example="tracker.tags=[baseline,v2]")
     """Extra tags on the run (model, quant, LoRA rank and data are always tagged)."""
-    mlflow: MlflowOptions = field(default_factory=MlflowOptions)
-    """MLflow settings, used with tracker=mlflow or tracker=all."""
-    wandb: WandbOptions = field(default_factory=WandbOptions)
-    """Weights & Biases settings, used with tracker=wandb or tracker=all."""
+
+
+@functools.cache
+def _trackers(version: int) -> type:
+    return dataclasses.make_dataclass(
+        "TrackerOptions",
+        [
+            (
+                t.name,
+                t.Options,
+                field(default_factory=t.Options, metadata={"doc": f"Used with tracker={t.name} or all."}),
+            )
+            for t in TRACKERS
+        ],
+        bases=(TrackerOptions,),
+    )
+
+
+def tracker_schema() -> type:
+    """The tracker section: its own keys and each tracker's settings (tracker.<name>.*, declared in tracking/)."""
+    TRACKERS.names()  # found first: finding them registers them, which is what the version counts
+    return _trackers(TRACKERS.version)
 
 
 @dataclass
@@ -360,42 +313,17 @@ class TrainerOptions:
 
 
 @dataclass
-class MethodOptions:
-    """How the model learns: supervised fine-tuning, or a preference method. Pick one with method=NAME; each method
-    reads only its own keys (and refuses the others when set)."""
-
-    name: str = opt("sft", choices=["sft", "dpo", "orpo", "simpo", "kto"], example="method=dpo")
-    """sft: learn the answers (chat turns, or every token of text). dpo: prefer chosen over rejected relative to the
-    base model (the adapter switched off); orpo: SFT on chosen plus an odds-ratio penalty, no reference; simpo:
-    length-normalised margin, no reference; kto: unpaired good/bad examples relative to the base model."""
-    loss: str = opt("sigmoid", choices=["sigmoid", "ipo", "hinge"], example="method.loss=ipo")
-    """dpo: the loss on the reward margin. sigmoid: DPO's -log sigmoid(beta * margin); ipo: the squared distance of
-    the margin from 1 / (2 beta); hinge: max(0, 1 - beta * margin)."""
-    beta: float = opt(0.1, gt=0, example="method.beta=0.1")
-    """dpo, kto, simpo: the reward scale. Higher: stay closer to the reference (dpo, kto); a sharper margin (simpo,
-    whose preset sets 2.0)."""
-    label_smoothing: float = opt(0.0, ge=0, lt=0.5, example="method.label_smoothing=0.1")
-    """dpo with loss=sigmoid: the assumed share of pairs whose labels are flipped (conservative DPO); 0: off."""
-    odds_ratio_weight: float = opt(0.1, gt=0, example="method.odds_ratio_weight=0.1")
-    """orpo: lambda, the weight of the odds-ratio term added to the chosen answers' SFT loss."""
-    gamma: float = opt(1.0, ge=0, example="method.gamma=1.0")
-    """simpo: the target reward margin the chosen answer must beat the rejected one by."""
-    desirable_weight: float = opt(1.0, gt=0)
-    """kto: weight of the desirable examples' loss; raise it when they are the fewer."""
-    undesirable_weight: float = opt(1.0, gt=0)
-    """kto: weight of the undesirable examples' loss; raise it when they are the fewer."""
-
-
-@dataclass
 class RunConfig:
     """The config of a run: what `python -m ftlab` composes, validates and saves as .hydra/config.yaml."""
 
     model: ModelOptions = field(default_factory=ModelOptions)
     quant: QuantOptions = field(default_factory=QuantOptions)
     lora: LoraOptions = field(default_factory=LoraOptions)
-    method: MethodOptions = field(default_factory=MethodOptions)
+    method: Any = field(default_factory=lambda: {"name": "sft"})
+    """How the model learns: method=NAME picks a method (methods/), whose own keys are the method.* options."""
     data: DataOptions = field(default_factory=DataOptions)
-    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+    tracker: Any = field(default_factory=lambda: tracker_schema()())
+    """Experiment tracking: tracker=NAME picks a tracker (tracking/), whose settings are tracker.NAME.*."""
     hub: HubOptions = field(default_factory=HubOptions)
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     eval: EvalOptions = field(default_factory=EvalOptions)
@@ -409,6 +337,25 @@ class RunConfig:
     has a checkpoint, else start fresh (for jobs that are requeued with the same command)."""
     cache_dir: str = "~/.cache/ftlab"
     """Where converted models (GGUF, random init) and tokenized data are cached between runs."""
+
+
+def run_config(method: str) -> type:
+    """RunConfig with its method section typed by `method`'s options (a ConfigError names the methods there are)
+    and data.columns by the formats' columns: what a config of that method is validated against."""
+    return _run_config(METHODS.get(method).Options, columns_schema(), tracker_schema())
+
+
+@functools.cache
+def _run_config(method_options: type, columns: type, tracker: type) -> type:
+    data = dataclasses.make_dataclass(
+        "DataOptions", [("columns", columns, field(default_factory=columns))], bases=(DataOptions,)
+    )
+    fields = [
+        ("method", method_options, field(default_factory=method_options)),
+        ("data", data, field(default_factory=data)),
+        ("tracker", tracker, field(default_factory=tracker)),
+    ]
+    return dataclasses.make_dataclass("RunConfig", fields, bases=(RunConfig,))
 
 
 # ── options of the commands that use a finished run: python -m ftlab.infer | ftlab.evaluate | ftlab.export ──
@@ -456,9 +403,10 @@ class GgufOptions:
 class ExportCommand:
     run: str = opt(example=RUN_EXAMPLE)
     """A run dir or an adapter (dir or Hub id) whose adapter is merged into its base model."""
-    format: str = opt("merged", choices=["merged", "gguf", "gguf-adapter"], example="format=gguf")
-    """merged: a transformers model folder. gguf: one model.gguf for llama.cpp and Ollama, with a Modelfile.
-    gguf-adapter: the adapter alone, as a llama.cpp LoRA GGUF, for use on the base model's GGUF."""
+    format: str = opt("merged", choices=lambda: EXPORTS.names(), example="format=gguf")
+    """An export format (exports/formats/). merged: a transformers model folder. gguf: one model.gguf for llama.cpp
+    and Ollama, with a Modelfile. gguf-adapter: the adapter alone, as a llama.cpp LoRA GGUF, for use on the base
+    model's GGUF."""
     output: Optional[str] = opt(None, example="output=exports/smollm2-dates")
     """Folder to write (must not exist yet); null: <run dir>/merged, <run dir>/gguf or <run dir>/gguf-adapter."""
     dtype: str = opt("auto", choices=["auto"] + DTYPE_NAMES)

@@ -68,72 +68,28 @@ def attention_stays_inside(model, tolerance: float = 0.1) -> tuple:
     return diff <= tolerance * leak, leak, diff
 
 
-def length(item: dict) -> int:
-    """Tokens of an example: both answers of a preference pair."""
-    return len(item["input_ids"]) + len(item.get("rejected_ids", ()))
-
-
-def filler(like: dict, pad_id: int) -> dict:
-    """A one-token example shaped like `like` with nothing to learn: what a rank with no share of a short last
-    batch trains on, so that every rank takes the same steps."""
-    out = {}
-    for k, v in like.items():
-        if isinstance(v, list):
-            out[k] = [IGNORE] if k.endswith("labels") else [0] if k == "position_ids" else [pad_id]
-        else:
-            out[k] = 0
-    return out
-
-
-class Collator:
-    """Pads a batch to its longest row: labels with IGNORE, inputs with pad_id. `attention_mask` marks the
-    real tokens; packed rows also carry `position_ids`, with padding as a sequence of its own.
-
-    Preference pairs become 2B rows, the B chosen answers then the B rejected ones (`pairs`: B), so one forward
-    pass scores both. KTO rows become 2B rows too: the B answers, then each prompt with the next row's answer
-    (KTO's mismatched pairs, whose log-ratio estimates the reference point), with `desirable` per row."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, batch: List[dict]) -> dict:
-        if "rejected_ids" in batch[0]:
-            rejected = [{"input_ids": x["rejected_ids"], "labels": x["rejected_labels"]} for x in batch]
-            out = self.pad([{"input_ids": x["input_ids"], "labels": x["labels"]} for x in batch] + rejected)
-            out["pairs"] = len(batch)
-            return out
-        if "desirable" in batch[0]:
-            mismatched = []
-            for i, x in enumerate(batch):
-                y = batch[(i + 1) % len(batch)]
-                p, q = x["prompt_len"], y["prompt_len"]
-                mismatched.append(
-                    {"input_ids": x["input_ids"][:p] + y["input_ids"][q:], "labels": [IGNORE] * p + y["labels"][q:]}
-                )
-            out = self.pad([{"input_ids": x["input_ids"], "labels": x["labels"]} for x in batch] + mismatched)
-            out["desirable"] = torch.tensor([x["desirable"] for x in batch], dtype=torch.bool)
-            return out
-        return self.pad(batch)
-
-    def pad(self, batch: List[dict]) -> dict:
-        width = max(len(x["input_ids"]) for x in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        packed = "position_ids" in batch[0]
-        positions = torch.arange(width).repeat(len(batch), 1) if packed else None
-        for i, x in enumerate(batch):
-            n = len(x["input_ids"])
-            ids[i, :n] = torch.tensor(x["input_ids"])
-            labels[i, :n] = torch.tensor(x["labels"])
-            mask[i, :n] = 1
-            if packed:
-                positions[i, :n] = torch.tensor(x["position_ids"])
-                positions[i, n:] = torch.arange(width - n)
-        out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+def pad(batch: List[dict], pad_id: int) -> dict:
+    """Rows padded to the longest: labels with IGNORE, inputs with pad_id. `attention_mask` marks the real tokens;
+    packed rows also carry `position_ids`, with padding as a sequence of its own. The kinds (kinds/) batch their
+    examples into such rows."""
+    width = max(len(x["input_ids"]) for x in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    packed = "position_ids" in batch[0]
+    positions = torch.arange(width).repeat(len(batch), 1) if packed else None
+    for i, x in enumerate(batch):
+        n = len(x["input_ids"])
+        ids[i, :n] = torch.tensor(x["input_ids"])
+        labels[i, :n] = torch.tensor(x["labels"])
+        mask[i, :n] = 1
         if packed:
-            out["position_ids"] = positions
-        return out
+            positions[i, :n] = torch.tensor(x["position_ids"])
+            positions[i, n:] = torch.arange(width - n)
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if packed:
+        out["position_ids"] = positions
+    return out
 
 
 def epoch_order(n: int, seed: int, epoch: int, lengths: Optional[List[int]] = None, batch_size: int = 1) -> list:
@@ -154,16 +110,12 @@ def epoch_order(n: int, seed: int, epoch: int, lengths: Optional[List[int]] = No
     return [i for batch in head + shuffled + tail for i in batch]
 
 
-def padding_fraction(lengths: list, order: List[int], batch_size: int) -> float:
-    """Share of the batch tensors' tokens that are padding, over one epoch in `order`. An example's length may be a
-    tuple: the rows it becomes in the batch tensor (a preference pair's two answers)."""
+def padding_fraction(rows: List[tuple], order: List[int], batch_size: int) -> float:
+    """Share of the batch tensors' tokens that are padding, over one epoch in `order`; `rows`: each example's batch
+    row lengths (Kind.rows: a preference pair's two answers)."""
     real = padded = 0
     for s in range(0, len(order), batch_size):
-        rows = [
-            n
-            for i in order[s : s + batch_size]
-            for n in (lengths[i] if isinstance(lengths[i], tuple) else (lengths[i],))
-        ]
-        real += sum(rows)
-        padded += max(rows) * len(rows)
+        rows_here = [n for i in order[s : s + batch_size] for n in rows[i]]
+        real += sum(rows_here)
+        padded += max(rows_here) * len(rows_here)
     return 1 - real / padded if padded else 0.0

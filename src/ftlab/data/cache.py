@@ -4,40 +4,26 @@ trials skip reading and tokenizing.
 The key covers everything that shapes the tokens: the data's content fingerprint, the tokenizer (vocabulary,
 special tokens, chat template), every data option except those the schema marks shapes_tokens=False (batch
 size, packing ...: a new option shapes the key unless declared otherwise), the seed (it picks the validation
-rows), the code that renders and masks, and any FineTune stage a subclass overrides. Change any of them and
-the key changes; nothing is ever served stale. Entries are written whole, then renamed into
+rows), the code of every module of ftlab's data package (a module added to it is covered, with no list to keep),
+the data format's own module wherever it lives, and any FineTune stage a subclass overrides. Change any of them
+and the key changes; nothing is ever served stale. Entries are written whole, then renamed into
 place, so a crash or a concurrent trial never leaves half an entry.
 """
 
 import dataclasses
 import hashlib
-import importlib
 import inspect
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from omegaconf import OmegaConf
 
-from ftlab.config.schema import DataOptions
 from ftlab.data.splits import Prepared, Split
 from ftlab.utils.files import atomic
 
-# modules whose code decides the tokens: a change in ftlab itself invalidates old entries too
-_CODE = (
-    "ftlab.data.sources",
-    "ftlab.data.rows",
-    "ftlab.data.readers",
-    "ftlab.data.datasets_source",
-    "ftlab.data.formats",
-    "ftlab.data.tool_calls",
-    "ftlab.data.chat",
-    "ftlab.data.preference",
-    "ftlab.data.text",
-    "ftlab.data.splits",
-    "ftlab.data.cache",
-)
+DATA_PACKAGE = Path(__file__).resolve().parent  # ftlab/data: its code decides the tokens
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -48,27 +34,39 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def shaping_options(data_cfg) -> dict:
-    """The data options that shape the tokens: all of the node's keys but those its schema (DataOptions, or
-    whatever dataclass typed the node) marks shapes_tokens=False."""
+    """The data options that shape the tokens: all of the node's keys but those the dataclass that typed it (the
+    schema's data section) marks shapes_tokens=False."""
     schema = OmegaConf.get_type(data_cfg)
-    fields = {f.name: f for f in dataclasses.fields(schema if dataclasses.is_dataclass(schema) else DataOptions)}
+    fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
     values = OmegaConf.to_container(data_cfg, resolve=True)
     return {k: v for k, v in values.items() if k not in fields or fields[k].metadata.get("shapes_tokens", True)}
 
 
-def key(data_cfg, seed: int, source_fingerprint: str, tokenizer, stages: list) -> str:
-    """`stages`: the FineTune methods that turn rows into tokens; an override in a subclass changes the key."""
+def code_fingerprint(package: Path = DATA_PACKAGE) -> str:
+    """A digest of every Python file under `package`, by path and content: a module added, changed or removed
+    changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(f"{path.relative_to(package)}\n".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def key(data_cfg, seed: int, source_fingerprint: str, tokenizer, stages: List) -> str:
+    """`stages`: the FineTune methods that turn rows into tokens, and the data format, whose code is hashed too (an
+    override in a subclass, a format registered from outside ftlab, changes the key)."""
     options = shaping_options(data_cfg)
-    code = [inspect.getsource(importlib.import_module(m)) for m in _CODE]
-    parts = [source_fingerprint, tokenizer_fingerprint(tokenizer), options, seed, code, [_source_of(f) for f in stages]]
+    code = [code_fingerprint()] + [_source_of(f) for f in stages]
+    parts = [source_fingerprint, tokenizer_fingerprint(tokenizer), options, seed, code]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _source_of(method) -> str:
+def _source_of(thing) -> str:
+    """The source of a function, or of the module an object's class is defined in (a data format)."""
+    target = thing if inspect.isroutine(thing) or inspect.isclass(thing) else inspect.getmodule(type(thing))
     try:
-        return inspect.getsource(method)
+        return inspect.getsource(target)
     except (OSError, TypeError):  # defined interactively: its name is the best we have
-        return getattr(method, "__qualname__", repr(method))
+        return getattr(thing, "__qualname__", repr(thing))
 
 
 def entry(cache_dir: str, k: str) -> Path:
@@ -82,12 +80,16 @@ def load(path: Path) -> Optional[Prepared]:
         stored = torch.load(path, weights_only=True)
     except Exception:  # an entry from another torch version or a damaged file: rebuild it
         return None
-    return Prepared(stored["format"], {s: _unflatten(v) for s, v in stored["splits"].items()}, stored["skipped"])
+    if "kind" not in stored:  # an entry from before kinds were stored
+        return None
+    splits = {s: _unflatten(v) for s, v in stored["splits"].items()}
+    return Prepared(stored["format"], stored["kind"], splits, stored["skipped"])
 
 
 def save(path: Path, prepared: Prepared) -> None:
     stored = {
         "format": prepared.format,
+        "kind": prepared.kind,
         "skipped": prepared.skipped,
         "splits": {s: _flatten(v) for s, v in prepared.splits.items()},
     }

@@ -1,13 +1,15 @@
 """The LightningDataModule: this rank's training micro-batches in a seeded order that resume can restart
 mid-epoch, each with its optimizer step's token totals (steps.py); this rank's share of the validation rows."""
 
+import functools
 from typing import List
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ftlab.data import batching, steps
+from ftlab.data import steps
+from ftlab.data.kinds import Kind
 
 
 class ChatDataModule(L.LightningDataModule):
@@ -18,6 +20,8 @@ class ChatDataModule(L.LightningDataModule):
         train: List[dict],
         val: List[dict],
         *,
+        kind: Kind,
+        per_example: bool,
         batch_size: int,
         accumulate: int,
         pad_id: int,
@@ -25,12 +29,13 @@ class ChatDataModule(L.LightningDataModule):
         num_workers: int,
         group_by_length: bool,
     ):
+        """`kind`: the examples' kind; `per_example`: a step's loss is the mean over its examples, not its tokens."""
         super().__init__()
-        self.train, self.val = train, val
+        self.train, self.val, self.kind, self.per_example = train, val, kind, per_example
         self.batch_size, self.accumulate, self.seed, self.num_workers = batch_size, accumulate, seed, num_workers
         self.group_by_length = group_by_length
         self.pad_id = pad_id
-        self.collate = batching.Collator(pad_id)  # pads a list of rows into a batch
+        self.collate = functools.partial(kind.collate, pad_id=pad_id)  # a list of examples into a batch
 
     def train_dataloader(self, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
         """Batches in an order set by the seed alone; `epoch`/`skip_batches` start where a checkpoint left off
@@ -43,13 +48,15 @@ class ChatDataModule(L.LightningDataModule):
             epoch=epoch,
             skip=skip_batches,
             group_by_length=self.group_by_length,
+            kind=self.kind,
+            per_example=self.per_example,
         )
         # its own generator: without one, every new iterator draws a seed from the global generator, which
         # dropout also draws from, so a resumed run (new iterator after the restore) would drift
         return DataLoader(
             steps.StepRows(self.train),
             batch_sampler=sampler,
-            collate_fn=steps.StepCollator(self.pad_id, self.train[0]),
+            collate_fn=steps.StepCollator(self.kind, self.pad_id, self.train[0]),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
         )

@@ -17,9 +17,8 @@ from typing import List, Optional
 
 import torch
 
-from ftlab.data import batching
-from ftlab.data.batching import Collator, epoch_order
-from ftlab.data.chat import IGNORE
+from ftlab.data.batching import epoch_order
+from ftlab.data.kinds import KINDS, Kind
 
 
 def world() -> tuple:
@@ -30,17 +29,6 @@ def world() -> tuple:
     return 0, 1
 
 
-def supervised(item: dict) -> int:
-    """Tokens of `item` that get a loss: labels predict the next token, so the first position never does (both
-    answers of a preference pair)."""
-    return sum(1 for k in ("labels", "rejected_labels") for label in item.get(k, [IGNORE])[1:] if label != IGNORE)
-
-
-def units(item: dict) -> int:
-    """What a step's loss is the mean over: supervised tokens (SFT), or examples (a preference pair, a KTO row)."""
-    return 1 if "rejected_ids" in item or "desirable" in item else supervised(item)
-
-
 @dataclass(frozen=True)
 class StepTotals:
     """What the optimizer step a micro-batch belongs to holds, summed over its micro-batches and all ranks."""
@@ -48,7 +36,7 @@ class StepTotals:
     supervised: int
     tokens: int  # real (non-padding) tokens
     last: bool  # this micro-batch ends the step
-    units: int  # what the step's loss is the mean over (units): supervised tokens, or preference examples
+    units: int  # what the step's loss is the mean over: supervised tokens, or examples (the method's `unit`)
 
 
 def shares(batch: List[int], world_size: int) -> List[List[int]]:
@@ -76,12 +64,17 @@ class StepBatches(torch.utils.data.Sampler):
         skip: int = 0,
         group_by_length: bool = False,
         place: Optional[tuple] = None,
+        kind: Kind = None,
+        per_example: bool = False,
     ):
+        """`kind`: the rows' kind (tokens unless said); `per_example`: a step's loss is the mean over its examples
+        (the preference methods), not over its supervised tokens."""
         self.place = place  # (rank, world size); None: this process's place in the running job
         self.batch_size, self.accumulate, self.seed, self.epoch, self.skip = batch_size, accumulate, seed, epoch, skip
-        self.lengths = [batching.length(x) for x in rows]
-        self.supervised = [supervised(x) for x in rows]
-        self.units = [units(x) for x in rows]
+        kind = kind or KINDS.get("tokens")
+        self.lengths = [kind.length(x) for x in rows]
+        self.supervised = [kind.supervised(x) for x in rows]
+        self.units = [1] * len(rows) if per_example else self.supervised
         self.group_by_length = group_by_length
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
@@ -130,18 +123,18 @@ class StepRows(torch.utils.data.Dataset):
 
 
 class StepCollator:
-    """Pads a micro-batch (Collator) and adds its step's totals: step_supervised, step_tokens, step_end."""
+    """Batches a micro-batch as its kind does and adds its step's totals: step_supervised, step_tokens, step_end."""
 
-    def __init__(self, pad_id: int, like: dict):
+    def __init__(self, kind: Kind, pad_id: int, like: dict):
         """`like`: a training row, the shape of the filler."""
-        self.collate, self.filler = Collator(pad_id), batching.filler(like, pad_id)
+        self.kind, self.pad_id, self.filler = kind, pad_id, kind.filler(like, pad_id)
 
     def __call__(self, batch: list) -> dict:
         rows = [row for row, _ in batch if row is not None]
         step: StepTotals = batch[0][1]
         if not rows:  # this rank's share of a short last batch is empty: one token, no label
             rows = [self.filler]
-        out = self.collate(rows)
+        out = self.kind.collate(rows, self.pad_id)
         out.update(step_supervised=step.supervised, step_tokens=step.tokens, step_end=step.last, step_units=step.units)
         return out
 

@@ -4,14 +4,16 @@ Only the keys listed in KEY_CONFIG reach the card: secrets such as hub.token or 
 the same config and must never be published, so the card allow-lists instead of dumping the config.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftlab.config.checks import METHOD_KEYS
-from ftlab.serve import vllm
+from ftlab.data.kinds import KINDS
+from ftlab.exports import vllm
+from ftlab.methods import METHODS
 from ftlab.utils.files import write_text
 
 # (config key, what it means) in table order; nothing outside this list is read from the config
@@ -34,10 +36,7 @@ KEY_CONFIG = [
 METRICS = [
     ("val_loss_before", "validation loss before training", "{:.4f}"),
     ("val_loss_after", "validation loss after training", "{:.4f}"),
-    # the preference methods: held-out pairs whose chosen answer earns the higher reward, and the mean margin
-    ("val_accuracy_before", "validation preference accuracy before training", "{:.1%}"),
-    ("val_accuracy_after", "validation preference accuracy after training", "{:.1%}"),
-    ("val_margin_after", "validation reward margin after training", "{:.4f}"),
+    # then what the method validates beside its loss (the preference methods' accuracy and margin): _metric_rows
     ("steps", "optimizer steps", "{:,}"),
     ("tokens_seen", "tokens seen", "{:,}"),
     ("tokens_per_second", "tokens per second", "{:,.1f}"),
@@ -47,8 +46,7 @@ METRICS = [
     ("eval_exact_match", "exact match, with this adapter", "{:.1%}"),
     ("base_eval_rouge_l", "ROUGE-L, base model", "{:.1%}"),
     ("eval_rouge_l", "ROUGE-L, with this adapter", "{:.1%}"),
-    ("base_eval_preference_accuracy", "preference accuracy, base model", "{:.1%}"),
-    ("eval_preference_accuracy", "preference accuracy, with this adapter", "{:.1%}"),
+    # then what evaluation measured on the data's kind of example (a pair's preference accuracy): _metric_rows
 ]
 
 
@@ -72,7 +70,7 @@ def render(
         "## Training configuration\n",
         _table(("key", "value", "meaning"), _config_rows(cfg, stats)),
     ]
-    metrics = _metric_rows(stats)
+    metrics = _metric_rows(cfg, stats)
     if metrics:
         parts += ["## Results\n", _table(("metric", "value"), metrics)]
     parts += ["## Reproduce\n", f"```bash\n{command.strip()}\n```\n", "## Use it\n", _usage(repo)]
@@ -115,22 +113,16 @@ def _data_section(cfg: DictConfig, stats: dict) -> str:
         source = f"`{path}`"
     else:
         source = f"`{name}`" + (f" (subset `{subset}`)" if subset else "") if name else "not recorded"
-    train_on = _get(cfg, "data.train_on")
-    loss_on = {
-        "assistant": "every assistant turn",
-        "last_assistant": "the last assistant turn",
-        "all": "every token",
-    }.get(train_on, train_on)
     fmt = _get(cfg, "data.format")
     # with data.format=auto the run recorded the format it detected, which is what a reader wants to know
     detected = stats.get("data_format") if fmt == "auto" else None
     fmt_line = f"`{detected}` (detected; `data.format=auto`)" if detected else f"`{fmt}` (`data.format`)"
-    loss_line = f"{loss_on} (`data.train_on={train_on}`)"
-    if (detected or fmt) == "text":
-        loss_line = "every token of each document (continued pretraining)"
-    elif (detected or fmt) in ("preference", "kto"):
-        loss_line = f"the answers' log-probabilities (`method={_get(cfg, 'method.name')}`)"
+    loss_line = _method(cfg).loss_on(cfg, detected or fmt)
     return f"- source: {source}\n- format: {fmt_line}\n- loss on: {loss_line}\n"
+
+
+def _method(cfg: DictConfig):
+    return METHODS.get(_get(cfg, "method.name") or "sft")  # configs saved before methods existed were SFT
 
 
 def _config_rows(cfg: DictConfig, stats: dict) -> list:
@@ -148,16 +140,29 @@ def _config_rows(cfg: DictConfig, stats: dict) -> list:
     rows.append(
         ("`trainer.precision`", _value(stats.get("precision") or _get(cfg, "trainer.precision")), "numeric precision")
     )
-    method = _get(cfg, "method.name") or "sft"  # configs saved before methods existed were SFT
-    rows.append(("`method.name`", method, "training method"))
-    for key in METHOD_KEYS.get(method, ()):
-        rows.append((f"`method.{key}`", _value(_get(cfg, f"method.{key}")), "method setting"))
+    method = _method(cfg)
+    rows.append(("`method.name`", method.name, "training method"))
+    for f in dataclasses.fields(method.Options):
+        if f.name != "name":
+            rows.append((f"`method.{f.name}`", _value(_get(cfg, f"method.{f.name}")), "method setting"))
     return rows
 
 
-def _metric_rows(stats: dict) -> list:
+def _metric_rows(cfg: DictConfig, stats: dict) -> list:
+    validated = [
+        (f"val_{name}_{when}", f"validation {metric.label} {when} training", "{:.1%}" if metric.percent else "{:.4f}")
+        for name, metric in _method(cfg).metrics.items()
+        if metric.validated
+        for when in ("before", "after")
+    ]
+    measured = [
+        (f"{prefix}{key}", f"{label}, {who}", "{:.1%}" if percent else "{:.4f}")
+        for kind in KINDS
+        for key, (label, percent) in kind.reported.items()
+        for prefix, who in (("base_eval_", "base model"), ("eval_", "with this adapter"))
+    ]
     rows = []
-    for key, label, fmt in METRICS:
+    for key, label, fmt in METRICS[:2] + validated + METRICS[2:] + measured:
         value = stats.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             rows.append((label, fmt.format(value)))

@@ -7,18 +7,17 @@ quantization and dtype handling (load.py) are the same wherever the weights came
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
+from ftlab.model import HUB_ID
 from ftlab.utils.console import info
 from ftlab.utils.errors import FtlabError, first_line
 from ftlab.utils.files import atomic
 
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
     "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"

@@ -6,12 +6,14 @@ same parent. W&B needs no parent: its trials share the group named after the stu
 
 from typing import Optional
 
+from ftlab.tracking import chosen, mlflow_backend  # light: mlflow itself loads when a parent run is made
+
 ATTR = "ftlab_mlflow_parent_run"
 
 
 def _tracker(config):
     tracker = config.get("tracker")
-    return tracker if tracker is not None and tracker.name in ("mlflow", "all") else None
+    return tracker if tracker is not None and "mlflow" in chosen(tracker) else None
 
 
 def start(config, study) -> Optional[str]:
@@ -22,8 +24,6 @@ def start(config, study) -> Optional[str]:
         return None
     run_id = study.user_attrs.get(ATTR)
     if run_id is None:
-        from ftlab.tracking import mlflow_backend  # mlflow takes seconds to import; only sweeps that track pay
-
         uri = mlflow_backend.tracking_uri(tracker)
         run_id = mlflow_backend.start_run(uri, tracker.experiment, study.study_name, {"ftlab.sweep": study.study_name})
         study.set_user_attr(ATTR, run_id)
@@ -34,9 +34,7 @@ def finish(config, run_id: Optional[str], study, objective: str) -> None:
     """The best trial so far on the parent (metric best/<objective>, tags best.<param>), and its status."""
     if run_id is None:
         return
-    from ftlab.tracking import mlflow_backend  # mlflow takes seconds to import; only sweeps that track pay
-
-    client = mlflow_backend.MlflowClient(mlflow_backend.tracking_uri(_tracker(config)))
+    client = mlflow_backend.client(mlflow_backend.tracking_uri(_tracker(config)))
     try:
         best = study.best_trial
     except ValueError:  # no trial completed

@@ -1,106 +1,51 @@
-"""Experiment trackers (tracker=mlflow|wandb|all|none): one run per training run, nested under the sweep
-when the run is a sweep trial.
+"""Experiment trackers, one module each (tracker=NAME; tracker=all: every one whose package is installed):
 
-A side service: the recipe (train/) opens and closes the runs and says which sweep trial a run is; the
-sweeper (sweeps/) opens a sweep's parent run here. Nothing here imports either of them.
+  mlflow_backend.py  MLflow: a local SQLite store by default, or any tracking server; the adapter as a model
+  wandb_backend.py   Weights & Biases: offline by default, online with a key
 
-A run's life: check() before any data or model is loaded, so a wrong URI or key fails in seconds;
-start() just before training, logging the flattened resolved config and tags; the Lightning loggers
-stream every logged metric (loss, val loss, lr, grad norm, tokens/s, peak memory); finish() logs the
-final numbers, the run dir's artifacts and the MLflow model, and closes the run with its status.
-Every param and tag goes through secrets.redact_values on the way out.
+A tracker declares its name, its settings (tracker.<name>.*, a dataclass), the package it needs, and one run of
+it: check (reach it before any data or model loads), start (a Lightning logger), where (what to print), finish
+(final numbers and files, the status). trackers.py runs the chosen ones together for a training run; the schema's
+tracker choices and sections are read from here. A tracker module imports its library inside its functions:
+composing a config reads every tracker's settings, and mlflow and wandb take seconds to import.
+
+    @TRACKERS.register
+    class MyTracker(Tracker): name = "mine"; Options = MyOptions; package = "mine"; ...
+
+A side service: the recipe (train/) opens and closes the runs and says which sweep trial a run is; the sweeper
+(sweeps/) opens a sweep's parent run here. Nothing here imports either of them.
 """
 
-from datetime import datetime
+import importlib.util
 from pathlib import Path
 from typing import List
 
-from omegaconf import DictConfig, OmegaConf
+from ftlab.utils.registry import Registry
 
-from ftlab.utils import secrets
-from ftlab.utils.console import info
-
-ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log", "eval")
+TRACKERS = Registry("tracker", __name__)
 
 
-def flatten(cfg: DictConfig) -> dict:
-    """The resolved config as {"lora.r": 16, ...}; lists become their text."""
-    out = {}
+class Tracker:
+    name: str
+    Options: type
+    """Its settings, the tracker.<name>.* keys: a dataclass with a doc under each field."""
+    package: str
+    """The package it needs; tracker=all leaves it out when it is not installed."""
 
-    def walk(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                out[f"{prefix}{key}"] = (
-                    value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-                )
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.package) is not None
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return secrets.redact_values(out)
-
-
-def run_tags(cfg: DictConfig) -> dict:
-    """What runs are filtered by: model, quantization, LoRA rank, data, and the user's own tags."""
-    tags = {
-        "model": cfg.model.name,
-        "quant": f"{cfg.quant.bits}bit" if cfg.quant.bits else "none",
-        "lora.r": str(cfg.lora.r),
-        "data": Path(str(cfg.data.path)).name if cfg.data.path else cfg.data.name,
-    }
-    tags.update(dict.fromkeys(cfg.tracker.tags, ""))
-    return secrets.redact_values(tags)
+    def run(self, tracker_cfg, run_dir: Path, python_model=None):
+        """One run of this tracker for a training run: an object with check() -> str, start(name, params, tags,
+        sweep) -> a Lightning logger, where() -> str and finish(final, files, run_dir, status). `python_model`:
+        builds the run as a model for trackers that keep one (MLflow's pyfunc), or None."""
+        raise NotImplementedError
 
 
-class Trackers:
-    """The tracker runs of one training run. `trial`: the sweep trial it is (its .study, .number and
-    .mlflow_parent), or None; `mlflow_model`: the pyfunc model logged with a finished MLflow run."""
-
-    def __init__(self, cfg: DictConfig, run_dir: Path, trial=None, mlflow_model=None, enabled: bool = True):
-        """enabled=False: no tracker runs at all (the other ranks of a multi-process job: rank 0 reports)."""
-        self.cfg, self.run_dir, self.sweep = cfg, run_dir, trial
-        self.open = False  # between start() and finish()
-        name = cfg.tracker.name if enabled else "none"
-        self.backends = []
-        # each backend's module is imported only when chosen: mlflow and wandb take seconds to import
-        if name in ("mlflow", "all"):
-            from ftlab.tracking.mlflow_backend import MlflowBackend
-
-            self.backends.append(MlflowBackend(cfg.tracker, mlflow_model))
-        if name in ("wandb", "all"):
-            from ftlab.tracking.wandb_backend import WandbBackend
-
-            self.backends.append(WandbBackend(cfg.tracker, run_dir))
-
-    def run_name(self) -> str:
-        t = self.cfg.tracker
-        if self.sweep is not None:
-            return f"{t.run_name or self.sweep.study}-trial-{self.sweep.number}"
-        return t.run_name or f"{t.experiment}-{datetime.now():%Y%m%d-%H%M%S}"
-
-    def check(self) -> None:
-        """Reach every tracker now; raises ConfigError with one line naming the setting to fix."""
-        for backend in self.backends:
-            info(backend.check())
-
-    def start(self) -> List:
-        """Open the runs; returns their Lightning loggers."""
-        params, tags, name = flatten(self.cfg), run_tags(self.cfg), self.run_name()
-        if self.sweep is not None:
-            params.update({"sweep.study": self.sweep.study, "sweep.trial": self.sweep.number})
-        loggers = []
-        for backend in self.backends:
-            loggers.append(backend.start(name, params, tags, self.sweep))
-            self.open = True
-            info(backend.where())
-        return loggers
-
-    def finish(self, stats: dict, status: str) -> None:
-        """Final numbers and artifacts, then close the runs. status: FINISHED, FAILED or KILLED."""
-        if not self.open:
-            return
-        self.open = False
-        final = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        files = [self.run_dir / a for a in ARTIFACTS if (self.run_dir / a).exists()]
-        for backend in self.backends:
-            backend.finish(final, files, self.run_dir, status)
+def chosen(tracker_cfg) -> List[str]:
+    """The trackers tracker.name picks: none, one, or with `all` every registered one that is installed."""
+    if tracker_cfg.name == "none":
+        return []
+    if tracker_cfg.name == "all":
+        return [t.name for t in TRACKERS if t.installed()]
+    return [tracker_cfg.name]

@@ -1,25 +1,54 @@
-"""MLflow: a local SQLite store in the outputs root by default (no server), or any tracking server."""
+"""MLflow (tracker=mlflow): a local SQLite store in the outputs root by default (no server), or any tracking
+server; a finished run's adapter is logged as an MLflow model.
 
+mlflow and Lightning's logger are imported inside the functions that use them (composing a config reads the
+settings below, and mlflow takes seconds to import); `client()` imports mlflow the way ftlab wants it."""
+
+import functools
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Optional
 
-# MLflow sets its loggers up on import, at INFO: table migrations and serialization notices on every run.
-# Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings the rest back.
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+from ftlab.tracking import TRACKERS, Tracker
+from ftlab.utils.console import log
+from ftlab.utils.errors import ConfigError, first_line
+from ftlab.utils.files import outputs_root, sqlite_file
+from ftlab.utils.options import opt
 
-import mlflow  # noqa: E402
-from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
-from mlflow.tracking.context.registry import resolve_tags  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 
-from ftlab.utils.console import log  # noqa: E402
-from ftlab.utils.errors import ConfigError, first_line  # noqa: E402
-from ftlab.utils.files import outputs_root, sqlite_file  # noqa: E402
+@dataclass
+class MlflowOptions:
+    uri: Optional[str] = opt(None, example="tracker.mlflow.uri=http://127.0.0.1:5000")
+    """Tracking server or store. null: a local SQLite store, sqlite:///outputs/mlflow.db (outputs/: the outputs
+    root, $FTLAB_OUTPUTS if set; artifacts beside it in mlartifacts/); browse it with
+    `mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db`."""
+    log_model: bool = True
+    """Also log the adapter as an MLflow model that `mlflow.pyfunc.load_model(...).predict(prompts)` answers."""
+
+
+@TRACKERS.register
+class Mlflow(Tracker):
+    name = "mlflow"
+    Options = MlflowOptions
+    package = "mlflow"
+
+    def run(self, tracker_cfg, run_dir: Path, python_model=None):
+        model = python_model() if python_model is not None and tracker_cfg.mlflow.log_model else None
+        return MlflowBackend(tracker_cfg, model)
+
+
+def client(uri: str):
+    """An MlflowClient for `uri`, mlflow imported quietly: it sets its loggers up on import, at INFO (table
+    migrations and serialization notices on every run). Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings
+    the rest back."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
 
 
 def default_uri() -> str:
@@ -66,29 +95,37 @@ def experiment_id(client, name: str, uri: str) -> str:
 
 def start_run(uri: str, experiment: str, name: str, tags: dict) -> str:
     """A new run with MLflow's usual context tags (user, source, git commit) added; returns its id."""
-    client = MlflowClient(uri)
-    return client.create_run(experiment_id(client, experiment, uri), run_name=name, tags=resolve_tags(tags)).info.run_id
+    mlflow_client = client(uri)
+    from mlflow.tracking.context.registry import resolve_tags
+
+    found = experiment_id(mlflow_client, experiment, uri)
+    return mlflow_client.create_run(found, run_name=name, tags=resolve_tags(tags)).info.run_id
 
 
-class _Logger(MLFlowLogger):
+@functools.cache
+def _logger_class():
     """Lightning's MLflow logger, except that the run is ftlab's to end (one run spans the validation before,
     the fit and the validation after), and a tracker failing mid-training costs a warning, not the training."""
+    from lightning.pytorch.loggers import MLFlowLogger
 
-    _failed = False
+    class Logger(MLFlowLogger):
+        _failed = False
 
-    def finalize(self, status: str) -> None:
-        pass
+        def finalize(self, status: str) -> None:
+            pass
 
-    def log_metrics(self, metrics, step=None) -> None:
-        if self._failed:
-            return
-        try:
-            super().log_metrics(metrics, step)
-        except Exception as e:
-            self._failed = True
-            log.info(
-                f"MLflow: logging failed ({_one_line(e)}); training goes on, every metric stays in logs/metrics.csv"
-            )
+        def log_metrics(self, metrics, step=None) -> None:
+            if self._failed:
+                return
+            try:
+                super().log_metrics(metrics, step)
+            except Exception as e:
+                self._failed = True
+                log.info(
+                    f"MLflow: logging failed ({_one_line(e)}); training goes on, every metric stays in logs/metrics.csv"
+                )
+
+    return Logger
 
 
 class MlflowBackend:
@@ -102,7 +139,7 @@ class MlflowBackend:
             database.parent.mkdir(parents=True, exist_ok=True)
         try:
             with quick_failure():
-                MlflowClient(self.uri).search_experiments(max_results=1)
+                client(self.uri).search_experiments(max_results=1)
         except Exception as e:
             raise ConfigError(
                 f"tracker.mlflow.uri={self.uri} cannot be reached ({_one_line(e)}); start the "
@@ -110,18 +147,21 @@ class MlflowBackend:
             ) from None
         return f"MLflow: {self.uri}, experiment '{self.tracker.experiment}'"
 
-    def start(self, name: str, params: dict, tags: dict, sweep) -> MLFlowLogger:
+    def start(self, name: str, params: dict, tags: dict, sweep):
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         tags = dict(tags)
         if sweep is not None:
             tags.update({"ftlab.sweep": sweep.study, "ftlab.trial": str(sweep.number)})
             if sweep.mlflow_parent:
                 tags[MLFLOW_PARENT_RUN_ID] = sweep.mlflow_parent
         self.run_id = start_run(self.uri, self.tracker.experiment, name, tags)
-        self.client = MlflowClient(self.uri)
+        self.client = client(self.uri)
         batch = [Param(k, str(v)[:6000]) for k, v in params.items()]  # 6000: MLflow's longest param value
         for i in range(0, len(batch), 100):  # and at most 100 params per call
             self.client.log_batch(self.run_id, params=batch[i : i + 100])
-        return _Logger(experiment_name=self.tracker.experiment, tracking_uri=self.uri, run_id=self.run_id)
+        return _logger_class()(experiment_name=self.tracker.experiment, tracking_uri=self.uri, run_id=self.run_id)
 
     def where(self) -> str:
         return f"MLflow: run {self.run_id} in experiment '{self.tracker.experiment}' ({self.uri})"
@@ -129,6 +169,8 @@ class MlflowBackend:
     def finish(self, final: dict, files: list, run_dir: Path, status: str) -> None:
         if self.run_id is None:  # never started
             return
+        from mlflow.entities import Metric
+
         try:
             now = int(time.time() * 1000)
             self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in final.items()])
@@ -150,6 +192,9 @@ def log_model(uri: str, run_id: str, run_dir: Path, python_model) -> None:
     """`python_model` (an mlflow.pyfunc.PythonModel) into the run as `model`, with the adapter and the run's
     config as its artifacts."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file is noise
+    client(uri)  # mlflow imported quietly
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):  # the fluent API logs models into the active run
         mlflow.pyfunc.log_model(

@@ -1,16 +1,42 @@
-"""Weights & Biases: offline by default, into <run dir>/wandb, for a later `wandb sync`; online with a key."""
+"""Weights & Biases (tracker=wandb): offline by default, into <run dir>/wandb, for a later `wandb sync`; online
+with a key. wandb and Lightning's logger are imported inside the functions that use them (composing a config reads
+the settings below, and wandb takes seconds to import)."""
 
 import netrc
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-import wandb
-from lightning.pytorch.loggers import WandbLogger
-
+from ftlab.tracking import TRACKERS, Tracker
 from ftlab.utils.console import log
 from ftlab.utils.errors import ConfigError, first_line
+from ftlab.utils.options import opt
+
+
+@dataclass
+class WandbOptions:
+    project: str = "ftlab"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B team or user; null: your default entity."""
+    mode: str = opt("offline", choices=["online", "offline", "disabled"], example="tracker.wandb.mode=online")
+    """offline writes the run into <run dir>/wandb for a later `wandb sync`; online needs an API key."""
+    api_key: Optional[str] = None
+    """Secret. Prefer the WANDB_API_KEY environment variable; either way it is never written to any file."""
+
+
+@TRACKERS.register
+class Wandb(Tracker):
+    name = "wandb"
+    Options = WandbOptions
+    package = "wandb"
+
+    def run(self, tracker_cfg, run_dir: Path, python_model=None):
+        return WandbBackend(tracker_cfg, run_dir)
+
 
 _BAD_NAME = re.compile(r"[/\\#?%:]")  # characters W&B refuses in project and entity names
 
@@ -46,6 +72,9 @@ class WandbBackend:
         return f"W&B: project '{self.c.project}', {self.c.mode}"
 
     def start(self, name: str, params: dict, tags: dict, sweep):
+        import wandb
+        from lightning.pytorch.loggers import WandbLogger
+
         labels = [(f"{k}:{v}" if v else k)[:64] for k, v in tags.items()]  # 64: W&B's longest tag
         self.run = wandb.init(
             project=self.c.project,
@@ -75,6 +104,8 @@ class WandbBackend:
     def finish(self, final: dict, files: list, run_dir: Path, status: str) -> None:
         if self.run is None:  # never started
             return
+        import wandb
+
         try:
             self.run.summary.update(final)
             adapter = run_dir / "adapter"

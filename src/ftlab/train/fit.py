@@ -42,35 +42,36 @@ def make_trainer(t, precision: str, run_dir: Path, loggers: list, callbacks: lis
 
 
 def validation_metrics(trainer: L.Trainer, module: L.LightningModule, datamodule) -> dict:
-    """{loss: ...}: the token-weighted loss over every validation example (LoRAModule.validation_step); the
-    preference methods add accuracy and margin (PreferenceModule)."""
+    """{loss: ...}: the loss over every validation unit (LoRAModule.validation_step), and the metrics the method
+    validates (the preference methods' accuracy and margin)."""
     logged = trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)[0]
     return {k.split("/", 1)[1]: float(v) for k, v in logged.items() if k.startswith("val/")}
 
 
-def describe(metrics: dict, before: dict = None) -> str:
-    """ "0.6931", or after training "0.4512 (-0.2419)"; the preference methods add "; accuracy 75.0% (+75.0 pts),
-    margin 0.4210 (+0.4210)"."""
+def describe(metrics: dict, method, before: dict = None) -> str:
+    """ "0.6931", or after training "0.4512 (-0.2419)"; with the metrics the method validates (methods/), e.g.
+    "; accuracy 75.0% (+75.0 pts), margin 0.4210 (+0.4210)"."""
     loss = f"{metrics['loss']:.4f}" + (f" ({metrics['loss'] - before['loss']:+.4f})" if before else "")
     extra = []
-    for k in ("accuracy", "margin"):
-        if k in metrics:
+    for k, metric in method.metrics.items():
+        if metric.validated and k in metrics:
             v, was = metrics[k], (before or {}).get(k)
-            shown = f"{100 * v:.1f}%" if k == "accuracy" else f"{v:.4f}"
+            shown = f"{100 * v:.1f}%" if metric.percent else f"{v:.4f}"
             if was is not None:
-                shown += f" ({100 * (v - was):+.1f} pts)" if k == "accuracy" else f" ({v - was:+.4f})"
+                shown += f" ({100 * (v - was):+.1f} pts)" if metric.percent else f" ({v - was:+.4f})"
             extra.append(f"{k} {shown}")
     return loss + ("; " + ", ".join(extra) if extra else "")
 
 
 def stats(trainer: L.Trainer, throughput: Throughput, seconds: float) -> dict:
-    """What the fit did, for metrics.json: steps, tokens, time, tokens/s and the loss at both ends."""
+    """What the fit did, for metrics.json: steps and epochs, tokens, time, tokens/s and the loss at both ends."""
     losses = throughput.losses
     tail = losses[-max(1, len(losses) // 10) :]  # the last tenth of the steps, smoothing noise
     return dict(
         train_loss_first_step=losses[0] if losses else None,
         train_loss_last_steps=sum(tail) / len(tail) if tail else None,
         steps=trainer.global_step,
+        epochs=trainer.current_epoch,
         tokens_seen=throughput.tokens,
         supervised_tokens_seen=throughput.supervised,
         train_seconds=round(seconds, 2),

@@ -1,14 +1,16 @@
-"""The LightningModule: a PEFT model, its loss, optimizer and schedule, and adapter-only checkpoints."""
+"""The LightningModule: a PEFT model trained by a method (methods/), its optimizer and schedule, and adapter-only
+checkpoints."""
 
 import math
 
 import lightning as L
 import torch
 
+from ftlab.data import logprobs
 from ftlab.data.chat import IGNORE
+from ftlab.methods import Method
 from ftlab.model import fast_paths
 from ftlab.train.strategy import all_ranks
-from ftlab.use import logprobs
 from ftlab.utils.errors import FtlabError
 
 
@@ -27,10 +29,53 @@ def lr_lambda(scheduler: str, warmup: int, total: int, floor: float):
     return factor
 
 
+class Forward:
+    """What a method's loss asks of the model for one batch (methods/__init__.py): the log-probability of each
+    row's labelled tokens, under the adapter model or the reference (the same weights, adapter off, no gradient)."""
+
+    def __init__(self, module: "LoRAModule"):
+        self.module = module
+
+    def logps(self, batch: dict, reference: bool = False) -> tuple:
+        """(summed log-probability of each row's labelled tokens, their number)."""
+        logps, mask = self.token_logps(batch, reference)
+        return logps.sum(1), mask.sum(1)
+
+    def token_logps(self, batch: dict, reference: bool = False) -> tuple:
+        """(log-probability of each labelled token, the labelled mask), [rows, positions]: the positions where some
+        row has a label (logprobs.answer_logps)."""
+        module = self.module
+        module.set_casting(not torch.is_autocast_enabled(batch["input_ids"].device.type))
+        if not reference:
+            return logprobs.token_logps(module.model, batch, module.keeps_logits)
+        with torch.no_grad(), module.model.disable_adapter():
+            return logprobs.token_logps(module.model, batch, module.keeps_logits)
+
+    def nll(self, batch: dict) -> tuple:
+        """(summed cross-entropy over the batch's labelled tokens, their number): Liger's fused linear cross-entropy
+        with model.liger_kernels (it never holds the whole logits), else from the log-probabilities."""
+        module = self.module
+        if module.fused_loss is None:
+            logps, count = self.logps(batch)
+            return -logps.sum(), count.sum()
+        module.set_casting(not torch.is_autocast_enabled(batch["input_ids"].device.type))
+        base = module.model.get_base_model()
+        hidden = base.model(input_ids=batch["input_ids"], **logprobs.attention_inputs(batch)).last_hidden_state[:, :-1]
+        targets = batch["labels"][:, 1:]
+        scored = targets != IGNORE
+        return module.fused_loss(base.lm_head.weight, hidden[scored], targets[scored]), scored.sum()
+
+
 class LoRAModule(L.LightningModule):
+    """The PEFT model trained by a method: the method gives each micro-batch's loss and the numbers it logs; this
+    module makes a step's loss the mean over the step's units on every rank, logs, and schedules the optimizer."""
+
     def __init__(
         self,
         model,
+        method: Method,
+        options,
+        *,
         lr: float,
         weight_decay: float,
         betas: tuple,
@@ -40,75 +85,78 @@ class LoRAModule(L.LightningModule):
         min_lr_ratio: float,
         fused_loss: bool = False,
     ):
-        """`fused_loss`: Liger's fused linear cross-entropy (model.liger_kernels) instead of logits + cross-entropy."""
+        """`method`: a methods.Method and `options` its method.* options; `fused_loss`: Liger's fused linear
+        cross-entropy (model.liger_kernels) for a method that can use it."""
         super().__init__()
-        self.model = model
+        self.model, self.method, self.options = model, method, options
         self.lr, self.weight_decay, self.betas, self.optimizer_name = lr, weight_decay, tuple(betas), optimizer
         self.scheduler, self.warmup_steps, self.min_lr_ratio = scheduler, warmup_steps, min_lr_ratio
         # checkpoints hold only the trainable weights (see on_save_checkpoint), so loading is partial
         self.strict_loading = False
-        self._val_sum = self._val_count = 0
-        self._step_sum, self.step_loss = 0, None  # this step's loss so far; the last step's
-        self._keeps_logits = logprobs.keeps_logits(model)
-        self._fused_loss = fast_paths.fused_linear_cross_entropy() if fused_loss else None
+        self.step_loss = None  # the last optimizer step's loss, for the throughput callback's history
+        self._step_sums = self._val_sums = None  # the sums (method.loss) of this step / validation pass so far
+        self.keeps_logits = logprobs.keeps_logits(model)
+        self.fused_loss = fast_paths.fused_linear_cross_entropy() if fused_loss else None
         self._lora_layers = fast_paths.lora_layers(model)
         self._casting = True  # PEFT's cast of each adapter input to the adapter's dtype (fast_paths.set_input_casting)
+        self.forward_pass = Forward(self)
 
     def forward(self, batch) -> tuple:
-        """(summed cross-entropy over the batch's supervised tokens, their number)."""
-        ids = batch["input_ids"]
+        """(the micro-batch's loss summed over its units, {name: sum} of what the method logs)."""
+        return self.method.loss(self.options, self.forward_pass, batch)
+
+    def set_casting(self, enabled: bool) -> None:
         # Off for the whole fit, not per call: a checkpointed layer recomputed in the backward pass must cast as the
         # forward pass did. Back on when training or validation ends (generation needs them).
-        self._set_casting(not torch.is_autocast_enabled(ids.device.type))
-        if self._fused_loss is not None:
-            base = self.model.get_base_model()
-            hidden = base.model(input_ids=ids, **logprobs.attention_inputs(batch)).last_hidden_state[:, :-1]
-            targets = batch["labels"][:, 1:]
-            scored = targets != IGNORE
-            total = self._fused_loss(base.lm_head.weight, hidden[scored], targets[scored])
-            return total, scored.sum()
-        logps, count = logprobs.answer_logps(self.model, batch, self._keeps_logits)
-        return -logps.sum(), count.sum()
-
-    def _set_casting(self, enabled: bool) -> None:
         if enabled != self._casting:
             fast_paths.set_input_casting(self._lora_layers, enabled)
             self._casting = enabled
 
     def on_train_end(self):
-        self._set_casting(True)
+        self.set_casting(True)
 
     def on_validation_end(self):
-        self._set_casting(True)
+        self.set_casting(True)
 
     def training_step(self, batch, batch_idx):
-        # The step's loss is the mean over every supervised token of the step, on every rank (data/steps.py gives
-        # their number). Lightning divides each micro-batch's loss by the accumulation count and DDP/FSDP
-        # average gradients over ranks; scaling by both undoes that, so the gradient is d(sum)/d(w) / count.
-        total, _ = self(batch)
-        count = max(int(batch["step_units"]), 1)  # the step's supervised tokens
-        self._step_sum = self._step_sum + total.detach() / count
+        # The step's loss is the mean over every unit of the step (supervised tokens, or examples), on every rank
+        # (data/steps.py gives their number). Lightning divides each micro-batch's loss by the accumulation count
+        # and DDP/FSDP average gradients over ranks; scaling by both undoes that, so the gradient is
+        # d(sum)/d(w) / units.
+        total, sums = self(batch)
+        self._step_sums = _add(self._step_sums, sums)
         if batch["step_end"]:
-            # one collective per optimizer step: the step's loss summed over ranks is its mean over all tokens
-            self.step_loss = float(self.trainer.strategy.reduce(self._step_sum, reduce_op="sum"))
-            self._step_sum = 0
+            # one collective per optimizer step: every rank's sums, so the logged figures cover the whole step
+            metrics = self.method.ratios(self._reduce(self._step_sums))
+            self._step_sums = None
+            self.step_loss = metrics["loss"]
             self.log("train/loss", self.step_loss, prog_bar=True, on_step=True, batch_size=1)
+            for name in self.method.metrics:
+                self.log(f"train/{name}", metrics[name], on_step=True, batch_size=1)
+        count = max(int(batch["step_units"]), 1)
         return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / count)
 
     def on_validation_epoch_start(self):
-        self._val_sum = self._val_count = 0
+        self._val_sums = None
 
     def validation_step(self, batch, batch_idx):
-        # summed, not averaged: the epoch's loss is the mean over all validation tokens, whatever the batch
-        # boundaries and whichever rank scored them
-        total, count = self(batch)
-        self._val_sum += total.detach()
-        self._val_count += count
+        # summed, not averaged: the pass's figures are over all validation units, whatever the batch boundaries
+        # and whichever rank scored them
+        _, sums = self(batch)
+        self._val_sums = _add(self._val_sums, sums)
 
     def on_validation_epoch_end(self):
-        sums = torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (self._val_sum, self._val_count)])
-        total, count = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").tolist()
-        self.log("val/loss", total / max(count, 1), prog_bar=True)
+        metrics = self.method.ratios(self._reduce(self._val_sums or {}))
+        self.log("val/loss", metrics["loss"], prog_bar=True)
+        for name, metric in self.method.metrics.items():
+            if metric.validated:
+                self.log(f"val/{name}", metrics[name])
+
+    def _reduce(self, sums: dict) -> dict:
+        """The sums of every rank, in one collective: {name: float}."""
+        names = sorted(set(sums) | {"loss", "units"})
+        local = torch.stack([torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64).cpu() for k in names])
+        return dict(zip(names, self.trainer.strategy.reduce(local.to(self.device), reduce_op="sum").tolist()))
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -156,3 +204,8 @@ class LoRAModule(L.LightningModule):
             torch.set_rng_state(mine["cpu"])
             if mine.get("cuda") is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
+
+
+def _add(sums, more: dict) -> dict:
+    more = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in more.items()}
+    return more if sums is None else {k: sums[k] + more[k] for k in more}

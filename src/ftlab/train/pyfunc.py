@@ -10,23 +10,25 @@ import mlflow.pyfunc
 from omegaconf import OmegaConf
 
 from ftlab.config.overrides import apply_overrides
-from ftlab.use import generate
+from ftlab.train.trained import Trained
+from ftlab.use import generate, runs
 
 
 class ChatAdapter(mlflow.pyfunc.PythonModel):
     def __init__(self, recipe_cls):
         self.recipe_cls = recipe_cls  # FineTune or the subclass that trained the run, pickled by reference
+        self.trained = self.model = None  # mlflow calls load_context before predict: its hook, its order
 
     def load_context(self, context):
-        self.recipe = self.recipe_cls(apply_overrides(OmegaConf.load(context.artifacts["config"]), []))
         adapter = Path(context.artifacts["adapter"])
-        self.tokenizer = self.recipe.load_trained_tokenizer(adapter)
-        self.model = self.recipe.load_trained(adapter)
+        cfg = apply_overrides(OmegaConf.load(context.artifacts["config"]), [])
+        self.trained = Trained(runs.Run(str(adapter), cfg, adapter, None), self.recipe_cls)
+        self.model = self.trained.model()
 
     def predict(self, context, model_input: List[str], params=None) -> List[str]:
-        cfg = self.recipe.cfg
+        cfg = self.trained.cfg
         prompts = [
-            self.recipe.prompt_ids([{"role": "user", "content": p}], f"prompt {i + 1}")
-            for i, p in enumerate(model_input)
+            self.trained.prompt([{"role": "user", "content": p}], f"prompt {i + 1}") for i, p in enumerate(model_input)
         ]
-        return [a.output for a in generate.answers(self.model, self.tokenizer, prompts, cfg.generation, cfg.seed)]
+        answers = generate.answers(self.model, self.trained.tokenizer, prompts, cfg.generation, cfg.seed)
+        return [a.output for a in answers]

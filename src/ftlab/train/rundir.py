@@ -1,5 +1,5 @@
-"""The run dir: claiming one, never writing over another run's, clearing a failed run's, finding one to resume,
-and the provenance recorded in it.
+"""The run dir's one owner: choosing one (shared by every rank of a job), claiming it, never writing over another
+run's, clearing a failed run's, finding one to resume, and the provenance recorded in it.
 
 A run dir holds, once training finished:
   .hydra/                      config.yaml (re-runnable), overrides.yaml, hydra.yaml (CLI runs)
@@ -16,12 +16,14 @@ A run dir holds, once training finished:
 
 import shutil
 import subprocess
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
+from ftlab.utils import ranks
 from ftlab.utils.errors import FtlabError
-from ftlab.utils.files import outputs_root
+from ftlab.utils.files import new_run_dir, outputs_root
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # files a run writes; a dir holding any of them belongs to a run and is never written over
@@ -84,6 +86,32 @@ def find_same_config(config: dict) -> Optional[Path]:
         except (OSError, OmegaConfBaseException):
             continue  # a run dir being written, or not ftlab's: not one to continue
     return None
+
+
+def choose(accelerator: str) -> str:
+    """A new run dir, the same on every rank of a job: rank 0 makes it (outputs/DATE/TIME, never one another run
+    made in the same second); under torchrun or srun the other ranks learn it from rank 0."""
+    run_dir = str(new_run_dir()) if ranks.is_main() else ""
+    if ranks.launched_externally():  # torchrun, srun: every rank is here and takes rank 0's dir
+        from ftlab.train.distributed import agree_on_run_dir  # torch: only a distributed job loads it here
+
+        run_dir = agree_on_run_dir(run_dir, accelerator)
+    return run_dir
+
+
+@contextmanager
+def owned(run_dir: Path, main: bool = True):
+    """The run's hold on `run_dir`: claimed (refused if it holds another run's results) on entry, removed if the
+    run fails before it has results (checkpoints or an adapter are kept, for resume= and inspection). The other
+    ranks of a job share rank 0's dir and leave it to rank 0 (`main`). Entering twice is harmless."""
+    if main:
+        claim_run_dir(run_dir)
+    try:
+        yield run_dir
+    except Exception:  # Ctrl+C keeps the dir as it is: the hint printed says what it holds
+        if main:
+            discard_unfinished(run_dir)
+        raise
 
 
 def claim_run_dir(run_dir: Path) -> None:

@@ -1,10 +1,11 @@
 """Prompts for ftlab.infer, from a JSONL file, one per line, each turned into messages and an optional reference.
 
 A line may be:
+  a row in any data format (data/formats/)             {"messages": [...]}, {question, answer?}, {instruction,
+                                                        input?, output?}, a preference pair, a KTO row ..., read
+                                                        with the run's data.columns; a final assistant turn (the
+                                                        answer, the chosen one) is kept as the reference
   {"prompt": "...", "system": "..."}                    one user turn (system optional)
-  {"messages": [{"role": ..., "content": ...}, ...]}    a conversation ("conversations" and ShareGPT's from/value
-                                                        too); a final assistant turn is kept as the reference
-  a row in the run's own data columns                   {question, answer?} or {instruction, input?, output?}
   any other row the run's to_conversation stage takes  (a FineTune subclass's own row format)
   "a JSON string"                                       one user turn
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from ftlab.data import formats, preference
+from ftlab.data.formats import FORMATS
 from ftlab.utils.errors import FtlabError
 
 SHAPES = (
@@ -55,27 +56,23 @@ def from_row(row, where: str, columns, system: Optional[str], to_conversation: O
         return Prompt(where, system_turn + [{"role": "user", "content": row}])
     if not isinstance(row, dict):
         raise FtlabError(f"{where}: a JSON {type(row).__name__}; each line must be {SHAPES}")
-    if "prompt" in row:
+    messages = next((m for m in (f.prompt(row, where, columns) for f in _by_priority()) if m is not None), None)
+    if messages is None and "prompt" in row:
         text = row["prompt"]
         if not isinstance(text, str) or not text.strip():
             raise FtlabError(f'{where}: "prompt" must be non-empty text, got {str(text)[:40]!r}')
         own = row.get("system")
         turn = [{"role": "system", "content": own}] if isinstance(own, str) and own.strip() else system_turn
         return Prompt(where, turn + [{"role": "user", "content": text}])
-    if formats.conversation_column(row, columns) is not None:
-        messages = formats.conversation_turns(row, where, columns)
-    elif columns.question in row or columns.instruction in row:
-        fmt = "qa" if columns.question in row else "instruction"
-        answer_column = columns.answer if fmt == "qa" else columns.output
-        filled = {**row, answer_column: row.get(answer_column) or "-"}  # the answer is optional here
-        messages = formats.to_messages(filled, where, fmt, columns, None)
-        if not row.get(answer_column):
-            messages = messages[:-1]
-    else:
+    if messages is None:
         messages = _own_format(row, where, to_conversation)
-    if system and messages[0]["role"] != "system":
+    if system and (not messages or messages[0]["role"] != "system"):
         messages = system_turn + messages
     return split_reference(messages, where)
+
+
+def _by_priority() -> list:
+    return sorted(FORMATS, key=lambda f: f.priority)
 
 
 def _own_format(row: dict, where: str, to_conversation: Optional[Callable]) -> List[dict]:
@@ -87,11 +84,7 @@ def _own_format(row: dict, where: str, to_conversation: Optional[Callable]) -> L
         conversation = to_conversation(row, where)
     except FtlabError:  # the run's row format does not take it either: name the shapes that work
         raise shapes_error from None
-    if isinstance(conversation, preference.Pair):  # the chosen answer is the reference
-        return conversation.prompt + conversation.chosen
-    if isinstance(conversation, preference.Judged):  # a desirable completion is the reference
-        return conversation.prompt + (conversation.completion if conversation.desirable else [])
-    if not isinstance(conversation, list):  # a text document (continued pretraining) asks nothing
+    if not isinstance(conversation, list):  # not messages: a text document asks nothing
         raise shapes_error
     return conversation
 

@@ -3,6 +3,7 @@ console) and one line per example (generations.jsonl); and as the flat eval_* nu
 
 from typing import Dict, List
 
+from ftlab.data.kinds import KINDS
 from ftlab.use import generate
 
 ROWS = (
@@ -11,10 +12,12 @@ ROWS = (
     ("rouge_l", "ROUGE-L", True),
     ("loss", "loss", False),
     ("perplexity", "perplexity", False),
-    ("preference_accuracy", "preference accuracy", True),
-    ("preference_margin", "preference margin (mean log-prob)", False),
-)  # (key, label, shown as a percentage)
+)  # (key, label, shown as a percentage): every report's; the kinds add their own scores' rows (rows())
 SHOWN_EXAMPLES = 5
+
+
+def rows() -> list:
+    return list(ROWS) + [(key, label, percent) for kind in KINDS for key, (label, percent) in kind.reported.items()]
 
 
 def build(cfg, label: str, fingerprint: str, prompts: list, results: Dict[str, dict]) -> dict:
@@ -77,9 +80,9 @@ def table(doc: dict) -> str:
         head,
         "|---|" + "---:|" * (len(names) + compare),
     ]
-    for key, label, percent in ROWS:
+    for key, label, percent in rows():
         values = [doc["scores"][n].get(key) for n in names]
-        if key.startswith("preference") and all(v is None for v in values):  # scored on preference data only
+        if (key, label, percent) not in ROWS and all(v is None for v in values):  # a kind's, on its data only
             continue
         cells = " | ".join(_cell(v, percent) for v in values)
         lines.append(f"| {label} | {cells} |" + (f" {_change(*values, percent)} |" if compare else ""))
@@ -103,11 +106,10 @@ def markdown(doc: dict, prompts: list, results: Dict[str, dict]) -> str:
         "Exact match: the answer equals the reference (whitespace aside). Token F1: word overlap after "
         "lowercasing and dropping punctuation and articles. ROUGE-L: longest common subsequence F-measure. "
         f"Loss and perplexity: on the reference tokens (data.train_on={doc['train_on']})."
-        + (
-            " Preference accuracy: the share of pairs whose chosen answer has the higher mean token log-probability;"
-            " the margin is the mean difference."
-            if any("preference_accuracy" in s for s in doc["scores"].values())
-            else ""
+        + "".join(
+            " " + kind.explained
+            for kind in KINDS
+            if any(key in s for key in kind.reported for s in doc["scores"].values())
         ),
         "",
         f"## First {min(SHOWN_EXAMPLES, len(prompts))} examples",

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.config.compose import compose
 from ftlab.config.overrides import apply_overrides
-from ftlab.model.source import HUB_ID
+from ftlab.model import HUB_ID
 from ftlab.utils.errors import FtlabError, first_line
 
 PUSHED_CONFIG = "ftlab_config.yaml"  # the run's config, uploaded beside the adapter (hub/push.py)

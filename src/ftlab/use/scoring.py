@@ -17,8 +17,9 @@ from typing import List, Optional
 
 import torch
 
-from ftlab.data.batching import Collator
-from ftlab.use import generate, logprobs, metrics, report
+from ftlab.data import batching, logprobs
+from ftlab.data.kinds import KINDS
+from ftlab.use import generate, metrics, report
 from ftlab.use.prompts import Prompt
 from ftlab.utils.console import info
 from ftlab.utils.files import atomic, write_json, write_jsonl, write_text
@@ -34,8 +35,10 @@ class Example:
     """Its tokens, as training tokenizes the same text."""
     tokens: Optional[dict]
     """input_ids + labels of the whole conversation (None when truncation left no supervised token)."""
-    pair: Optional[dict] = None
-    """A preference row's chosen and rejected answers, tokenized as training scores them (data/preference.py)."""
+    kind: str = "tokens"
+    """The kind of `example` (data/kinds/), whose own scores evaluation adds (a pair's preference accuracy)."""
+    example: Optional[dict] = None
+    """The row as training tokenizes it, as an example of `kind`; None: nothing more than `tokens` to score."""
 
 
 def split_fix(split: str) -> str:
@@ -49,10 +52,10 @@ def split_fix(split: str) -> str:
 
 def token_loss(model, tokenized: List[dict], batch_size: int, pad_id: int) -> Optional[float]:
     """Mean cross-entropy over all supervised tokens (as val/loss in training), or None without any."""
-    collate, total, count = Collator(pad_id), 0.0, 0
+    total, count = 0.0, 0
     device, keeps = next(model.parameters()).device, logprobs.keeps_logits(model)
     for i in range(0, len(tokenized), batch_size):
-        batch = logprobs.device_batch(collate(tokenized[i : i + batch_size]), device)
+        batch = logprobs.device_batch(batching.pad(tokenized[i : i + batch_size], pad_id), device)
         with torch.no_grad():
             logps, n = logprobs.answer_logps(model, batch, keeps)
         total -= float(logps.sum())
@@ -70,28 +73,10 @@ def score(model, tokenizer, examples: List[Example], cfg, progress: bool) -> dic
         model, [e.tokens for e in examples if e.tokens is not None], cfg.generation.batch_size, tokenizer.pad_token_id
     )
     scores = {**metrics.mean(per), "loss": loss, "perplexity": math.exp(loss) if loss is not None else None}
-    pairs = [e.pair for e in examples if e.pair is not None]
-    if pairs:
-        scores.update(preference(model, pairs, cfg.generation.batch_size, tokenizer.pad_token_id))
+    for kind in sorted({e.kind for e in examples if e.example is not None}):
+        items = [e.example for e in examples if e.kind == kind and e.example is not None]
+        scores.update(KINDS.get(kind).scores(model, items, cfg.generation.batch_size, tokenizer.pad_token_id))
     return {"scores": scores, "answers": answers, "per_example": per}
-
-
-def preference(model, pairs: List[dict], batch_size: int, pad_id: int) -> dict:
-    """preference_accuracy: the share of pairs whose chosen answer the model finds likelier than the rejected one,
-    by mean token log-probability (summed, a short answer would win for being short); preference_margin: the mean
-    of that difference. Unlike training's rewards these need no reference, so base and tuned are scored alike."""
-    collate, margins = Collator(pad_id), []
-    device = next(model.parameters()).device
-    for i in range(0, len(pairs), batch_size):
-        batch = logprobs.device_batch(collate(pairs[i : i + batch_size]), device)
-        with torch.no_grad():
-            logps, count = logprobs.answer_logps(model, batch, logprobs.keeps_logits(model))
-        mean, half = logps / count.clamp(min=1), logps.shape[0] // 2
-        margins += (mean[:half] - mean[half:]).tolist()
-    return {
-        "preference_accuracy": sum(m > 0 for m in margins) / len(margins),
-        "preference_margin": sum(margins) / len(margins),
-    }
 
 
 def evaluate(

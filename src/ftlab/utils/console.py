@@ -70,7 +70,15 @@ def quiet_library_warnings() -> None:
 
 
 def quiet_libraries() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "bitsandbytes", "transformers", "peft", "huggingface_hub"):
+    for name in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "bitsandbytes",
+        "kernels",
+        "transformers",
+        "peft",
+        "huggingface_hub",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     # imported here, not above: the console serves torch-free paths (compose, --help) too
     from transformers.utils import logging as hf_logging

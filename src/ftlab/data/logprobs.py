@@ -19,9 +19,16 @@ def attention_inputs(batch: dict) -> dict:
 
 def answer_logps(model, batch: dict, keeps_logits: bool = True) -> tuple:
     """(summed log-probability of each row's labelled tokens, their number), in one forward pass of `model` on the
-    padded (or packed) `batch` (input_ids, labels, and attention_mask or position_ids). `keeps_logits`: the model
-    takes logits_to_keep, so the vocabulary projection runs only at positions where some row has a label (a small
-    share with answer-only labels, and the head is a large share of a small model's step)."""
+    padded (or packed) `batch` (input_ids, labels, and attention_mask or position_ids)."""
+    logps, mask = token_logps(model, batch, keeps_logits)
+    return logps.sum(1), mask.sum(1)
+
+
+def token_logps(model, batch: dict, keeps_logits: bool = True) -> tuple:
+    """(log-probability of each labelled token, 0 elsewhere; the labelled mask), both [rows, positions] over the
+    positions where some row has a label. `keeps_logits`: the model takes logits_to_keep, so the vocabulary
+    projection runs only at those positions (a small share with answer-only labels, and the head is a large share
+    of a small model's step)."""
     ids, labels = batch["input_ids"], batch["labels"]
     targets = labels[:, 1:]
     positions = (targets != IGNORE).any(0).nonzero().squeeze(1)
@@ -33,7 +40,7 @@ def answer_logps(model, batch: dict, keeps_logits: bool = True) -> tuple:
     targets = targets[:, positions]
     # flattened, the cross-entropy runs over the last (vocabulary) dimension, contiguous; ignored positions give 0
     nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    return -nll.view(targets.shape).sum(1), (targets != IGNORE).sum(1)
+    return -nll.view(targets.shape), targets != IGNORE
 
 
 def keeps_logits(model) -> bool:

@@ -1,4 +1,4 @@
-"""Raw documents for continued pretraining (data.format=text): every token is learnt, documents end with EOS.
+"""Raw documents for continued pretraining: {text}; every token is learnt, each document ends with EOS.
 
 A document longer than data.max_seq_len is cut into consecutive blocks of that length rather than truncated: in
 pretraining the rest of a document is data, not noise. With data.packing=true the blocks of all documents are
@@ -6,17 +6,46 @@ packed into rows of data.max_seq_len (batching.pack); position ids restart at ev
 crosses from one document into the next, and the EOS that ends each document is learnt like any other token.
 """
 
+from dataclasses import dataclass
 from typing import List, Optional
 
-from ftlab.data import formats
+from ftlab.data.formats import FORMATS, Format, text_field
 
 
-def document(row: dict, where: str, columns) -> str:
-    """The text of one row, or FtlabError naming the row, the column and the fix."""
-    return formats.text_field(row, columns.text, where, key="text")
+@dataclass
+class Columns:
+    text: str = "text"
+    """the document."""
 
 
-def tokenize_document(tokenizer, text: str, max_len: int) -> Optional[List[dict]]:
+@FORMATS.register
+class Text(Format):
+    name = "text"
+    needs = "text"
+    priority = 50
+    Columns = Columns
+    no_answers = (
+        "eval.after_train and ftlab.evaluate score answers to chat prompts, and text data has none; its measure is "
+        "the validation loss (set eval.after_train=false)"
+    )
+
+    def wants(self, columns) -> str:
+        return f"text needs {columns.text}"
+
+    def detect(self, row: dict, columns) -> bool:
+        return columns.text in row
+
+    def parse(self, row: dict, where: str, data) -> str:
+        return text_field(row, data.columns.text, where, key="text")
+
+    def tokenize(self, tokenizer, parsed: str, data, where: str):
+        return blocks(tokenizer, parsed, data.max_seq_len)
+
+    def prompt(self, row: dict, where: str, columns):
+        return None  # a document asks nothing
+
+
+def blocks(tokenizer, text: str, max_len: int) -> Optional[List[dict]]:
     """The document's blocks of at most `max_len` tokens, every label the token itself; None if it has fewer than
     two tokens (nothing to learn). The tokenizer adds what it adds to any text (BOS for Llama-style vocabularies)
     and EOS closes the document, so a model learns where one ends. The blocks, joined, are exactly those tokens.

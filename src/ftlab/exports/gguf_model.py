@@ -19,7 +19,7 @@ import gguf
 import numpy as np
 import torch
 
-from ftlab.serve import gguf_tokenizer
+from ftlab.exports import gguf_tokenizer
 from ftlab.utils.errors import FtlabError
 
 

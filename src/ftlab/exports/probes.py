@@ -10,8 +10,8 @@ from typing import List
 
 import torch
 
-from ftlab.data import chat
-from ftlab.data.batching import Collator
+from ftlab.data import batching, chat
+from ftlab.utils.errors import FtlabError
 
 # largest logit difference allowed, as a fraction of the largest logit (at least 1), by stored dtype
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2, "q8_0": 1e-1}
@@ -41,7 +41,7 @@ def probe_texts(tokenizer) -> List[str]:
 def probe_batch(tokenizer) -> dict:
     """The probe conversations, tokenized as in training, padded into one batch."""
     examples = [chat.tokenize_conversation(tokenizer, m, 512, "export probe", "all") for m in PROBES]
-    return Collator(tokenizer.pad_token_id)(examples)
+    return batching.pad(examples, tokenizer.pad_token_id)
 
 
 def logits(model, batch: dict) -> torch.Tensor:
@@ -94,3 +94,12 @@ def tokenizer_problems(folder, gguf_file: str, tokenizer) -> List[str]:
         if getattr(rebuilt, kind) != getattr(tokenizer, kind):
             out.append(f"{kind} is {getattr(rebuilt, kind)!r}, trained with {getattr(tokenizer, kind)!r}")
     return out
+
+
+def refuse_beyond_tolerance(check: dict, what: str, fix: str) -> None:
+    """Nothing is written when `what`'s logits (measure) are further off than its tolerance."""
+    if check["max_abs_diff"] > check["tolerance"]:
+        raise FtlabError(
+            f"{what}'s logits differ from the adapter model's by up to {check['max_abs_diff']:.3g} (tolerance "
+            f"{check['tolerance']:.3g}); nothing was written. {fix}"
+        )

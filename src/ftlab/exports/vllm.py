@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import List, Optional
 
-from ftlab.serve import model_name
+from ftlab.exports import model_name
 
 # the values vLLM's --max-lora-rank accepts (its LoRAConfig); the adapter's rank must not exceed the one chosen
 MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

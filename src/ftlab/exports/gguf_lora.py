@@ -17,8 +17,8 @@ import gguf
 import torch
 from safetensors.torch import load_file
 
-from ftlab.serve import gguf_model
-from ftlab.serve.vllm import read_adapter_config
+from ftlab.exports import gguf_model
+from ftlab.exports.vllm import read_adapter_config
 from ftlab.utils.errors import FtlabError
 
 PREFIX = "base_model.model."

@@ -27,7 +27,7 @@ from jinja2 import TemplateError
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ftlab.data import templates
-from ftlab.serve.gguf_tokenizer import writes_bos
+from ftlab.exports.gguf_tokenizer import writes_bos
 from ftlab.utils.errors import FtlabError
 
 KINDS = ("chatml", "llama3", "mistral", "gemma", "smollm2")
