@@ -15,6 +15,7 @@ method without touching ftlab. From Python (a notebook, a test), `register` adds
 
 import importlib
 import pkgutil
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Dict, Iterator, List
 
@@ -36,6 +37,20 @@ class Registry:
         self._members[member.name] = member
         self.version += 1
         return cls
+
+    @contextmanager
+    def added(self, cls):
+        """`cls` registered for the length of a with block (a notebook's experiment, a test's toy), then removed."""
+        self._find()
+        name = cls.name
+        if name in self._members:
+            raise ValueError(f"a {self.what} called {name!r} is registered already")
+        self.register(cls)
+        try:
+            yield self._members[name]
+        finally:
+            del self._members[name]
+            self.version += 1
 
     def _find(self) -> None:
         if self._found:
