@@ -55,11 +55,12 @@ format: install
 docs: install
 	$(BIN)/python -c "import sys; from ftlab.config.help import options_markdown; sys.stdout.write(options_markdown())" > docs/options.md
 
+# two processes (pytest-xdist), a test file's tests in one of them (its module fixtures are built once)
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu" tests
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu" tests
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu and not slow" tests
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu and not slow" tests
 
 # start-up times (seconds), then a training step against the machine's matmul roofline and a plain PEFT loop, with
 # the profile of where a step's time goes (about 40 minutes on 2 CPU cores): the figures of docs/performance.md

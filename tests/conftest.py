@@ -12,6 +12,10 @@ CHAT = ASSETS / "chat.jsonl"
 POSTGRES = os.environ.get("FTLAB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test runs two test processes on two cores: one thread each, and in each process they start, so that they
+    # share the cores instead of oversubscribing them (torch reads this when it is first imported)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 pytest_plugins = ["hubserver"]  # the fake_hub fixture
 
 
@@ -38,8 +42,26 @@ def postgres_url() -> str:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One model cache for the session: the SmolLM2 conversion and tiny models are built once."""
-    return tmp_path_factory.mktemp("ftlab-cache")
+    """One model cache for the session, shared by pytest-xdist's workers: the SmolLM2 conversion, tiny models and
+    tokenized data are built once (the cache writes its entries whole, so workers never see half of one)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker has a basetemp of its own below the run's
+        shared = shared.parent
+    path = shared / "ftlab-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fresh_console():
+    """Each test starts with ftlab's console as a new process has it: none yet, so the first line sets it up on stdout
+    (a command run in this process before, ftlab.infer say, leaves its own on stderr). pytest's own handlers stay."""
+    from ftlab.utils.console import log
+
+    for handler in list(log.handlers):
+        if type(handler).__module__.startswith(("ftlab", "logging")):  # ours: the console and a run's train.log
+            log.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture
@@ -132,21 +154,6 @@ def trained(tmp_path_factory, cache_dir) -> Path:
     """One finished tiny run for the tests that use a run (infer, evaluate, export); they must not write into it
     (each test that does works on a copy: see `fresh_run`)."""
     return train_tiny(tmp_path_factory.mktemp("trained") / "run", cache_dir)
-
-
-@pytest.fixture(scope="session")
-def smollm2_run(tmp_path_factory, cache_dir) -> Path:
-    """The real model: a 30-step run of the demo on SmolLM2, exported merged in float32 and as a q8_0 GGUF; the slow
-    tests of inference, export and GGUF share it and must not write into it."""
-    from ftlab import FineTune, compose
-    from ftlab.config.schema import ExportCommand, GgufOptions
-    from ftlab.export import export
-
-    run = tmp_path_factory.mktemp("smollm2") / "run"
-    FineTune(compose([f"cache_dir={cache_dir}", "trainer.max_steps=30", "data.batch_size=4"]), run_dir=run).run()
-    export(ExportCommand(run=str(run), dtype="float32"), [])
-    export(ExportCommand(run=str(run), format="gguf", gguf=GgufOptions(dtype="q8_0")), [])
-    return run
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,10 @@ def test_group_override_replaces_the_whole_group(saved):
     assert cfg.quant.bits == 4
     assert cfg.quant.quant_type == "nf4"
     assert apply_overrides(cfg, ["quant=none"]).quant.bits is None
+    # the groups whose options are registered in code or assembled from the rooms, too
+    cfg = apply_overrides(saved, ["method=simpo", "tracker=mlflow"])
+    assert (cfg.method.name, cfg.method.beta, cfg.tracker.name) == ("simpo", 2.0, "mlflow")
+    assert cfg.tracker.mlflow.log_model is True  # the tracker's own settings, kept
 
 
 def test_key_override_sets_it_without_touching_the_saved_config(saved):

@@ -239,19 +239,3 @@ def test_bad_command_lines_are_refused(trained, tmp_path, infer):
     source.write_text('{"prompt": "x"}\n')
     assert "already exists" in one_error_line(infer(f"run={trained}", f"input={source}", f"output={taken}"))
     assert taken.read_text() == "keep me\n"
-
-
-@pytest.mark.slow
-def test_smollm2_answers_before_and_after_and_exports(smollm2_run, infer):
-    """The real model: its base knows Paris; the tuned adapter and its merged export answer alike."""
-    base = infer(f"run={smollm2_run}", "base_only=true", "prompt=What is the capital of France?",
-                 "generation.max_new_tokens=24")  # fmt: skip
-    assert base.returncode == 0 and "Paris" in base.stdout, base.stderr[-2000:]
-    assert json.loads((smollm2_run / "merged" / "export.json").read_text())["check"]["same_argmax"] == 1.0
-    prompt = "prompt=The invoice was issued on 3 March 1998."
-    tuned, merged = (
-        infer(f"run={target}", prompt, "generation.max_new_tokens=16", "trainer.precision=32-true")
-        for target in (smollm2_run, smollm2_run / "merged")
-    )
-    assert tuned.returncode == 0 and merged.returncode == 0, merged.stderr[-2000:]
-    assert tuned.stdout.strip() == "1998-03-03" and tuned.stdout == merged.stdout  # the merged model is the tuned one

@@ -190,9 +190,11 @@ def wandb_history(records, key: str) -> list:
 
 
 def test_a_wandb_offline_run_holds_the_config_and_the_loss_history(workdir, tiny, capsys):
+    import wandb
     from omegaconf import OmegaConf
 
     FineTune(compose(tiny + ["tracker=wandb", "trainer.log_every_n_steps=1"])).run()
+    wandb.teardown()  # in this process, W&B's service writes the run's file fully only when it stops
     (run_dir,) = run_dirs(workdir)
     (files,) = run_dir.glob("wandb/offline-run-*/files")
     assert f"wandb sync {files.parent.relative_to(workdir)}" in capsys.readouterr().out  # the run dir as made

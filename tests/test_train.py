@@ -221,15 +221,6 @@ def test_a_missing_model_path_fails_in_one_line_and_leaves_nothing(workdir):
     assert not list((workdir / "outputs").glob("*/*"))  # no run dir, not even one holding train.log
 
 
-@pytest.mark.slow
-def test_short_real_run_on_smollm2(workdir, cache_dir):
-    stats = FineTune(
-        compose([f"cache_dir={cache_dir}", "trainer.max_steps=3", "data.batch_size=4", "data.val_size=16"])
-    ).run()
-    assert stats["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and stats["steps"] == 3
-    assert 0 < stats["val_loss_after"] < stats["val_loss_before"]  # even 3 steps move a real model
-
-
 @pytest.mark.parametrize(
     "options",
     [

@@ -16,6 +16,7 @@ from typing import List, Optional
 import hydra
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -120,8 +121,12 @@ def prepare(argv: List[str]) -> List[str]:
     if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
         return argv
     if args.multirun:
-        from ftlab.sweeps.precheck import check  # optuna: only a multirun loads it
+        # optuna (and the sweeper on it) loads only for a multirun
+        import hydra_plugins.ftlab_optuna_sweeper.ftlab_optuna_sweeper as plugin
+        from ftlab.sweeps.precheck import check
 
+        # Hydra scans the hydra_plugins namespace for plugins, which an editable install hides: register it
+        Plugins.instance().register(plugin.FtlabOptunaSweeper)
         check(args.overrides, args.config_path, args.config_name)
         return argv
     cfg = precheck(args)

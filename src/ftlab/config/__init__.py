@@ -1,5 +1,6 @@
-"""Configuration: the schema (every option, declared once), its checks, composition, and --help.
+"""Configuration: the one schema (every option, declared once), its checks, composition, and --help.
 
-Above utils/ and below everything else; nothing here imports torch, so composing, validating and --help
-stay fast.
+The schema is assembled from what the rooms below declare (methods/, data/formats/, tracking/, exports/), so this
+package sits above them and below the services and the recipe. Nothing here imports torch, and the rooms keep their
+module tops light, so composing, validating and --help stay fast.
 """

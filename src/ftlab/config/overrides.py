@@ -14,13 +14,12 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ftlab.config.checks import field_errors, method_of, validate
-from ftlab.config.compose import group_option, setup
+from ftlab.config.compose import group_option, groups, setup
 from ftlab.config.help import command_usage
 from ftlab.config.schema import RunConfig
 from ftlab.utils.errors import ConfigError, exit_on_error
 
 RUN_KEYS = [f.name for f in dataclasses.fields(RunConfig)]
-GROUPS = {"method"} | {f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.type)}
 
 
 def _is_text(cls, name: str) -> bool:
@@ -98,7 +97,7 @@ def apply_overrides(cfg: DictConfig, overrides: List[str]) -> DictConfig:
     for word in overrides:
         key, _, text = word.partition("=")
         key = key.lstrip("+")  # a key added with + meets the same schema check as any other
-        if key in GROUPS:
+        if key in RUN_KEYS and key in groups():  # a config group (model=, tracker=, method= ...), not a sweep preset
             # a whole group replaces the saved one (merging would keep keys the new option does not set)
             cfg[key] = group_option(key, text)
         else:

@@ -1,4 +1,5 @@
 """The Hugging Face Hub: pushing a finished run (push.py) with its model card (card.py).
 
-A side service: it depends on utils/ only, and the recipe (train/) calls it; nothing below imports it.
+A side service: the recipe (train/) calls it; the card reads the method's and the kinds' declarations. Nothing
+below imports it.
 """

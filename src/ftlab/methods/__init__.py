@@ -9,10 +9,12 @@
 A method declares everything about itself: its options (the method.* keys, a dataclass whose fields exist only
 where the method reads them), the kind of example it trains on (data/kinds/; the data formats that make that
 kind are the formats it reads), whether it needs the reference model (the same weights with the adapter
-switched off), what a step's loss is the mean over, its loss, what it logs beside the loss, its rules across
-options, and what the model card says. The schema's method choices and sections, the key checks, the data checks
-and the card are read from here; the LightningModule (train/module.py) is one for all methods and asks the
-method for the loss of each micro-batch.
+switched off), what a step's loss is the mean over, its loss, what it logs beside the loss (and validates, before and
+after training), its rules across options, and what the model card says. Evaluation scores a run's answers on
+held-out rows of its data and adds what the kind of example measures (a pair's preference accuracy: data/kinds/), so
+a method is evaluated through the kind it trains on. The schema's method choices and sections, the key checks, the
+data checks and the card are read from here; the LightningModule (train/module.py) is one for all methods and asks
+the method for the loss of each micro-batch.
 
 Composing a config reads every method's options, and composing must not load torch: a method module imports
 torch inside the functions that compute, never at its top.

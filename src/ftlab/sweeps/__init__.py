@@ -1,5 +1,6 @@
-"""Optuna sweeps: ftlab's own Hydra sweeper (sweeper.py; its options in config/schema.py), the search space
-(space.py), workers sharing a study (workers.py), pruning (pruning.py, trial.py) and the report (summary.py).
+"""Optuna sweeps: ftlab's own Hydra sweeper (sweeper.py; its options in config/schema.py), the checks before it
+starts (precheck.py), the search space (space.py), workers sharing a study (workers.py), pruning (pruning.py,
+trial.py), a trial with several ranks (alone.py) and the report (summary.py).
 
     python -m ftlab -m sweep=lora          the shipped search (conf/sweep/lora.yaml)
 

@@ -5,8 +5,6 @@ validated as it starts, so one bad combination fails that trial, not the sweep."
 from pathlib import Path
 from typing import List, Optional
 
-from hydra.core.plugins import Plugins
-
 from ftlab.config.checks import validate_sweeper
 from ftlab.config.compose import CONFIG_NAME, compose
 from ftlab.sweeps import space
@@ -15,12 +13,8 @@ from ftlab.utils.errors import ConfigError
 
 
 def check(overrides: List[str], config_path: Optional[str], config_name: Optional[str]) -> None:
-    """`overrides`, `config_path`, `config_name`: the multirun's command line, as Hydra parsed it."""
-    # optuna (and the sweeper on it) loads only for a multirun
-    import hydra_plugins.ftlab_optuna_sweeper.ftlab_optuna_sweeper as plugin
-
-    # Hydra scans the hydra_plugins namespace for plugins, which an editable install hides: register it
-    Plugins.instance().register(plugin.FtlabOptunaSweeper)
+    """`overrides`, `config_path`, `config_name`: the multirun's command line, as Hydra parsed it; the sweeper plugin
+    registered (cli.py)."""
     fixed, swept = space.split_arguments(overrides)
     cfg = compose(fixed, config_path, config_name or CONFIG_NAME, with_hydra=True)
     if cfg.hydra.sweeper._target_.endswith("FtlabOptunaSweeper"):

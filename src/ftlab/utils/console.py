@@ -125,6 +125,8 @@ class Stages:
 
 
 def info(message: str) -> None:
-    if not log.handlers:  # used from Python without a run (preview, a notebook): print to stdout
+    # used from Python without a command or a run (a stage called from a notebook): the console is stdout. Other
+    # handlers on this logger (pytest attaches its own to non-propagating loggers) are no console.
+    if not any(isinstance(h, _Stream) for h in log.handlers):
         setup_logging()
     log.info(f"      {message}")
