@@ -60,7 +60,7 @@ test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu" tests
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu and not slow" tests
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu and not slow and not process" tests
 
 # start-up times (seconds), then a training step against the machine's matmul roofline and a plain PEFT loop, with
 # the profile of where a step's time goes (about 40 minutes on 2 CPU cores): the figures of docs/performance.md

@@ -146,6 +146,7 @@ def test_each_rank_reads_its_own_share_once_per_epoch():
 # ── several processes ─────────────────────────────────────────────────────────────────────────────────────
 
 
+@pytest.mark.process
 def test_two_ddp_ranks_train_as_one_process_with_the_same_global_batch(workdir, varied, cache_dir, single):
     mlflow = f"sqlite:///{workdir}/mlflow.db"
     ddp = options(varied, cache_dir, "data.batch_size=4", "trainer.max_steps=6", "trainer.devices=2", *EVAL)
@@ -174,6 +175,7 @@ def test_two_ddp_ranks_train_as_one_process_with_the_same_global_batch(workdir, 
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.process
 def test_torchrun_starts_the_same_job(workdir, varied, cache_dir, single):
     ddp = options(varied, cache_dir, "data.batch_size=4", "trainer.max_steps=6", "trainer.devices=2")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ftlab"]
@@ -185,6 +187,7 @@ def test_torchrun_starts_the_same_job(workdir, varied, cache_dir, single):
     assert_same_training(run_dir, single)
 
 
+@pytest.mark.process
 def test_4bit_base_trains_under_ddp(workdir, varied, cache_dir):
     args = options(varied, cache_dir, "quant=4bit", "data.batch_size=4", "trainer.max_steps=2", "trainer.devices=2")
     result = run_cli(*args, cwd=workdir)
@@ -196,6 +199,7 @@ def test_4bit_base_trains_under_ddp(workdir, varied, cache_dir):
 # ── preemption ────────────────────────────────────────────────────────────────────────────────────────────
 
 
+@pytest.mark.process
 def test_sigterm_checkpoints_the_step_and_resume_auto_continues_it(workdir, varied, cache_dir):
     long = options(varied, cache_dir, "data.batch_size=4", "trainer.max_steps=40", "trainer.devices=2")
     one = options(varied, cache_dir, "data.batch_size=8", "trainer.max_steps=40")
@@ -233,6 +237,7 @@ def test_sigterm_checkpoints_the_step_and_resume_auto_continues_it(workdir, vari
     assert metrics(resumed)["val_loss_after"] == pytest.approx(metrics(reference.run_dir)["val_loss_after"], rel=REL)
 
 
+@pytest.mark.process
 def test_a_damaged_checkpoint_is_one_line_and_the_one_before_is_kept(workdir, varied, cache_dir):
     args = options(varied, cache_dir, "data.batch_size=4", "trainer.max_steps=4")
     FineTune(compose(args)).run()
@@ -277,6 +282,7 @@ def test_presets_and_help_show_the_distributed_options(workdir, capsys):
         assert key in help_text, key
 
 
+@pytest.mark.process
 def test_a_sweep_trial_may_use_several_ranks(workdir, sweep_args):
     import optuna
 

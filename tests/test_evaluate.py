@@ -24,6 +24,7 @@ def evaluate(capsys):
     return run
 
 
+@pytest.mark.process
 def test_evaluate_writes_a_side_by_side_report_into_the_run(fresh_run, tmp_path):
     args = (f"run={fresh_run}", "eval.split=validation", "generation.max_new_tokens=6")
     result = run_cli(*args, cwd=tmp_path, module="ftlab.evaluate")  # the command in a process of its own
@@ -146,6 +147,7 @@ def test_after_train_without_the_split_fails_before_loading_the_model(workdir, c
     assert not list((workdir / "outputs").glob("*/*"))  # nothing left behind
 
 
+@pytest.mark.process
 def test_a_sweep_can_optimize_an_eval_metric(workdir, cache_dir, capsys):
     import optuna
 

@@ -58,6 +58,7 @@ def test_sqlite_urls_name_their_file():
     assert sqlite_file("postgresql://u@h/db") is None
 
 
+@pytest.mark.process
 def test_a_run_and_resume_last_use_the_outputs_root(workdir, tiny):
     elsewhere = {"FTLAB_OUTPUTS": str(workdir / "elsewhere")}
     first = run_cli(*tiny, cwd=workdir, env_extra=elsewhere)

@@ -18,6 +18,7 @@ import gpu_check  # noqa: E402
 import throughput  # noqa: E402
 
 
+@pytest.mark.process
 def test_its_command_lines_compose(tmp_path):
     (tests, _), (fsdp, metrics), (bench, figures) = [(c, f) for _, c, f in gpu_check.steps(tmp_path, 2, 8)]
     ftlab_args = [a for a in fsdp[3:] if not a.startswith("hydra.")]  # after: python -m ftlab

@@ -53,6 +53,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.process
 def test_a_prompt_on_the_command_line_prints_only_the_answer(trained, tmp_path):
     result = cold_infer(f"run={trained}", "prompt=What is 2 plus 3?", "generation.max_new_tokens=6", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -174,6 +175,7 @@ def test_training_and_inference_tokenize_the_prompt_identically(tokenizer_of, te
         assert prompt == example["input_ids"][:last_answer], where
 
 
+@pytest.mark.process
 def test_a_pushed_adapter_is_used_by_its_hub_id(trained, tmp_path, fake_hub, monkeypatch):
     from ftlab.hub import card
     from ftlab.hub import push as hub

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 TRIAL_LINE = re.compile(r"^ftlab sweep: trial (\d+): ", re.MULTILINE)  # one per trial the sweep recorded
 
@@ -35,6 +35,7 @@ def assert_each_trial_in_its_own_run_dir(workdir, numbers) -> None:
         assert {key: OmegaConf.select(config, key) for key in t.params} == t.params
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_trials_run_once_each_in_their_own_run_dirs(launcher, workdir, sweep_args):
     # val_every_n_steps=1: each trial reports to the study from its own process, which proves the trial's
@@ -61,6 +62,7 @@ def test_parallel_trials_run_once_each_in_their_own_run_dirs(launcher, workdir, 
         assert len(list((workdir / "outputs" / "sweeps" / "lora").glob(".submitit/*/*_result.pkl"))) == 3
 
 
+@pytest.mark.process
 def test_n_jobs_never_takes_the_study_past_n_trials(workdir, sweep_args):
     import optuna
 
@@ -86,6 +88,7 @@ def test_n_jobs_never_takes_the_study_past_n_trials(workdir, sweep_args):
     assert len(trials(workdir)) == 3
 
 
+@pytest.mark.process
 def test_a_trial_that_does_not_compose_fails_alone_and_its_batch_keeps_its_numbers(workdir, sweep_args):
     # the grid, shuffled by the preset's seed, gives trial 1 lora.r=abc, which cannot compose: it fails alone, and
     # trials 0 and 2 run, each in the run dir of its own number, around the gap it leaves in the batch
@@ -107,12 +110,12 @@ def test_a_trial_that_does_not_compose_fails_alone_and_its_batch_keeps_its_numbe
     assert_each_trial_in_its_own_run_dir(workdir, [0, 2])
 
 
-def test_an_unknown_or_missing_launcher_is_one_line_naming_hydra_launcher(workdir, sweep_args):
+def test_an_unknown_or_missing_launcher_is_one_line_naming_hydra_launcher(workdir, sweep_args, capsys):
     from hydra.errors import MissingConfigException
 
     from ftlab.config.compose import describe_compose_error
 
-    result = run_cli(*sweep_args, "hydra/launcher=nope", cwd=workdir)
+    result = run_main(*sweep_args, "hydra/launcher=nope", capsys=capsys)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("ftlab: error: hydra/launcher=nope: no such option; choose one of: basic")

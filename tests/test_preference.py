@@ -393,6 +393,7 @@ def test_an_interrupted_dpo_run_resumes_and_retraces(workdir, cache_dir, capsys)
         assert loss == pytest.approx(expected[step], rel=1e-5)
 
 
+@pytest.mark.process
 def test_a_sweep_searches_method_beta_and_maximizes_preference_accuracy(workdir, cache_dir):
     result = run_cli(
         "-m",
@@ -515,6 +516,7 @@ def test_pruning_reports_the_validation_metric_the_objective_names(objective, mi
     assert reported_metric(objective, minimize) == reported
 
 
+@pytest.mark.process
 def test_dpo_composes_with_qlora_mlflow_and_export(workdir, cache_dir):
     from mlflow import MlflowClient
 
@@ -532,6 +534,7 @@ def test_dpo_composes_with_qlora_mlflow_and_export(workdir, cache_dir):
     assert (run / "merged" / "config.json").is_file()
 
 
+@pytest.mark.process
 def test_two_ddp_ranks_train_dpo_as_one_process(workdir, cache_dir):
     # 33 training pairs in global batches of 8: the last holds one pair, so rank 1 trains on a filler there, which
     # must change nothing: each step's loss is the mean over its pairs on all ranks

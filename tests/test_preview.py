@@ -17,6 +17,7 @@ def preview(*args, cwd):
     )
 
 
+@pytest.mark.process
 def test_preview_marks_supervised_tokens_and_reports_lengths_padding_and_drops(tmp_path):
     rows = qa_rows(30)
     rows[3]["question"] = "x" * 400  # too long for data.max_seq_len: its answer is truncated away

@@ -94,6 +94,7 @@ def test_a_method_from_outside_ftlab_runs_through_every_command(workdir, cache_d
         compose(over) and FineTune(compose(over))  # gone with the with block
 
 
+@pytest.mark.process
 def test_a_method_from_an_installed_package_is_swept(workdir, cache_dir, plugin):
     import optuna
 

@@ -3,6 +3,8 @@
 import logging
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli, run_dirs
 from ftlab.utils import secrets
 
@@ -48,6 +50,7 @@ def test_log_lines_are_masked(monkeypatch, capsys):
     assert "pushing with ***" in capsys.readouterr().err
 
 
+@pytest.mark.process
 def test_planted_tokens_are_used_but_written_nowhere(workdir, tiny, fake_hub):
     overrides = [f"{k}={v}" for k, v in OVERRIDDEN.items()]
     result = run_cli(
@@ -71,6 +74,7 @@ def test_planted_tokens_are_used_but_written_nowhere(workdir, tiny, fake_hub):
     assert not any(n in result.stdout + result.stderr for n in needles)
 
 
+@pytest.mark.process
 def test_a_failed_push_keeps_the_results_and_says_how_to_push_again(workdir, tiny, fake_hub):
     fake_hub.fail_commits, fake_hub.fail_status = 99, 503
     result = run_cli(
@@ -96,6 +100,7 @@ def test_a_failed_push_keeps_the_results_and_says_how_to_push_again(workdir, tin
     assert run.info.status == "FINISHED"  # the training did finish; only the upload failed
 
 
+@pytest.mark.process
 def test_a_rejected_token_stops_the_run_before_training(workdir, tiny, fake_hub):
     fake_hub.reject_all = 401
     result = run_cli(

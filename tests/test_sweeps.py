@@ -11,7 +11,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import run_cli, run_dirs
+from conftest import run_cli, run_dirs, run_main
 
 
 def study(workdir, name="lora"):
@@ -24,6 +24,7 @@ def states(workdir) -> list:
     return [t.state.name for t in sorted(study(workdir).trials, key=lambda t: t.number)]
 
 
+@pytest.mark.process
 def test_grid_multirun_runs_every_combination_as_a_normal_run(workdir, tiny):
     result = run_cli("-m", *tiny, "trainer.max_steps=1", "lora.r=4,8", "optim.lr=1e-4,3e-4", cwd=workdir)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -34,6 +35,7 @@ def test_grid_multirun_runs_every_combination_as_a_normal_run(workdir, tiny):
     assert {(c.lora.r, c.optim.lr) for c in configs} == {(4, 1e-4), (4, 3e-4), (8, 1e-4), (8, 3e-4)}
 
 
+@pytest.mark.process
 def test_optuna_sweep_runs_trials_and_a_rerun_continues_the_study(workdir, sweep_args):
     first = run_cli(*sweep_args, "hydra.sweeper.n_trials=3", cwd=workdir)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -56,6 +58,7 @@ def test_optuna_sweep_runs_trials_and_a_rerun_continues_the_study(workdir, sweep
         assert (sweep_dir / name).stat().st_size > 0, name
 
 
+@pytest.mark.process
 def test_report_from_the_storage_alone(workdir, sweep_args):
     assert run_cli(*sweep_args, "hydra.sweeper.n_trials=2", cwd=workdir).returncode == 0
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -93,6 +96,7 @@ def test_report_from_the_storage_alone(workdir, sweep_args):
     )
 
 
+@pytest.mark.process
 def test_killed_sweep_rerun_marks_the_interrupted_trial_failed_and_finishes(workdir, sweep_args):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     args = [sys.executable, "-m", "ftlab", *sweep_args, "hydra.sweeper.n_trials=3", "trainer.max_steps=400"]
@@ -113,6 +117,7 @@ def test_killed_sweep_rerun_marks_the_interrupted_trial_failed_and_finishes(work
     assert study(workdir).trials[0].user_attrs["fail_reason"].startswith("interrupted")
 
 
+@pytest.mark.process
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(workdir, sweep_args):
     # data.max_seq_len=4 leaves no example to learn from: that trial raises, the others run
     result = run_cli(
@@ -134,6 +139,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(workdir, sweep_args):
     assert "FAILED (FtlabError: no train example survives" in result.stdout
 
 
+@pytest.mark.process
 def test_too_many_failures_stop_the_sweep(workdir, sweep_args):
     result = run_cli(
         *sweep_args,
@@ -146,6 +152,7 @@ def test_too_many_failures_stop_the_sweep(workdir, sweep_args):
     assert states(workdir) == ["FAIL"] * 2 and "stopping, 2 trials failed" in result.stdout
 
 
+@pytest.mark.process
 def test_a_clearly_bad_trial_is_pruned_promptly(workdir, sweep_args):
     # the grid (seeded) runs the good learning rate first; the second, which barely moves, lags it at the
     # first validation and stops there
@@ -184,13 +191,14 @@ def test_a_clearly_bad_trial_is_pruned_promptly(workdir, sweep_args):
         ("hydra.sweeper.sampler.name=cmaes", "hydra.sweeper.sampler.name must be one of tpe, random, grid (got cmaes)"),
     ],
 )
-def test_invalid_search_spaces_are_rejected_before_any_trial(override, expected, workdir, sweep_args):
-    result = run_cli(*sweep_args, override, cwd=workdir)
+def test_invalid_search_spaces_are_rejected_before_any_trial(override, expected, workdir, sweep_args, capsys):
+    result = run_main(*sweep_args, override, capsys=capsys)
     assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (workdir / "outputs").exists()
 
 
+@pytest.mark.process
 def test_two_workers_share_one_study_on_postgresql(workdir, sweep_args, postgres_url):
     """Two processes run the same command against one PostgreSQL database: together they run exactly
     n_trials, none twice."""
@@ -226,6 +234,7 @@ def test_two_workers_share_one_study_on_postgresql(workdir, sweep_args, postgres
         optuna.delete_study(study_name=name, storage=storage)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("devices", [1, 2])
 def test_a_trial_in_another_process_reports_and_is_pruned_through_the_storage(devices, workdir, tiny):
     """What a trial on another machine does: find its study by storage URL, name and number alone. On two ranks,

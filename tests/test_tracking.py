@@ -135,6 +135,7 @@ def mlflow_server(tmp_path, postgres_url):
             db.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
+@pytest.mark.process
 def test_runs_go_to_a_tracking_server_backed_by_postgresql(workdir, tiny, mlflow_server):
     from mlflow import MlflowClient
 
@@ -219,6 +220,7 @@ def test_wandb_online_without_a_key_fails_in_one_line_before_loading(workdir, ti
     assert not list((workdir / "outputs").glob("*/*"))
 
 
+@pytest.mark.process
 def test_sweep_trials_nest_under_one_parent_run(workdir, sweep_args):
     from mlflow import MlflowClient
 

@@ -53,6 +53,7 @@ def test_tiny_end_to_end_in_every_quant_mode(quant, layer, workdir, tiny):
     assert (stats.run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.process
 def test_cli_run_writes_exactly_the_documented_artifacts(workdir, tiny):
     result = run_cli(*tiny, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -149,6 +150,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(workdir, tiny, capsys)
     assert files_under(interrupted) >= {"checkpoints/last.ckpt", ".hydra/config.yaml"}  # left as it was
 
 
+@pytest.mark.process
 def test_cli_resume_uses_the_saved_config(workdir, tiny):
     with pytest.raises((SystemExit, KeyboardInterrupt)):
         InterruptedRun(compose(tiny + ["trainer.max_steps=6", "lora.r=4"])).run()
@@ -186,6 +188,7 @@ def test_runs_started_in_the_same_second_get_their_own_dirs(workdir):
     assert dirs[1].name == dirs[0].name + "-1" or dirs[1].name[:8] != dirs[0].name[:8]  # or the clock ticked
 
 
+@pytest.mark.process
 def test_rerun_from_saved_config_reproduces_the_losses(workdir, tiny):
     original = FineTune(compose(tiny + ["trainer.log_every_n_steps=1"])).run().run_dir.resolve()  # saves .hydra/
     long_form = run_cli(
@@ -203,6 +206,7 @@ def test_rerun_from_saved_config_reproduces_the_losses(workdir, tiny):
         assert train_losses(workdir / "outputs" / "rerun" / again) == train_losses(original)
 
 
+@pytest.mark.process
 def test_unreachable_hub_model_fails_before_training_in_one_line(workdir):
     result = run_cli("model=llama3", "quant=4bit", cwd=workdir)
     assert result.returncode == 1
@@ -212,6 +216,7 @@ def test_unreachable_hub_model_fails_before_training_in_one_line(workdir):
     assert not list((workdir / "outputs").glob("*/*"))
 
 
+@pytest.mark.process
 def test_a_missing_model_path_fails_in_one_line_and_leaves_nothing(workdir):
     result = run_cli("model=tiny", "model.path=/no/such/dir", cwd=workdir)
     assert result.returncode == 1 and "Traceback" not in result.stderr

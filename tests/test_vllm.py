@@ -50,6 +50,7 @@ def test_an_adapter_with_biases_needs_the_bias_flag(trained):
     assert vllm.command("base", "a", "dir", config).endswith("--enable-lora-bias")
 
 
+@pytest.mark.process
 def test_the_card_and_the_export_print_the_command(fresh_run, tmp_path):
     card = (fresh_run / "README.md").read_text()
     assert "## Serve it with vLLM" in card
