@@ -64,9 +64,10 @@ def fresh_console():
             handler.close()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def workdir(tmp_path, monkeypatch) -> Path:
-    """Each test runs in its own folder, so outputs/ (and resume=last) never sees another test's runs."""
+    """Each test runs in its own folder, so outputs/ (and resume=last) never sees another test's runs, and no run
+    lands in the checkout; a test names it when it reads what was written there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

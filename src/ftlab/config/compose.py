@@ -47,9 +47,17 @@ def package_dir(name: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]))
 
 
+_set_up_for = None  # the methods' registry version the config store holds: the CLI composes twice (precheck, Hydra)
+
+
 def setup() -> None:
     """Register the schema, each method as an option of the method group (method=NAME, its options as declared in
     methods/), the sweeper's config node and the resolvers; idempotent, call before composing."""
+    global _set_up_for
+    METHODS.names()  # finds them all first: finding registers, and registering changes the version
+    if _set_up_for == METHODS.version:
+        return  # storing converts every node to an OmegaConf config again: tens of ms per command
+    _set_up_for = METHODS.version
     store = ConfigStore.instance()
     store.store(name=SCHEMA_NAME, node=RunConfig)
     for method in METHODS:

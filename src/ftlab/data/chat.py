@@ -20,8 +20,6 @@ An assistant turn with weight 0 (OpenAI's per-message weight) is rendered as con
 import json
 from typing import List, Optional
 
-from jinja2 import TemplateError
-
 from ftlab.utils.errors import ConfigError, FtlabError
 
 IGNORE = -100  # the label value Hugging Face losses skip
@@ -62,6 +60,8 @@ def tools_of(messages, tools: Optional[list] = None) -> Optional[list]:
 def _render(tokenizer, messages, generation_prompt: bool, where: str, tools: Optional[list] = None) -> str:
     if not messages:
         return ""
+    from jinja2 import TemplateError  # here, not at the top: --help and the refusals list the formats that use this
+
     try:
         return tokenizer.apply_chat_template(
             list(messages), tools=tools, tokenize=False, add_generation_prompt=generation_prompt

@@ -10,7 +10,7 @@ import ast
 import dataclasses
 import functools
 import inspect
-import textwrap
+import sys
 from typing import Any, Callable, Dict, Union
 
 from omegaconf import MISSING
@@ -62,13 +62,31 @@ def docs(cls: type) -> Dict[str, str]:
 
 
 def _source_docs(cls: type) -> Dict[str, str]:
+    return _module_docs(cls.__module__).get(cls.__qualname__, {})
+
+
+@functools.cache  # one parse per module, not one per class (inspect.getsource re-parses the module for each)
+def _module_docs(module: str) -> Dict[str, Dict[str, str]]:
+    """{class qualname: {field: doc}} for every class in a module's source; {} for a module without source."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):  # assembled in code, or defined interactively: no source
+        tree = ast.parse(inspect.getsource(sys.modules[module]))
+    except (OSError, TypeError, KeyError):  # assembled in code, or defined interactively: no source
         return {}
-    body = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
     out = {}
-    for stmt, after in zip(body.body, body.body[1:] + [None]) if body else ():
+
+    def visit(body, prefix):
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                out[prefix + node.name] = _field_docs(node)
+                visit(node.body, f"{prefix}{node.name}.")
+
+    visit(tree.body, "")
+    return out
+
+
+def _field_docs(body: ast.ClassDef) -> Dict[str, str]:
+    out = {}
+    for stmt, after in zip(body.body, body.body[1:] + [None]):
         value = getattr(after, "value", None)
         if isinstance(stmt, ast.AnnAssign) and isinstance(value, ast.Constant) and isinstance(value.value, str):
             out[stmt.target.id] = " ".join(value.value.split())

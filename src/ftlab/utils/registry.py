@@ -13,6 +13,7 @@ stay light to import: composing a config reads every room's declarations), then 
 method without touching ftlab. From Python (a notebook, a test), `register` adds one directly.
 """
 
+import functools
 import importlib
 import pkgutil
 from contextlib import contextmanager
@@ -59,7 +60,7 @@ class Registry:
         package = importlib.import_module(self.package)
         for module in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{self.package}.{module.name}")
-        for entry in entry_points(group=self.package):
+        for entry in _entry_points().select(group=self.package):
             entry.load()
 
     def names(self) -> List[str]:
@@ -80,3 +81,8 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self._find()
         return name in self._members
+
+
+@functools.cache  # every installed package's metadata, read once for all the registries (it takes ~20 ms a read)
+def _entry_points():
+    return entry_points()
