@@ -278,7 +278,7 @@ def test_a_method_given_data_of_the_wrong_kind_names_the_format_it_needs(tmp_pat
     [
         (["method=dpo", "method.beta=0"], "method.beta must be > 0 (got 0.0)"),
         (["method=dpo", "method.gamma=2"], "method.gamma is read by method=simpo only, and this run is method=dpo"),
-        (["method=orpo", "method.beta=0.5"], "method.beta is read by method=dpo|kto|simpo only"),
+        (["method=orpo", "method.beta=0.5"], "method.beta is read by method=dpo|grpo|kto|simpo only"),
         (
             ["method=dpo", "method.loss=ipo", "method.label_smoothing=0.1"],
             "method.label_smoothing applies to method.loss=sigmoid only",

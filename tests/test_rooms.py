@@ -190,4 +190,4 @@ def test_rooms_list_their_members_without_loading_torch():
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "['dpo', 'kto', 'orpo', 'sft', 'simpo']" in result.stdout and "['mlflow', 'wandb']" in result.stdout
+    assert "['dpo', 'grpo', 'kto', 'orpo', 'sft', 'simpo']" in result.stdout and "['mlflow', 'wandb']" in result.stdout

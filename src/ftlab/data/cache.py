@@ -106,7 +106,11 @@ def _flatten(split: Split) -> dict:
     fields = {}
     for k in keys:
         values = [x[k] for x in items]
-        if isinstance(values[0], list):
+        if isinstance(values[0], str):  # per-example text (a prompt row's reference and columns, as JSON)
+            data = [v.encode() for v in values]
+            flat = torch.tensor([b for v in data for b in v], dtype=torch.uint8)
+            fields[k] = {"text": flat, "lengths": torch.tensor([len(v) for v in data], dtype=torch.int64)}
+        elif isinstance(values[0], list):
             flat = torch.tensor([t for v in values for t in v], dtype=torch.int64)
             fields[k] = {"flat": flat, "lengths": torch.tensor([len(v) for v in values], dtype=torch.int64)}
         else:  # one number per example (a KTO row's desirable flag, its prompt length)
@@ -119,6 +123,13 @@ def _unflatten(stored: dict) -> Split:
     for k, f in stored["fields"].items():
         if "values" in f:
             columns[k] = f["values"].tolist()
+            continue
+        if "text" in f:
+            data, at, column = bytes(f["text"].tolist()), 0, []
+            for n in f["lengths"].tolist():
+                column.append(data[at : at + n].decode())
+                at += n
+            columns[k] = column
             continue
         flat, at, column = f["flat"].tolist(), 0, []
         for n in f["lengths"].tolist():

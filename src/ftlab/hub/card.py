@@ -151,7 +151,7 @@ def _config_rows(cfg: DictConfig, stats: dict) -> list:
 def _metric_rows(cfg: DictConfig, stats: dict) -> list:
     validated = [
         (f"val_{name}_{when}", f"validation {metric.label} {when} training", "{:.1%}" if metric.percent else "{:.4f}")
-        for name, metric in _method(cfg).metrics.items()
+        for name, metric in _method(cfg).logged(cfg.method).items()
         if metric.validated
         for when in ("before", "after")
     ]

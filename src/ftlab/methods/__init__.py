@@ -39,6 +39,8 @@ class Metric:
     """How the model card and the console name it."""
     percent: bool = False
     """Shown as a percentage."""
+    shown: bool = False
+    """Also on the console's progress bar."""
     validated: bool = False
     """Also measured at each validation (val/<name>), printed beside the validation loss and kept in metrics.json
     before and after training."""
@@ -51,7 +53,7 @@ class Method:
     Options: type
     """Its options: a dataclass whose `name` defaults to the method's name, each other field a method.* key."""
     kind: str = "tokens"
-    """The kind of example it trains on (data/kinds/): tokens, pair, judged."""
+    """The kind of example it trains on (data/kinds/): tokens, pair, judged, prompt."""
     reference: bool = False
     """Its loss compares the model with the reference: the base weights with the adapter switched off."""
     per_example: bool = True
@@ -63,9 +65,18 @@ class Method:
     metrics: Dict[str, Metric] = {}
     """What it logs beside the loss (`ratios` computes them)."""
 
+    def logged(self, options) -> Dict[str, Metric]:
+        """What it logs beside the loss with these options: `metrics`, and any named by its options (GRPO's reward
+        per function)."""
+        return self.metrics
+
     def checks(self, cfg) -> Iterable[str]:
         """Rules across its options and the rest of the config: one message each, naming the fix."""
         return ()
+
+    def check_data(self, options, rows: list, where: str) -> None:
+        """Refuse training rows (examples of its kind, from `where`) it cannot learn from, before the model loads:
+        ConfigError naming the key and the fix."""
 
     def loss(self, options, forward, batch: dict) -> Tuple[object, dict]:
         """(the micro-batch's loss summed over its units, with gradient; {name: sum} of what it logs, each a number

@@ -20,7 +20,7 @@ from ftlab.tracking import TRACKERS, chosen
 from ftlab.utils import secrets
 from ftlab.utils.console import info
 
-ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log", "eval")
+ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log", "eval", "samples")
 
 
 def flatten(cfg: DictConfig) -> dict:

@@ -29,7 +29,9 @@ class ProgressBar(TQDMProgressBar):
 
 class Throughput(L.Callback):
     """Counts the real (non-padding) and supervised tokens of every optimizer step, summed over all ranks (the
-    data knows them: data/steps.py), and the wall time of training; logs tokens/s, keeps the loss history."""
+    data knows them: data/steps.py), and the wall time of training; logs tokens/s, keeps the loss history. An
+    online method's step (GRPO) counts the prompt and completion tokens it trained on, and its time without the
+    generation, which the method logs on its own (generation_tok_s)."""
 
     def __init__(self):
         self.tokens = self.supervised = 0
@@ -46,9 +48,15 @@ class Throughput(L.Callback):
         self._step_seconds += seconds
         if not batch["step_end"]:
             return
-        self.tokens += batch["step_tokens"]
+        tokens, generated = batch["step_tokens"], pl_module.step_generated
+        if generated:  # an online method: it trains on its prompts and what it generated, after generating it
+            tokens = int(generated["trained_tokens"])
+            generating = generated["generation_seconds"] / trainer.world_size
+            self.seconds -= generating
+            self._step_seconds -= generating
+        self.tokens += tokens
         self.supervised += batch["step_supervised"]
-        self.steps.append((batch["step_tokens"], self._step_seconds))
+        self.steps.append((tokens, self._step_seconds))
         self._step_seconds = 0.0
         self.losses.append(pl_module.step_loss)
         pl_module.log("tok/s", self.tokens / max(self.seconds, 1e-9), prog_bar=True, on_step=True)

@@ -48,12 +48,12 @@ def validation_metrics(trainer: L.Trainer, module: L.LightningModule, datamodule
     return {k.split("/", 1)[1]: float(v) for k, v in logged.items() if k.startswith("val/")}
 
 
-def describe(metrics: dict, method, before: dict = None) -> str:
+def describe(metrics: dict, logged: dict, before: dict = None) -> str:
     """ "0.6931", or after training "0.4512 (-0.2419)"; with the metrics the method validates (methods/), e.g.
     "; accuracy 75.0% (+75.0 pts), margin 0.4210 (+0.4210)"."""
     loss = f"{metrics['loss']:.4f}" + (f" ({metrics['loss'] - before['loss']:+.4f})" if before else "")
     extra = []
-    for k, metric in method.metrics.items():
+    for k, metric in logged.items():
         if metric.validated and k in metrics:
             v, was = metrics[k], (before or {}).get(k)
             shown = f"{100 * v:.1f}%" if metric.percent else f"{v:.4f}"

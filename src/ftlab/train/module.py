@@ -1,13 +1,16 @@
 """The LightningModule: a PEFT model trained by a method (methods/), its optimizer and schedule, and adapter-only
 checkpoints."""
 
+import functools
 import math
+from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 import torch
 
 from ftlab.data import logprobs
-from ftlab.data.chat import IGNORE
+from ftlab.data.chat import IGNORE, end_of_turn
 from ftlab.methods import Method
 from ftlab.model import fast_paths
 from ftlab.train.strategy import all_ranks
@@ -33,13 +36,62 @@ class Forward:
     """What a method's loss asks of the model for one batch (methods/__init__.py): the log-probability of each
     row's labelled tokens, under the adapter model or the reference (the same weights, adapter off, no gradient)."""
 
-    def __init__(self, module: "LoRAModule"):
-        self.module = module
+    def __init__(self, module: "LoRAModule", tokenizer=None, seed: int = 0):
+        self.module, self.tokenizer, self.seed = module, tokenizer, seed
+
+    # what an online method (methods/grpo) needs beyond scoring: sampling, decoding, the run dir and the ranks
+    @functools.cached_property
+    def stop_ids(self) -> list:
+        """The tokens that end an answer: EOS and the chat template's end-of-turn marker."""
+        tokenizer = self.tokenizer
+        stop = {tokenizer.eos_token_id}
+        marker = end_of_turn(tokenizer)
+        marker_id = tokenizer.convert_tokens_to_ids(marker) if marker else None
+        if marker_id is not None and marker_id != tokenizer.unk_token_id:
+            stop.add(marker_id)
+        return sorted(stop - {None})
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def decode(self, ids: list) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.module.trainer.default_root_dir)
+
+    @property
+    def is_main(self) -> bool:
+        return self.module.trainer.is_global_zero
+
+    def all_ranks_sum(self, values: list) -> list:
+        """`values` summed over every rank (one collective)."""
+        local = torch.tensor(values, dtype=torch.float64)
+        return self.module.trainer.strategy.reduce(local.to(self.module.device), reduce_op="sum").tolist()
 
     def logps(self, batch: dict, reference: bool = False) -> tuple:
         """(summed log-probability of each row's labelled tokens, their number)."""
         logps, mask = self.token_logps(batch, reference)
         return logps.sum(1), mask.sum(1)
+
+    @contextmanager
+    def generating(self):
+        """The model as it samples: adapter on, dropout off, KV cache and PEFT's input casting on; as it was after."""
+        module = self.module
+        model, training, casting = module.model, module.model.training, module._casting
+        cache = model.config.use_cache
+        module.set_casting(True)
+        model.eval()
+        model.config.use_cache = True
+        try:
+            with torch.no_grad():
+                yield model
+        finally:
+            model.config.use_cache = cache
+            model.train(training)
+            module.set_casting(casting)
 
     def token_logps(self, batch: dict, reference: bool = False) -> tuple:
         """(log-probability of each labelled token, the labelled mask), [rows, positions]: the positions where some
@@ -84,9 +136,12 @@ class LoRAModule(L.LightningModule):
         warmup_steps: int,
         min_lr_ratio: float,
         fused_loss: bool = False,
+        tokenizer=None,
+        seed: int = 0,
     ):
         """`method`: a methods.Method and `options` its method.* options; `fused_loss`: Liger's fused linear
-        cross-entropy (model.liger_kernels) for a method that can use it."""
+        cross-entropy (model.liger_kernels) for a method that can use it; `tokenizer` and `seed`: what an online
+        method samples and decodes with."""
         super().__init__()
         self.model, self.method, self.options = model, method, options
         self.lr, self.weight_decay, self.betas, self.optimizer_name = lr, weight_decay, tuple(betas), optimizer
@@ -94,12 +149,14 @@ class LoRAModule(L.LightningModule):
         # checkpoints hold only the trainable weights (see on_save_checkpoint), so loading is partial
         self.strict_loading = False
         self.step_loss = None  # the last optimizer step's loss, for the throughput callback's history
+        self.step_generated = {}  # an online method's trained tokens and generation seconds in that step (the same)
         self._step_sums = self._val_sums = None  # the sums (method.loss) of this step / validation pass so far
         self.keeps_logits = logprobs.keeps_logits(model)
         self.fused_loss = fast_paths.fused_linear_cross_entropy() if fused_loss else None
         self._lora_layers = fast_paths.lora_layers(model)
         self._casting = True  # PEFT's cast of each adapter input to the adapter's dtype (fast_paths.set_input_casting)
-        self.forward_pass = Forward(self)
+        self.forward_pass = Forward(self, tokenizer, seed)
+        self.logged = method.logged(options)  # the metrics it logs beside the loss
 
     def forward(self, batch) -> tuple:
         """(the micro-batch's loss summed over its units, {name: sum} of what the method logs)."""
@@ -127,12 +184,16 @@ class LoRAModule(L.LightningModule):
         self._step_sums = _add(self._step_sums, sums)
         if batch["step_end"]:
             # one collective per optimizer step: every rank's sums, so the logged figures cover the whole step
-            metrics = self.method.ratios(self._reduce(self._step_sums))
+            reduced = self._reduce(self._step_sums)
+            metrics = self.method.ratios(reduced)
             self._step_sums = None
             self.step_loss = metrics["loss"]
+            # an online method's step also trains on what it generated, in time it did not spend generating
+            self.step_generated = {k: reduced[k] for k in ("trained_tokens", "generation_seconds") if k in reduced}
             self.log("train/loss", self.step_loss, prog_bar=True, on_step=True, batch_size=1)
-            for name in self.method.metrics:
-                self.log(f"train/{name}", metrics[name], on_step=True, batch_size=1)
+            for name, metric in self.logged.items():
+                if name in metrics:
+                    self.log(f"train/{name}", metrics[name], on_step=True, batch_size=1, prog_bar=metric.shown)
         count = max(int(batch["step_units"]), 1)
         return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / count)
 
@@ -148,15 +209,20 @@ class LoRAModule(L.LightningModule):
     def on_validation_epoch_end(self):
         metrics = self.method.ratios(self._reduce(self._val_sums or {}))
         self.log("val/loss", metrics["loss"], prog_bar=True)
-        for name, metric in self.method.metrics.items():
-            if metric.validated:
+        for name, metric in self.logged.items():
+            if metric.validated and name in metrics:
                 self.log(f"val/{name}", metrics[name])
 
     def _reduce(self, sums: dict) -> dict:
         """The sums of every rank, in one collective: {name: float}."""
         names = sorted(set(sums) | {"loss", "units"})
         local = torch.stack([torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64).cpu() for k in names])
-        return dict(zip(names, self.trainer.strategy.reduce(local.to(self.device), reduce_op="sum").tolist()))
+        out = dict(zip(names, self.trainer.strategy.reduce(local.to(self.device), reduce_op="sum").tolist()))
+        for k in names:  # a max_ sum is a largest value: the largest of every rank's
+            if k.startswith("max_"):
+                mine = torch.tensor([float(sums.get(k, 0.0))], dtype=torch.float64)
+                out[k] = max(float(v) for v in all_ranks(self.trainer, mine.to(self.device)))
+        return out
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -208,4 +274,10 @@ class LoRAModule(L.LightningModule):
 
 def _add(sums, more: dict) -> dict:
     more = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in more.items()}
-    return more if sums is None else {k: sums[k] + more[k] for k in more}
+    if sums is None:
+        return more
+    keys = list(sums) + [k for k in more if k not in sums]
+    return {
+        k: max(sums.get(k, 0), more.get(k, 0)) if k.startswith("max_") else sums.get(k, 0) + more.get(k, 0)
+        for k in keys
+    }

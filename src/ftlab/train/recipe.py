@@ -168,7 +168,13 @@ class FineTune:
         of messages, None if truncation left nothing to learn; the blocks of a text document; a pair's or a KTO
         row's scored answers. `fmt` None (a subclass's own rows): the first format of the method's kind."""
         fmt = fmt or formats.of_kind(self.method.kind)[0]
+        if self.adopted(fmt):  # chat rows read as prompts by an online method
+            return KINDS.get(self.method.kind).adopt(tokenizer, conversation, self.cfg.data.max_seq_len, where)
         return fmt.tokenize(tokenizer, conversation, self.cfg.data, where)
+
+    def adopted(self, fmt: Format) -> bool:
+        """Rows of `fmt` become examples of the method's kind, not the format's own (chat rows as prompts)."""
+        return fmt.kind != self.method.kind and KINDS.get(self.method.kind).adopts(fmt)
 
     def prompt_ids(self, tokenizer, messages: List[dict], where: str = "prompt") -> tuple:
         """(text, token ids) of the prompt for the next assistant turn after `messages`, tokenized as
@@ -216,7 +222,7 @@ class FineTune:
             return self.apply_chat_template(tokenizer, self.to_conversation(row, where, fmt), where, fmt)
 
         tokenized = splits.tokenize_splits(rows, tokenize, problems)
-        kind = fmt.kind if fmt is not None else self.method.kind
+        kind = fmt.kind if fmt is not None and not self.adopted(fmt) else self.method.kind
         prepared = splits.Prepared(fmt.name if fmt else None, kind, tokenized, problems.reasons, data.fingerprint)
         splits.check_not_empty(prepared, c.max_seq_len)
         if entry:
@@ -226,6 +232,9 @@ class FineTune:
     def check_data(self, fmt: Format) -> None:
         """Refuse data of a kind the method does not train on, naming what it needs and a method that takes it."""
         if fmt.kind == self.method.kind:
+            return
+        if self.adopted(fmt):
+            info(f"method={self.method.name}: the {fmt.name} rows' last assistant turn is each prompt's reference")
             return
         needs = _needs(self.method.kind)
         other = next(m.name for m in METHODS if m.kind == fmt.kind)
@@ -248,6 +257,7 @@ class FineTune:
                 f"{scoring.split_fix(split)}"
             )
         train = prepared.splits["train"].items
+        self.method.check_data(self.cfg.method, train, str(c.path or c.name))
         rows = batching.pack(train, c.max_seq_len) if c.packing else train
         stats = {**splits.describe(prepared, rows, c, self.cfg.seed), "data_fingerprint": prepared.fingerprint}
         datamodule = ChatDataModule(
@@ -343,8 +353,9 @@ class FineTune:
             [pruning] if pruning else []
         )
 
-    def make_module(self, model) -> LoRAModule:
-        """The LightningModule of the PEFT model, trained by method.name (methods/)."""
+    def make_module(self, model, tokenizer) -> LoRAModule:
+        """The LightningModule of the PEFT model, trained by method.name (methods/); an online method samples with
+        `tokenizer`."""
         o = self.cfg.optim
         return self.module_class(
             model,
@@ -358,13 +369,15 @@ class FineTune:
             warmup_steps=o.warmup_steps,
             min_lr_ratio=o.min_lr_ratio,
             fused_loss=self.cfg.model.liger_kernels and self.method.fused_loss,
+            tokenizer=tokenizer,
+            seed=self.cfg.seed,
         )
 
-    def train(self, model, data: TrainingData, run_dir: Path, loggers: list) -> tuple:
+    def train(self, model, tokenizer, data: TrainingData, run_dir: Path, loggers: list) -> tuple:
         """Fit the model on the data: (the fit's numbers for metrics.json, the adapter's weights where the
         strategy gathered them: FSDP)."""
         c, t = self.cfg, self.cfg.trainer
-        module = self.make_module(model)
+        module = self.make_module(model, tokenizer)
         run_callbacks = self.callbacks(run_dir)
         trainer = fit.make_trainer(t, self.precision, run_dir, loggers, run_callbacks, strategy.make_strategy(t, model))
         throughput = next(cb for cb in run_callbacks if isinstance(cb, callbacks.Throughput))
@@ -377,7 +390,7 @@ class FineTune:
         )
         dm = data.datamodule
         before = fit.validation_metrics(trainer, module, dm)
-        info(f"validation loss before training: {fit.describe(before, self.method)}")
+        info(f"validation loss before training: {fit.describe(before, module.logged)}")
         ckpt = self._resume_checkpoint()
         epoch, done = checkpoints.position(ckpt) if ckpt else (0, 0)
         module.train()  # from_pretrained and validate() leave eval mode on, which would switch dropout off
@@ -392,7 +405,7 @@ class FineTune:
         after = fit.validation_metrics(trainer, module, dm)
         weights = strategy.adapter_state_dict(trainer)  # FSDP: every rank gathers
         peak = callbacks.peak_memory_gb(module.device)
-        info(f"validation loss after training:  {fit.describe(after, self.method, before)}")
+        info(f"validation loss after training:  {fit.describe(after, module.logged, before)}")
         stats = dict(
             **{f"val_{k}_before": v for k, v in before.items()},
             **{f"val_{k}_after": v for k, v in after.items()},
@@ -519,7 +532,7 @@ class FineTune:
                 info(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
                 stats.update(trainable_parameters=trainable, total_parameters=total)
                 stages.start("Training")
-                fitted, weights = self.train(model, data, run_dir, trackers.start())
+                fitted, weights = self.train(model, tokenizer, data, run_dir, trackers.start())
                 stats.update(fitted)
                 if not self.main:  # training, and the collectives in it, were the other ranks' part
                     return Result(stats, run_dir, model, tokenizer, data)

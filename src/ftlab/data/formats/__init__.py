@@ -5,6 +5,7 @@
   instruction.py   {instruction, input?, output, system?}                   (Alpaca)
   preference.py    {prompt?, chosen, rejected}: pairs as text, messages or whole conversations
   kto.py           {prompt, completion, label}
+  prompt.py        {prompt, reference?, ...}: prompts for online methods (GRPO), other columns for the rewards
   text.py          {text}: raw documents for continued pretraining
 
 A format declares its columns (the data.columns.* keys it reads, with their defaults and docs), how its rows are
@@ -32,7 +33,7 @@ FORMATS = Registry("data format", __name__)
 class Format:
     name: str
     kind: str = "tokens"
-    """The kind of example its rows become (data/kinds/): tokens, pair, judged."""
+    """The kind of example its rows become (data/kinds/): tokens, pair, judged, prompt."""
     needs: str
     """What its rows hold, as a method's data check says it: "chat rows (qa ...)"; see also `wants`."""
     priority: int = 50

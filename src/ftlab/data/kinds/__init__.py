@@ -4,6 +4,7 @@ trains on; nothing guesses a kind from an example's keys.
   tokens.py  input_ids + labels: a chat conversation, or a block of a text document (SFT); packable
   pair.py    a prompt with a chosen and a rejected answer, both scored (DPO, ORPO, SimPO)
   judged.py  a prompt with one answer and whether it is desirable (KTO)
+  prompt.py  a prompt alone, with what its reward functions read; online methods sample the answers (GRPO)
 
 Each kind knows an example's batch rows and supervised tokens, how its examples become one batch, the filler a
 rank with no share of a short last batch trains on, how preview shows one and what evaluation measures on it.
@@ -38,6 +39,14 @@ class Kind:
         return supervised(item["labels"])
 
     def collate(self, items: List[dict], pad_id: int) -> dict:
+        raise NotImplementedError
+
+    def adopts(self, fmt) -> bool:
+        """Rows of `fmt`, a format of another kind, can become examples of this one (chat rows as prompts)."""
+        return False
+
+    def adopt(self, tokenizer, parsed, max_seq_len: int, where: str):
+        """What `fmt.parse` made of a row of an adopted format, as an example of this kind (or None: dropped)."""
         raise NotImplementedError
 
     def filler(self, like: dict, pad_id: int) -> dict:

@@ -1,0 +1,17 @@
+"""Reward functions of a user's own package, for the GRPO tests (imported by name from the config, in this process
+or in the processes of a DDP job, as a user's would be)."""
+
+
+def vowels(completions, **kwargs):
+    """The share of a completion's characters that are vowels: varies between random completions, so every group
+    has something to compare."""
+    return [sum(c in "aeiou" for c in text) / max(len(text), 1) for text in completions]
+
+
+def seen(prompts, completions, topic, **kwargs):
+    """Records what it was given (the topic column, one value per completion) and scores nothing."""
+    CALLS.append({"prompts": list(prompts), "completions": list(completions), "topic": list(topic)})
+    return [None] * len(completions)
+
+
+CALLS: list = []
