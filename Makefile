@@ -1,4 +1,5 @@
 # make demo: set up .venv, run the default fine-tune and score it against the base model.
+# make demo-rl: the same task with GRPO after a short SFT (docs/rl.md).
 # make test: set up .venv, check lint, format and the import layers, then run every test but the GPU ones.
 # make lock: refresh constraints.txt, the versions every install takes, from what pyproject.toml's ranges admit today.
 PY ?= python3
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.installed
 # the registry serves changes from day to day, and an untested release of a dependency must not reach a fresh clone.
 LOCK := constraints.txt
 
-.PHONY: install lock demo lint format docs test test-fast bench gpu-check clean
+.PHONY: install lock demo demo-rl lint format docs test test-fast bench gpu-check clean
 
 install: $(STAMP)
 
@@ -40,6 +41,17 @@ lock:
 
 demo: install
 	$(BIN)/python -m ftlab eval.after_train=true
+
+# GRPO on the same task (docs/rl.md): a short SFT (8 steps), merged into the weights, then 30 GRPO steps with the
+# exact-match reward, scored base (where GRPO started) against tuned on the held-out test split.
+RL_DEMO := $(shell date +outputs/demo-rl/%Y-%m-%d_%H-%M-%S)
+demo-rl: install
+	$(BIN)/python -m ftlab trainer.max_steps=8 hydra.run.dir=$(RL_DEMO)/sft
+	$(BIN)/python -m ftlab.export run=$(RL_DEMO)/sft
+	$(BIN)/python -m ftlab method=grpo model.path=$(RL_DEMO)/sft/merged model.gguf_file=null \
+	  method.num_generations=4 method.max_completion_length=16 data.batch_size=4 trainer.max_steps=30 \
+	  trainer.val_every_n_steps=0 method.samples_every=5 eval.after_train=true generation.max_new_tokens=16 \
+	  hydra.run.dir=$(RL_DEMO)/grpo
 
 # ruff (lint and format) and import-linter (the layers in pyproject.toml, drawn in docs/architecture.md)
 lint: install

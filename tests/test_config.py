@@ -95,7 +95,7 @@ def test_cli_help_lists_groups(workdir, capsys):
     result = run_main("--help", capsys=capsys)
     assert result.returncode == 0
     assert "model: llama3, mistral, qwen2.5, smollm2, tiny" in result.stdout
-    assert "sweep: dpo, lora" in result.stdout and "method: dpo, grpo, kto, orpo, sft, simpo" in result.stdout
+    assert "sweep: dpo, grpo, lora" in result.stdout and "method: dpo, grpo, kto, orpo, sft, simpo" in result.stdout
     assert "lora.r=16" in result.stdout and "Adapter rank." in result.stdout  # options with their docs
     # the sweeper's options are declared in the schema like any other, so --help shows them
     assert "hydra.sweeper.n_trials=10" in result.stdout and "hydra.sweeper.pruner.name=none" in result.stdout

@@ -15,7 +15,7 @@ from conftest import CHAT, run_cli, run_dirs, run_main, write_rows
 from ftlab import FineTune, compose
 from ftlab.data.kinds.prompt import decode_row
 from ftlab.utils.errors import ConfigError
-from test_train import InterruptedRun
+from test_train import Interrupt, InterruptedRun
 
 TESTS = Path(__file__).parent
 PROMPTS = [
@@ -213,3 +213,109 @@ def test_sft_on_prompt_rows_is_refused_naming_grpo(prompts, cache_dir):
 
     with pytest.raises(ConfigError, match="this data is in the prompt format; .* or train it with method=grpo"):
         prepare_data(f"data.path={prompts}", "data.val_size=4")
+
+
+def test_the_cache_keeps_prompts_apart_from_answers(cache_dir):
+    """The same chat rows are prompts to GRPO and labelled answers to SFT: one must not be served for the other."""
+    from conftest import prepare_data
+
+    common = (f"data.path={CHAT}", "data.val_size=4", f"cache_dir={cache_dir}")
+    assert prepare_data(*common, "method=grpo").prepared.kind == "prompt"
+    tokens = prepare_data(*common).prepared
+    assert tokens.kind == "tokens" and any(set(x["labels"]) != {-100} for x in tokens.splits["train"].items)
+
+
+def test_evaluation_scores_the_answers_with_the_rewards_base_against_tuned(single, tmp_path, capsys):
+    import shutil
+
+    run = Path(shutil.copytree(single, tmp_path / "run"))
+    result = run_main(f"run={run}", "eval.split=validation", "generation.max_new_tokens=6", module="ftlab.evaluate",
+                      capsys=capsys)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((run / "eval" / "report.json").read_text())
+    generations = [json.loads(x) for x in (run / "eval" / "generations.jsonl").read_text().splitlines()]
+    for side in ("base", "tuned"):
+        answers = [g["answers"][side]["output"] if "answers" in g else g[side] for g in generations]
+        expected = grpo_rewards.vowels(answers)
+        assert report["scores"][side]["reward_vowels"] == pytest.approx(sum(expected) / len(expected))
+        assert report["scores"][side]["reward"] == pytest.approx(sum(expected) / len(expected))
+    assert "| reward vowels |" in (run / "eval" / "report.md").read_text()
+
+
+def test_folded_sampling_gives_the_unfolded_completions_and_puts_the_weights_back(single):
+    from peft import PeftModel
+
+    from ftlab.methods.grpo import rollout
+
+    recipe = FineTune(compose(["model=tiny", *RULES]))
+    tokenizer = recipe.load_tokenizer(None)
+    model = PeftModel.from_pretrained(recipe.load_base_model(recipe.model_source()), single / "adapter").eval()
+    weights = dict(model.named_parameters())
+    copies = {n: p.detach().clone() for n, p in weights.items()}
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 8], [0, 9, 10, 11]]),
+        "attention_mask": torch.tensor([[1] * 4, [0, 1, 1, 1]]),
+    }
+
+    class Sampling:
+        max_completion_length, temperature, top_k, top_p = 8, 1.0, 0, 1.0
+
+    args = dict(group=3, seeds=list(range(6)), options=Sampling, stop_ids=[tokenizer.eos_token_id], pad_id=0)
+    with torch.no_grad():
+        plain = rollout.generate(model, batch, **args)
+        with rollout.merged(model) as folded:
+            merged = rollout.generate(folded, batch, **args)
+            moved = any(not torch.equal(p, copies[n]) for n, p in folded.named_parameters() if "base_layer" in n)
+    assert moved  # the weights were folded while sampling ...
+    assert torch.equal(plain.input_ids, merged.input_ids) and plain.completion_ids == merged.completion_ids
+    for n, p in model.named_parameters():  # ... and the very same tensors, unchanged, are back
+        assert p is weights[n] and torch.equal(p, copies[n]), n
+
+
+def test_preview_samples_the_starting_model_and_scores_it(prompts, cache_dir, capsys):
+    result = run_main(*options(prompts, cache_dir), "-n", "2", module="ftlab.preview", capsys=capsys)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "4 completions per prompt, sampled from the starting model" in out
+    assert out.count("  reward ") == 8  # 2 prompts x 4 completions, each with its score
+    assert "vowels: mean" in out and "applies to 8/8" in out and "have one reward for all their completions" in out
+
+
+class StoppedAfterTwo(FineTune):
+    def callbacks(self, run_dir):
+        return super().callbacks(run_dir) + [Interrupt(2)]  # Ctrl+C once step 2 ends, before its checkpoint
+
+
+@pytest.fixture(scope="module")
+def two_passes(tmp_path_factory, prompts, cache_dir) -> Path:
+    run_dir = tmp_path_factory.mktemp("passes") / "run"
+    over = options(prompts, cache_dir, "method.passes=2", "trainer.checkpoint_every_n_steps=1", "lora.dropout=0.1")
+    FineTune(compose(over), run_dir=run_dir).run()
+    return run_dir
+
+
+def test_passes_learn_twice_from_each_sampling(two_passes):
+    metrics = json.loads((two_passes / "metrics.json").read_text())
+    assert metrics["steps"] == 4
+    lengths = logged(two_passes, "train/completion_length")
+    assert lengths[1] == lengths[0] and lengths[3] == lengths[2]
+    # two samplings (steps 0 and 2) of 4 prompts x 4 completions, not four
+    assert metrics["generated_tokens"] == pytest.approx(16 * (lengths[0] + lengths[2]))
+    rewards, losses = logged(two_passes, "train/reward"), logged(two_passes, "train/loss")
+    assert rewards[1] == rewards[0] and rewards[3] == rewards[2]  # the same completions, scored once
+    # a first pass is on-policy (ratio 1: the advantages' mean, 0 here); the second learns off-policy from them
+    assert abs(losses[0]) < 1e-6 and abs(losses[2]) < 1e-6
+    assert abs(losses[1]) > 1e-4
+
+
+def test_a_run_interrupted_between_passes_resumes_with_its_completions(workdir, prompts, cache_dir, two_passes):
+    over = options(prompts, cache_dir, "method.passes=2", "trainer.checkpoint_every_n_steps=1", "lora.dropout=0.1")
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        StoppedAfterTwo(compose(over)).run()  # its last checkpoint, after step 1, holds the completions of step 0
+    checkpoint = torch.load(run_dirs(workdir)[-1] / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 1 and len(checkpoint["ftlab_carry"][0]) == 1
+    FineTune(compose(over + ["resume=last"])).run()
+    resumed = run_dirs(workdir)[-1]
+    assert logged(resumed, "train/loss") == {s: v for s, v in logged(two_passes, "train/loss").items() if s >= 1}
+    a, b = adapter(resumed), adapter(two_passes)
+    assert all(torch.equal(a[k], b[k]) for k in a)

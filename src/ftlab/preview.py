@@ -1,6 +1,7 @@
 """`python -m ftlab.preview [overrides] [-n N]`: see the training data exactly as the model will, before training.
 
-Loads the tokenizer and the data only (never model weights), through the same FineTune stages a run uses,
+Loads the tokenizer and the data through the same FineTune stages a run uses (model weights only for a method
+that samples its own answers: GRPO, whose preview samples the starting model and scores it with the rewards),
 then prints N rendered training examples as their kind shows them (data/kinds/: supervised tokens marked; a
 preference pair's prompt once, then its chosen and rejected answers), token-length statistics, the
 padding share with and without packing, and how many rows were dropped or skipped and why. The tokenized
@@ -36,6 +37,11 @@ def preview(overrides: List[str], n: int = 3, color: bool = False, recipe_cls=No
         log.info(prepared.examples.show(tokenizer, example, i, color))
     for reason in prepared.skipped[:5]:
         log.info(f"skipped: {reason}")
+    if ft.method.samples:  # an online method learns from the model's own answers: show what the rewards make of them
+        log.info(f"\nloading {ft.cfg.model.name} to sample from it ...")
+        model = ft.load_base_model(ft.model_source())
+        for line in ft.method.preview(ft.cfg.method, model, tokenizer, train[:n], ft.cfg.seed):
+            log.info(line)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

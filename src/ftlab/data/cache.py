@@ -51,12 +51,13 @@ def code_fingerprint(package: Path = DATA_PACKAGE) -> str:
     return digest.hexdigest()[:16]
 
 
-def key(data_cfg, seed: int, source_fingerprint: str, tokenizer, stages: List) -> str:
+def key(data_cfg, seed: int, source_fingerprint: str, tokenizer, stages: List, kind: str = "") -> str:
     """`stages`: the FineTune methods that turn rows into tokens, and the data format, whose code is hashed too (an
-    override in a subclass, a format registered from outside ftlab, changes the key)."""
+    override in a subclass, a format registered from outside ftlab, changes the key); `kind`: the kind of example
+    the method trains on (chat rows are prompts to an online method, labelled answers to the others)."""
     options = shaping_options(data_cfg)
     code = [code_fingerprint()] + [_source_of(f) for f in stages]
-    parts = [source_fingerprint, tokenizer_fingerprint(tokenizer), options, seed, code]
+    parts = [source_fingerprint, tokenizer_fingerprint(tokenizer), options, seed, code] + ([kind] if kind else [])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

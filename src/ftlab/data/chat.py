@@ -224,3 +224,13 @@ def end_of_turn(tokenizer) -> str:
         "assistant",
     )
     return full[start:end].split("ok", 1)[-1].strip()
+
+
+def stop_ids(tokenizer) -> List[int]:
+    """The tokens that end an answer: EOS, and the end-of-turn marker where the vocabulary has it as one token."""
+    stop = {tokenizer.eos_token_id}
+    marker = end_of_turn(tokenizer)
+    marker_id = tokenizer.convert_tokens_to_ids(marker) if marker else None
+    if marker_id is not None and marker_id != tokenizer.unk_token_id:
+        stop.add(marker_id)
+    return sorted(stop - {None})

@@ -28,8 +28,11 @@ class ChatDataModule(L.LightningDataModule):
         seed: int,
         num_workers: int,
         group_by_length: bool,
+        passes: int = 1,
     ):
-        """`kind`: the examples' kind; `per_example`: a step's loss is the mean over its examples, not its tokens."""
+        """`kind`: the examples' kind; `per_example`: a step's loss is the mean over its examples, not its tokens;
+        `passes`: optimizer steps on each step's micro-batches (steps.StepBatches)."""
+        self.passes = passes
         super().__init__()
         self.train, self.val, self.kind, self.per_example = train, val, kind, per_example
         self.batch_size, self.accumulate, self.seed, self.num_workers = batch_size, accumulate, seed, num_workers
@@ -50,6 +53,7 @@ class ChatDataModule(L.LightningDataModule):
             group_by_length=self.group_by_length,
             kind=self.kind,
             per_example=self.per_example,
+            passes=self.passes,
         )
         # its own generator: without one, every new iterator draws a seed from the global generator, which
         # dropout also draws from, so a resumed run (new iterator after the restore) would drift

@@ -7,7 +7,8 @@ a rank left with nothing gets a one-token filler row that has no label, so all r
 steps (DDP's collectives need that) and the filler changes nothing.
 
 An optimizer step is `accumulate` consecutive global batches (fewer at the end of an epoch, where Lightning steps
-early). Every micro-batch carries that step's totals across micro-batches and ranks, known here from the order
+early); a method that takes several passes over them (GRPO's mu) gets the step's micro-batches again, once per
+pass. Every micro-batch carries that step's totals across micro-batches and ranks, known here from the order
 alone: the model divides its summed token loss by the step's supervised-token count, so the loss of a step is the
 mean over all its supervised tokens whatever the batch size, accumulation and number of ranks (module.py).
 """
@@ -37,6 +38,7 @@ class StepTotals:
     tokens: int  # real (non-padding) tokens
     last: bool  # this micro-batch ends the step
     units: int  # what the step's loss is the mean over: supervised tokens, or examples (the method's `unit`)
+    repeat: int = 0  # which pass over the same micro-batches this step is (a method's `passes`: GRPO's mu)
 
 
 def shares(batch: List[int], world_size: int) -> List[List[int]]:
@@ -66,9 +68,12 @@ class StepBatches(torch.utils.data.Sampler):
         place: Optional[tuple] = None,
         kind: Kind = None,
         per_example: bool = False,
+        passes: int = 1,
     ):
         """`kind`: the rows' kind (tokens unless said); `per_example`: a step's loss is the mean over its examples
-        (the preference methods), not over its supervised tokens."""
+        (the preference methods), not over its supervised tokens; `passes`: optimizer steps on each step's
+        micro-batches, one after the other (an online method's passes over the completions it sampled)."""
+        self.passes = passes
         self.place = place  # (rank, world size); None: this process's place in the running job
         self.batch_size, self.accumulate, self.seed, self.epoch, self.skip = batch_size, accumulate, seed, epoch, skip
         kind = kind or KINDS.get("tokens")
@@ -95,17 +100,18 @@ class StepBatches(torch.utils.data.Sampler):
             labelled = sum(self.supervised[i] for b in window for i in b)
             tokens = sum(self.lengths[i] for b in window for i in b)
             count = sum(self.units[i] for b in window for i in b)
-            for k, batch in enumerate(window):
-                mine = shares(batch, world_size)[rank]
-                step = StepTotals(labelled, tokens, k == len(window) - 1, count)
-                out.append([(i, step) for i in mine] or [(None, step)])
+            for repeat in range(self.passes):
+                for k, batch in enumerate(window):
+                    mine = shares(batch, world_size)[rank]
+                    step = StepTotals(labelled, tokens, k == len(window) - 1, count, repeat)
+                    out.append([(i, step) for i in mine] or [(None, step)])
         skip, self.skip = self.skip, 0
         return iter(out[skip:])
 
     def __len__(self) -> int:
         # the full epoch: Lightning counts the skipped batches as done from the checkpoint it restored
         n, size = len(self.lengths), self.batch_size * (self.place or world())[1]
-        return -(-n // size)
+        return -(-n // size) * self.passes
 
 
 class StepRows(torch.utils.data.Dataset):
@@ -136,6 +142,7 @@ class StepCollator:
             rows = [self.filler]
         out = self.kind.collate(rows, self.pad_id)
         out.update(step_supervised=step.supervised, step_tokens=step.tokens, step_end=step.last, step_units=step.units)
+        out["step_repeat"] = step.repeat
         return out
 
 

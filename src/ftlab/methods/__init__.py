@@ -24,7 +24,7 @@ torch inside the functions that compute, never at its top.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 from ftlab.utils.registry import Registry
 
@@ -73,6 +73,22 @@ class Method:
     def checks(self, cfg) -> Iterable[str]:
         """Rules across its options and the rest of the config: one message each, naming the fix."""
         return ()
+
+    samples: bool = False
+    """It learns from answers the model samples (online): ftlab.preview shows the starting model's (`preview`)."""
+
+    def preview(self, options, model, tokenizer, examples: list, seed: int) -> list:
+        """Lines that show what training would make of the starting model on `examples` (a method that `samples`)."""
+        return []
+
+    def scores(self, options, answers: List[str], examples: List[dict]) -> dict:
+        """What evaluation adds for a method that `samples`: its measure of each held-out answer (examples: of its
+        kind, one per answer), averaged; report.json's and metrics.json's eval_<name>."""
+        return {}
+
+    def passes(self, options) -> int:
+        """Optimizer steps it takes on each step's micro-batches (GRPO's mu: several passes over what it sampled)."""
+        return 1
 
     def check_data(self, options, rows: list, where: str) -> None:
         """Refuse training rows (examples of its kind, from `where`) it cannot learn from, before the model loads:

@@ -34,8 +34,8 @@ class Throughput(L.Callback):
     generation, which the method logs on its own (generation_tok_s)."""
 
     def __init__(self):
-        self.tokens = self.supervised = 0
-        self.seconds = 0.0
+        self.tokens = self.supervised = self.generated = 0
+        self.seconds = self.generation_seconds = 0.0  # seconds: training, without the generation
         self.losses, self.steps = [], []  # steps: (real tokens, seconds) of each optimizer step
         self._t0, self._step_seconds = None, 0.0
 
@@ -52,6 +52,8 @@ class Throughput(L.Callback):
         if generated:  # an online method: it trains on its prompts and what it generated, after generating it
             tokens = int(generated["trained_tokens"])
             generating = generated["generation_seconds"] / trainer.world_size
+            self.generated += int(generated["generated"])
+            self.generation_seconds += generating
             self.seconds -= generating
             self._step_seconds -= generating
         self.tokens += tokens

@@ -67,7 +67,11 @@ def stats(trainer: L.Trainer, throughput: Throughput, seconds: float) -> dict:
     """What the fit did, for metrics.json: steps and epochs, tokens, time, tokens/s and the loss at both ends."""
     losses = throughput.losses
     tail = losses[-max(1, len(losses) // 10) :]  # the last tenth of the steps, smoothing noise
+    online = {}
+    if throughput.generated:  # an online method: its generation apart from its training (train_seconds has both)
+        online = dict(generated_tokens=throughput.generated, generation_seconds=round(throughput.generation_seconds, 2))
     return dict(
+        **online,
         train_loss_first_step=losses[0] if losses else None,
         train_loss_last_steps=sum(tail) / len(tail) if tail else None,
         steps=trainer.global_step,

@@ -9,8 +9,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ftlab.data import logprobs
-from ftlab.data.chat import IGNORE, end_of_turn
+from ftlab.data import chat, logprobs
+from ftlab.data.chat import IGNORE
 from ftlab.methods import Method
 from ftlab.model import fast_paths
 from ftlab.train.strategy import all_ranks
@@ -38,18 +38,14 @@ class Forward:
 
     def __init__(self, module: "LoRAModule", tokenizer=None, seed: int = 0):
         self.module, self.tokenizer, self.seed = module, tokenizer, seed
+        # what an online method learns from on its next passes over a micro-batch (GRPO's completions, with mu > 1):
+        # kept between optimizer steps and in checkpoints, so a run resumed between passes goes on alike
+        self.carry: dict = {}
 
     # what an online method (methods/grpo) needs beyond scoring: sampling, decoding, the run dir and the ranks
     @functools.cached_property
     def stop_ids(self) -> list:
-        """The tokens that end an answer: EOS and the chat template's end-of-turn marker."""
-        tokenizer = self.tokenizer
-        stop = {tokenizer.eos_token_id}
-        marker = end_of_turn(tokenizer)
-        marker_id = tokenizer.convert_tokens_to_ids(marker) if marker else None
-        if marker_id is not None and marker_id != tokenizer.unk_token_id:
-            stop.add(marker_id)
-        return sorted(stop - {None})
+        return chat.stop_ids(self.tokenizer)
 
     @property
     def pad_id(self) -> int:
@@ -189,7 +185,8 @@ class LoRAModule(L.LightningModule):
             self._step_sums = None
             self.step_loss = metrics["loss"]
             # an online method's step also trains on what it generated, in time it did not spend generating
-            self.step_generated = {k: reduced[k] for k in ("trained_tokens", "generation_seconds") if k in reduced}
+            keys = ("trained_tokens", "generated", "generation_seconds")
+            self.step_generated = {k: reduced[k] for k in keys if k in reduced}
             self.log("train/loss", self.step_loss, prog_bar=True, on_step=True, batch_size=1)
             for name, metric in self.logged.items():
                 if name in metrics:
@@ -252,6 +249,12 @@ class LoRAModule(L.LightningModule):
             else [None] * len(cpu)
         )
         checkpoint["ftlab_rng"] = [{"cpu": c, "cuda": g} for c, g in zip(cpu, cuda)]
+        if self.trainer.world_size == 1:
+            checkpoint["ftlab_carry"] = [self.forward_pass.carry]
+        else:
+            carries = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(carries, self.forward_pass.carry)
+            checkpoint["ftlab_carry"] = carries
 
     def on_load_checkpoint(self, checkpoint):
         saved = checkpoint.get("ftlab_world_size", 1)
@@ -260,6 +263,9 @@ class LoRAModule(L.LightningModule):
                 f"the checkpoint was written by {saved} process(es) and this run has {self.trainer.world_size}; resume "
                 f"with trainer.devices x trainer.num_nodes = {saved}, so the data restarts where it stopped"
             )
+        carries = checkpoint.get("ftlab_carry")
+        if carries:
+            self.forward_pass.carry = carries[self.global_rank]
         rng = checkpoint.get("ftlab_rng")
         if isinstance(rng, dict):  # written before the states were kept per rank: one process, all its GPUs
             torch.set_rng_state(rng["cpu"])

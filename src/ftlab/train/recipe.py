@@ -204,7 +204,7 @@ class FineTune:
         c = self.cfg.data
         data = sources.open_source(c)
         stages = [self.read_splits, self.data_format, self.to_conversation, self.apply_chat_template]
-        key = cache.key(c, self.cfg.seed, data.fingerprint, tokenizer, stages + list(FORMATS))
+        key = cache.key(c, self.cfg.seed, data.fingerprint, tokenizer, stages + list(FORMATS), self.method.kind)
         entry = cache.entry(self.cfg.cache_dir, key) if c.cache else None
         prepared = cache.load(entry) if entry else None
         if prepared is not None:
@@ -271,6 +271,7 @@ class FineTune:
             seed=self.cfg.seed,
             num_workers=c.num_workers,
             group_by_length=c.group_by_length,
+            passes=self.method.passes(self.cfg.method),
         )
         return TrainingData(prepared, rows, datamodule, stats)
 
@@ -304,16 +305,17 @@ class FineTune:
                 prompt = prompts.split_reference(messages, where)
                 text, ids = self.prompt_ids(tokenizer, prompt.messages, where)
                 # a row whose kind adds scores (a pair's preference accuracy) brings its example, as training scores it
-                example = None
-                if fmt is not None and KINDS.get(fmt.kind).reported:
+                # and a method that samples (GRPO) scores the answers with its own measure (its rewards)
+                example, kind = None, fmt.kind if fmt is not None else "tokens"
+                if fmt is not None and (KINDS.get(fmt.kind).reported or self.method.samples):
                     example = self.apply_chat_template(tokenizer, conversation, where, fmt)
+                    kind = self.method.kind if self.adopted(fmt) else fmt.kind
             except ConfigError:  # not the row's fault: skipping cannot help
                 raise
             except FtlabError as e:
                 problems.report(str(e))
                 continue
             tokens = chat.tokenize_conversation(tokenizer, messages, c.max_seq_len, where, c.train_on)
-            kind = fmt.kind if fmt is not None else "tokens"
             examples.append(scoring.Example(prompt, text, ids, tokens, kind, example))
         return examples, data.fingerprint
 

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 from transformers import GenerationConfig
 
-from ftlab.data.chat import end_of_turn
+from ftlab.data.chat import end_of_turn, stop_ids
 
 
 @dataclass
@@ -37,10 +37,8 @@ def settings(gen_cfg) -> dict:
 
 def _generation_config(model, tokenizer, gen_cfg, marker: str) -> GenerationConfig:
     # a fresh GenerationConfig, not the model's: its file may switch sampling on or set a temperature of its own
-    stop = {tokenizer.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))}
+    stop = {*stop_ids(tokenizer), *_as_list(getattr(model.generation_config, "eos_token_id", None))}
     marker_id = tokenizer.convert_tokens_to_ids(marker) if marker else None
-    if marker_id is not None and marker_id != tokenizer.unk_token_id:
-        stop.add(marker_id)
     kwargs = dict(settings(gen_cfg), pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop - {None}))
     if marker and marker_id in (None, tokenizer.unk_token_id):  # a marker this vocabulary spells as text
         kwargs["stop_strings"] = [marker]

@@ -80,7 +80,11 @@ def table(doc: dict) -> str:
         head,
         "|---|" + "---:|" * (len(names) + compare),
     ]
-    for key, label, percent in rows():
+    listed = rows()
+    known = {key for key, _, _ in listed}
+    # a method's own scores (GRPO's rewards), under their names
+    listed += [(k, k.replace("_", " ", 1), False) for k in doc["scores"][names[0]] if k not in known]
+    for key, label, percent in listed:
         values = [doc["scores"][n].get(key) for n in names]
         if (key, label, percent) not in ROWS and all(v is None for v in values):  # a kind's, on its data only
             continue

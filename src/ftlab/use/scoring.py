@@ -19,6 +19,7 @@ import torch
 
 from ftlab.data import batching, logprobs
 from ftlab.data.kinds import KINDS
+from ftlab.methods import METHODS
 from ftlab.use import generate, metrics, report
 from ftlab.use.prompts import Prompt
 from ftlab.utils.console import info
@@ -76,6 +77,10 @@ def score(model, tokenizer, examples: List[Example], cfg, progress: bool) -> dic
     for kind in sorted({e.kind for e in examples if e.example is not None}):
         items = [e.example for e in examples if e.kind == kind and e.example is not None]
         scores.update(KINDS.get(kind).scores(model, items, cfg.generation.batch_size, tokenizer.pad_token_id))
+    method = METHODS.get(cfg.method.name)
+    if method.samples:  # the answers, scored as training scored its samples (GRPO: the mean of each reward)
+        pairs = [(a.output, e.example) for a, e in zip(answers, examples) if e.kind == method.kind and e.example]
+        scores.update(method.scores(cfg.method, [a for a, _ in pairs], [x for _, x in pairs]))
     return {"scores": scores, "answers": answers, "per_example": per}
 
 

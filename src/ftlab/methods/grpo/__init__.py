@@ -32,10 +32,13 @@ METRICS = {
 @dataclass
 class Options:
     name: str = "grpo"
-    rewards: List[Any] = opt([], example="method.rewards=[{fn:exact_match,weight:1.0}]")
+    rewards: List[Any] = opt(
+        [{"fn": "exact_match", "weight": 1.0}], example="method.rewards=[{fn:exact_match,weight:1.0}]"
+    )
     """The reward functions, each {fn, weight (default 1), name?, ...its own arguments}: fn a shipped reward
     (exact_match, regex, json_valid, tool_call, length) or module:function called TRL's way,
-    fn(prompts, completions, **columns) -> [float or None]. A completion's reward is the weighted sum."""
+    fn(prompts, completions, **columns) -> [float or None]. A completion's reward is the weighted sum. The default
+    scores each answer against the row's reference."""
     num_generations: int = opt(8, ge=2, example="method.num_generations=8")
     """Completions sampled per prompt (the group). More: steadier advantages, more generation per step."""
     max_completion_length: int = opt(256, ge=1, example="method.max_completion_length=256")
@@ -57,7 +60,7 @@ class Options:
         "token", choices=["token", "sequence"], example="method.importance_sampling_level=sequence"
     )
     """The ratio new/old policy per token (GRPO), or per completion from its mean token log-ratio (GSPO; steadier
-    with several passes or long completions)."""
+    with long completions)."""
     epsilon: float = opt(0.2, gt=0, lt=1, example="method.epsilon=0.2")
     """Lower clip bound: the ratio is held at >= 1 - epsilon where the advantage is negative."""
     epsilon_high: float = opt(0.2, gt=0, example="method.epsilon_high=0.28")
@@ -66,8 +69,12 @@ class Options:
     beta: float = opt(0.0, ge=0, example="method.beta=0.04")
     """Weight of the KL penalty to the reference (the base model, adapter off); 0: no penalty and no reference
     pass, the cheapest."""
+    merge_for_sampling: bool = opt(True, example="method.merge_for_sampling=false")
+    """Sample with the adapter folded into a copy of the weights it adapts (faster: one matrix product per layer
+    instead of three), holding that copy in memory while sampling; skipped on a quantized base, DoRA or FSDP."""
     passes: int = opt(1, ge=1, example="method.passes=2")
-    """Optimizer steps on each batch of completions (mu): more learning per generation, further off-policy."""
+    """Optimizer steps on each batch of sampled completions (mu): more learning per sampling, further off-policy
+    (the clipped ratio to the sampling policy keeps each step close). trainer.max_steps counts them all."""
     mask_truncated: bool = opt(False, example="method.mask_truncated=true")
     """Leave completions that hit max_completion_length out of the loss (DAPO's overlong filtering)."""
     filter_zero_std: bool = opt(False, example="method.filter_zero_std=true")
@@ -124,6 +131,22 @@ class GRPO(Method):
         for row in map(decode_row, (x["row"] for x in rows)):
             columns |= set(row["columns"]) | ({"reference"} if row["reference"] is not None else set())
         rewards.check_columns(rewards.resolve(options.rewards), columns, where)
+
+    samples = True
+
+    def preview(self, options, model, tokenizer, examples: list, seed: int) -> list:
+        from ftlab.methods.grpo import preview
+
+        return preview.lines(options, model, tokenizer, examples, seed)
+
+    def scores(self, options, answers: List[str], examples: List[dict]) -> dict:
+        """The mean weighted reward of the held-out answers, and each function's mean where it applies."""
+        from ftlab.methods.grpo import step
+
+        return step.evaluation_scores(options, answers, examples)
+
+    def passes(self, options) -> int:
+        return options.passes
 
     def logged(self, options) -> Dict[str, Metric]:
         from ftlab.methods.grpo import rewards

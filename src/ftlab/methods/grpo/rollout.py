@@ -11,6 +11,7 @@ scores into a one-hot), so the KV cache, padding and stopping are transformers' 
 
 import hashlib
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import List
 
@@ -72,6 +73,47 @@ class SeededSampling(LogitsProcessor):
         return out.scatter_(1, tokens.unsqueeze(1), 0.0)
 
 
+def shared_prefix_cache(model, ids, mask, group: int):
+    """The KV cache of each prompt's tokens (left-padded `ids`, `mask`), computed once and repeated `group` times,
+    row i's copies next to each other, as generate expects them."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate numbers a left-padded prompt
+    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(group)
+    return cache
+
+
+@contextmanager
+def merged(model):
+    """The adapter folded into the weights for sampling, and the adapter layers switched off: one matrix product
+    per layer instead of three. The merged weights are new tensors swapped in for the frozen ones, which are put
+    back untouched (W + BA - BA would not give W back exactly, and a resumed run must see the same weights).
+    Where the adapter cannot be folded (DoRA, a quantized base) the model samples with it unmerged."""
+    layers = [m for m in model.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
+    foldable = [m for m in layers if not _unfoldable(m)]
+    if not layers or len(foldable) < len(layers):
+        yield model
+        return
+    originals = []
+    try:
+        for layer in foldable:
+            weight = layer.base_layer.weight
+            delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters if name in layer.lora_A)
+            originals.append((layer.base_layer, weight))
+            layer.base_layer.weight = torch.nn.Parameter(weight.detach() + delta.to(weight.dtype), requires_grad=False)
+        with model.disable_adapter():
+            yield model
+    finally:
+        for base_layer, weight in originals:
+            base_layer.weight = weight
+
+
+def _unfoldable(layer) -> bool:
+    weight = getattr(layer.base_layer, "weight", None)
+    dora = any(getattr(layer, "use_dora", {}).get(n, False) for n in layer.active_adapters)
+    plain = weight is not None and type(weight.data) is torch.Tensor  # not sharded (FSDP) or quantized
+    return not plain or dora or weight.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+
+
 @dataclass
 class Rollout:
     """A group of completions per prompt, every tensor [prompts x group, ...] in group order."""
@@ -91,17 +133,25 @@ class Rollout:
 
 def generate(model, batch: dict, *, group: int, seeds: List[int], options, stop_ids: List[int], pad_id: int) -> Rollout:
     """`group` completions of each prompt of `batch` (left-padded input_ids + attention_mask) by `model` as it samples
-    (train/module.py: Forward.generating); `seeds`: one per completion (stream_seed)."""
+    (train/module.py: Forward.generating); `seeds`: one per completion (stream_seed).
+
+    Each prompt is read once, not once per completion: its KV cache (all but its last token) is computed for the
+    prompts alone and repeated for the group, and generation goes on from there."""
     started = time.perf_counter()
+    width, length = batch["input_ids"].shape[1], options.max_completion_length
     prompts = batch["input_ids"].repeat_interleave(group, 0)
     mask = batch["attention_mask"].repeat_interleave(group, 0)
-    width, length = prompts.shape[1], options.max_completion_length
     sampler = SeededSampling(uniforms(seeds, length), width, options.temperature, options.top_k, options.top_p)
     config = GenerationConfig(
         max_new_tokens=length, do_sample=False, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True
     )
+    extra = {}
+    if width > 1:
+        extra["cache"] = shared_prefix_cache(model, batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1], group)
     processors = LogitsProcessorList([sampler])
-    out = model.generate(input_ids=prompts, attention_mask=mask, generation_config=config, logits_processor=processors)
+    out = model.generate(
+        input_ids=prompts, attention_mask=mask, generation_config=config, logits_processor=processors, **extra
+    )
     new = out[:, width:]
     stops = torch.isin(new, torch.tensor(stop_ids, device=new.device))
     has_stop = stops.any(1)

@@ -4,6 +4,7 @@ sums the step logs (reward per function, KL, clipping, lengths, zero-std groups,
 import functools
 import json
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -37,20 +38,19 @@ def reward_inputs(rows: list, texts: list, group: int) -> tuple:
     return prompts, completions, columns
 
 
-def loss(options, forward, batch: dict):
-    module = forward.module
-    rows = batch["rows"]
-    if not any(rows):  # a filler: this rank has no share of a short last batch, but DDP needs its backward pass
-        if "step_units" in batch and (options.filter_zero_std or options.loss_type == "dapo"):
-            forward.all_ranks_sum([0.0, 0.0])  # the collective the other ranks make
-        nothing = module.model(input_ids=batch["input_ids"]).logits.sum() * 0.0
-        return nothing, empty_sums(options)
-    group, trainer = options.num_generations, module.trainer
-    step = trainer.global_step
+def sampling_weights(model, options):
+    return rollout.merged(model) if options.merge_for_sampling else nullcontext(model)
+
+
+def sample(options, forward, rows: list, batch: dict) -> dict:
+    """The group of completions of each prompt, scored: what every pass over this micro-batch learns from (plain
+    values only: a checkpoint taken between passes keeps it)."""
+    group = options.num_generations
+    step = forward.module.trainer.global_step
     seeds = [rollout.stream_seed(forward.seed, row["where"], step, j) for row in rows for j in range(group)]
-    with forward.generating() as model:
+    with forward.generating() as model, sampling_weights(model, options) as sampler:
         out = rollout.generate(
-            model,
+            sampler,
             batch,
             group=group,
             seeds=seeds,
@@ -61,21 +61,54 @@ def loss(options, forward, batch: dict):
     texts = [forward.decode(ids) for ids in out.completion_ids]
     prompts, completions, columns = reward_inputs(rows, texts, group)
     where = [row["where"] for row in rows for _ in range(group)]
-    reward_fns = resolved(options)
-    scores = rewards.score(reward_fns, prompts, completions, out.completion_ids, columns, where)
-    total = torch.tensor(rewards.weighted(reward_fns, scores), dtype=torch.float32)
+    scores = rewards.score(resolved(options), prompts, completions, out.completion_ids, columns, where)
+    total = torch.tensor(rewards.weighted(resolved(options), scores), dtype=torch.float32)
     advantage, std = objective.advantages(total, group, options.scale_rewards)
-    flat = std < ZERO_STD
+    return {
+        "scored": {"input_ids": out.input_ids, "attention_mask": out.attention_mask, "labels": out.labels},
+        "truncated": out.truncated,
+        "lengths": [len(ids) for ids in out.completion_ids],
+        "texts": texts,
+        "scores": scores,
+        "total": total,
+        "advantage": advantage,
+        "flat": std < ZERO_STD,
+        "seconds": out.seconds,
+        "old_logps": None,
+    }
 
-    scored = {"input_ids": out.input_ids, "attention_mask": out.attention_mask, "labels": out.labels}
+
+def loss(options, forward, batch: dict):
+    module = forward.module
+    rows = batch["rows"]
+    training = "step_units" in batch  # validation batches score alone, with no step to share a normaliser with
+    if not any(rows):  # a filler: this rank has no share of a short last batch, but DDP needs its backward pass
+        if training and (options.filter_zero_std or options.loss_type == "dapo"):
+            forward.all_ranks_sum([0.0, 0.0])  # the collective the other ranks make
+        nothing = module.model(input_ids=batch["input_ids"]).logits.sum() * 0.0
+        return nothing, empty_sums(options)
+    group = options.num_generations
+    # passes > 1: the first pass over a micro-batch samples; the next ones learn from the same completions, against
+    # the probabilities they were sampled with (kept with them)
+    key = "|".join(row["where"] for row in rows)
+    repeat = int(batch.get("step_repeat", 0))
+    fresh = not training or repeat == 0 or key not in forward.carry
+    got = sample(options, forward, rows, batch) if fresh else forward.carry[key]
+    scored, flat = got["scored"], got["flat"]
     logps, mask = forward.token_logps(scored)
+    if got["old_logps"] is None:
+        got["old_logps"] = logps.detach()  # sampled by these very weights
+    if training and options.passes > 1:
+        if repeat < options.passes - 1:
+            forward.carry[key] = got
+        else:
+            forward.carry.pop(key, None)
     mask = mask.clone()
     if options.mask_truncated:
-        mask &= ~out.truncated.to(mask.device).unsqueeze(1)
+        mask &= ~got["truncated"].to(mask.device).unsqueeze(1)
     if options.filter_zero_std:
         mask &= ~flat.repeat_interleave(group).to(mask.device).unsqueeze(1)
     ref = forward.token_logps(scored, reference=True)[0] if options.beta else None
-    training = "step_units" in batch  # validation batches score alone, with no step to share a normaliser with
     prompts_step = max(int(batch["step_units"]), 1) if training else len(rows)  # the step's, on every rank
     totals = objective.Totals(completions=prompts_step * group)
     if training and (options.filter_zero_std or options.loss_type == "dapo"):  # known now: one collective
@@ -84,8 +117,8 @@ def loss(options, forward, batch: dict):
         totals = objective.Totals(completions=max(counts[0], 1.0) * group, tokens=counts[1])
     value, stats = objective.objective(
         logps,
-        logps.detach(),  # one pass per generation: the sampling policy is this one
-        advantage.to(logps.device),
+        got["old_logps"],
+        got["advantage"].to(logps.device),
         mask,
         loss_type=options.loss_type,
         level=options.importance_sampling_level,
@@ -96,7 +129,7 @@ def loss(options, forward, batch: dict):
         max_length=options.max_completion_length,
         totals=totals,
     )
-    lengths = [len(ids) for ids in out.completion_ids]
+    lengths, total, texts = got["lengths"], got["total"], got["texts"]
     sums = {
         "loss": value.detach() * prompts_step,
         "units": len(rows),
@@ -108,18 +141,19 @@ def loss(options, forward, batch: dict):
         "tokens": stats["tokens"],
         "length": sum(lengths),
         "max_length": max(lengths),
-        "truncated": float(out.truncated.sum()),
+        "truncated": float(got["truncated"].sum()),
         "groups": len(rows),
         "zero_std": float(flat.sum()),
-        "generated": sum(lengths),
-        "generation_seconds": out.seconds,
-        "trained_tokens": float(out.attention_mask.sum()),
+        "generated": sum(lengths) if fresh else 0,
+        "generation_seconds": got["seconds"] if fresh else 0.0,
+        "trained_tokens": float(scored["attention_mask"].sum()),
     }
-    for name, values in scores.items():
+    for name, values in got["scores"].items():
         applied = [v for v in values if v is not None]
         sums[f"fn_{name}"], sums[f"fn_{name}_n"] = sum(applied), len(applied)
-    if training and options.samples_every and (step + 1) % options.samples_every == 0 and forward.is_main:
-        write_samples(forward.run_dir, step + 1, rows, texts, group, scores, total.tolist())
+    step = module.trainer.global_step
+    if training and fresh and options.samples_every and (step + 1) % options.samples_every == 0 and forward.is_main:
+        write_samples(forward.run_dir, step + 1, rows, texts, group, got["scores"], total.tolist())
     return value * prompts_step, sums
 
 
@@ -151,8 +185,9 @@ def ratios(sums: dict) -> dict:
         "completion_length_max": sums.get("max_length", 0),
         "truncated": sums.get("truncated", 0) / n,
         "zero_std_groups": sums.get("zero_std", 0) / max(sums.get("groups", 0), 1),
-        "generation_tok_s": sums.get("generated", 0) / max(sums.get("generation_seconds", 0.0), 1e-9),
     }
+    if sums.get("generation_seconds"):  # a pass over completions sampled before generates nothing
+        out["generation_tok_s"] = sums["generated"] / sums["generation_seconds"]
     for key in sums:
         if key.startswith("fn_") and not key.endswith("_n"):
             out[f"reward_{key[3:]}"] = sums[key] / max(sums.get(f"{key}_n", 0), 1)
@@ -176,3 +211,21 @@ def write_samples(run_dir: Path, step: int, rows: list, texts: list, group: int,
                 "rewards": {name: values[j] for name, values in scores.items()},
             }
             f.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+
+
+def evaluation_scores(options, answers: list, examples: list) -> dict:
+    """{reward: mean weighted reward, reward_<fn>: each function's mean where it applies} of one answer per example."""
+    if not answers:
+        return {}
+    from ftlab.data.kinds.prompt import decode_row
+
+    rows = [decode_row(x["row"]) for x in examples]
+    prompts, completions, columns = reward_inputs(rows, answers, 1)
+    fns = resolved(options)
+    scores = rewards.score(fns, prompts, completions, [[] for _ in answers], columns, [r["where"] for r in rows])
+    total = rewards.weighted(fns, scores)
+    out = {"reward": sum(total) / len(total)}
+    for name, values in scores.items():
+        applied = [v for v in values if v is not None]
+        out[f"reward_{name}"] = sum(applied) / len(applied) if applied else None
+    return out
