@@ -15,3 +15,14 @@ def seen(prompts, completions, topic, **kwargs):
 
 
 CALLS: list = []
+
+
+FAIL_ON: set = set()  # prompts on which `flaky` raises, as a reward with a bug would on some rows
+
+
+def flaky(prompts, completions, **kwargs):
+    """vowels, except that it raises on the prompts of FAIL_ON."""
+    for prompt in prompts:
+        if prompt in FAIL_ON:
+            raise KeyError(f"no rule for {prompt!r}")
+    return vowels(completions)

@@ -319,3 +319,72 @@ def test_a_run_interrupted_between_passes_resumes_with_its_completions(workdir, 
     assert logged(resumed, "train/loss") == {s: v for s, v in logged(two_passes, "train/loss").items() if s >= 1}
     a, b = adapter(resumed), adapter(two_passes)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.process
+def test_a_sweep_maximizes_the_held_out_reward(workdir, prompts, cache_dir):
+    result = run_cli(
+        "-m", "sweep=grpo", "model=tiny", f"data.path={prompts}", "data.val_size=4", "data.batch_size=4",
+        "trainer.max_steps=2", "trainer.precision=32-true", "method.rewards=[{fn:grpo_rewards.vowels}]",
+        "method.num_generations=4", "method.max_completion_length=6", "hydra.sweeper.n_trials=2",
+        f"cache_dir={cache_dir}", cwd=workdir, env_extra={"PYTHONPATH": str(TESTS)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    import optuna
+
+    study = optuna.load_study(study_name="grpo", storage=f"sqlite:///{workdir}/outputs/sweeps/optuna.db")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 2
+    for t in trials:
+        assert set(t.params) == {"optim.lr", "method.epsilon_high", "method.temperature"}
+        trial_dir = workdir / "outputs" / "sweeps" / "grpo" / f"trial-{t.number}"
+        assert t.value == pytest.approx(json.loads((trial_dir / "metrics.json").read_text())["val_reward_after"])
+
+
+def test_a_reward_that_raises_mid_run_stops_with_a_checkpoint_to_continue(workdir, prompts, cache_dir, single):
+    from ftlab.utils.errors import FtlabError
+
+    later = [json.loads(x) for x in (single / "samples" / "step-000004.jsonl").read_text().splitlines()]
+    grpo_rewards.FAIL_ON.clear()
+    grpo_rewards.FAIL_ON.add(later[0]["prompt"])  # a prompt of the fourth step (step 3)
+    over = options(prompts, cache_dir, "method.samples_every=2", "method.rewards=[{fn:grpo_rewards.flaky}]")
+    try:
+        with pytest.raises(FtlabError) as e:
+            FineTune(compose(over)).run()
+    finally:
+        grpo_rewards.FAIL_ON.clear()
+    run_dir = run_dirs(workdir)[-1]
+    message, run = str(e.value), run_dir.relative_to(workdir)
+    assert message.startswith("reward flaky (method.rewards[0]) raised KeyError: \"no rule for 'Spell the word")
+    assert f"on {later[0]['where']}; step 3 written to {run / 'checkpoints' / 'last.ckpt'}: fix it and " in message
+    assert message.endswith(f"continue with python -m ftlab resume={run}") and "\n" not in message
+    FineTune(compose(over + [f"resume={run_dir}"])).run()  # the bug fixed, the run goes on from step 3
+    resumed = run_dirs(workdir)[-1]
+    assert logged(resumed, "train/loss") == {3: logged(single, "train/loss")[3]}
+    a, b = adapter(resumed), adapter(single)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("extra", [["quant=4bit"], ["lora=dora"]])
+def test_grpo_trains_on_a_4bit_base_and_with_dora(prompts, cache_dir, tmp_path, extra):
+    """Neither can fold the adapter into its weights for sampling: it samples with the adapter as it is."""
+    over = options(prompts, cache_dir, "trainer.max_steps=2", "trainer.val_every_n_steps=0", *extra)
+    result = FineTune(compose(over), run_dir=tmp_path / "run").run()
+    assert result["steps"] == 2 and result["generated_tokens"] > 0
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_grpo_run_answers_and_exports_like_any_run(single, tmp_path, capsys, monkeypatch):
+    import io
+    import shutil
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    args = (f"run={single}", "prompt=Spell the word number 3.", "generation.max_new_tokens=4")
+    answered = run_main(*args, module="ftlab.infer", capsys=capsys)
+    assert answered.returncode == 0 and answered.stdout.endswith("\n"), answered.stderr[-2000:]  # the answer's line
+    run = shutil.copytree(single, tmp_path / "run")
+    exported = run_main(f"run={run}", module="ftlab.export", capsys=capsys)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert (run / "merged" / "model.safetensors").is_file()

@@ -254,3 +254,22 @@ def test_none_means_not_applicable():
     scores = rewards.score([exact, length], ["p", "q"], ["x", "y"], [[1], [2]], {"reference": ["x", None]}, ["a", "b"])
     assert scores == {"exact_match": [1.0, None], "length": [1.0, 1.0]}
     assert rewards.weighted([exact, length], scores) == [1.5, 0.5]
+
+
+def test_truncated_completions_and_flat_groups_leave_the_loss():
+    from types import SimpleNamespace
+
+    from ftlab.methods.grpo.step import loss_mask
+
+    mask = torch.ones(4, 3, dtype=torch.bool)  # two groups of two completions
+    truncated, flat = torch.tensor([False, True, False, False]), torch.tensor([False, True])
+    off = SimpleNamespace(mask_truncated=False, filter_zero_std=False)
+    assert torch.equal(loss_mask(mask, truncated, flat, 2, off), mask)
+    both = SimpleNamespace(mask_truncated=True, filter_zero_std=True)
+    assert loss_mask(mask, truncated, flat, 2, both).sum(1).tolist() == [3, 0, 0, 0]
+    # and so their tokens leave DAPO's normaliser: the loss is over the one completion left
+    loss, stats = grpo_loss.objective(
+        torch.zeros(4, 3), torch.zeros(4, 3), torch.tensor([1.0, 5.0, 5.0, 5.0]),
+        loss_mask(mask, truncated, flat, 2, both), loss_type="dapo", level="token", eps_low=0.2, eps_high=0.2,
+    )  # fmt: skip
+    assert float(loss) == pytest.approx(-1.0) and stats["tokens"] == 3

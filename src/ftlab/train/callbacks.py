@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from ftlab.utils.console import log
+from ftlab.utils.errors import StepError
 
 
 class ProgressBar(TQDMProgressBar):
@@ -83,6 +84,30 @@ class ResumeHint(L.Callback):
                 f"ftlab: interrupted at step {trainer.global_step}, before the first checkpoint "
                 "(trainer.checkpoint_every_n_steps); nothing to resume"
             )
+
+
+class CheckpointOnStepError(L.Callback):
+    """A step's own code failing on the data (utils.errors.StepError: a reward function) stops the run with a
+    checkpoint of its last whole step and the command that continues it once the code is fixed."""
+
+    def __init__(self, run_dir: Path, checkpoint: Path):
+        self.run_dir, self.checkpoint = run_dir, checkpoint
+
+    def on_exception(self, trainer, pl_module, exception):
+        if not isinstance(exception, StepError) or not trainer.training:
+            return
+        if pl_module.step_started or trainer.world_size > 1:
+            # part of a step's gradient is lost with the error, or the other ranks are not here to write their part
+            # of a checkpoint: the last one written is where to continue
+            where = f"the last checkpoint ({self.checkpoint})" if self.checkpoint.is_file() else "no checkpoint yet"
+        else:
+            # the failed micro-batch counts as not begun, so a resumed run starts with it (the run ends here anyway)
+            progress = trainer.fit_loop.epoch_loop.batch_progress
+            progress.current.reset_on_restart()
+            progress.total.reset_on_restart()
+            trainer.save_checkpoint(self.checkpoint)
+            where = f"step {trainer.global_step} written to {self.checkpoint}"
+        exception.args = (f"{exception}; {where}: fix it and continue with python -m ftlab resume={self.run_dir}",)
 
 
 def peak_memory_gb(device: torch.device) -> float:

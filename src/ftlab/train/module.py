@@ -158,6 +158,11 @@ class LoRAModule(L.LightningModule):
         """(the micro-batch's loss summed over its units, {name: sum} of what the method logs)."""
         return self.method.loss(self.options, self.forward_pass, batch)
 
+    @property
+    def step_started(self) -> bool:
+        """Some micro-batch of the optimizer step under way has run (its gradient is accumulating)."""
+        return self._step_sums is not None
+
     def set_casting(self, enabled: bool) -> None:
         # Off for the whole fit, not per call: a checkpointed layer recomputed in the backward pass must cast as the
         # forward pass did. Back on when training or validation ends (generation needs them).

@@ -351,7 +351,8 @@ class FineTune:
         stop = Preemption(run_dir, checkpoint)
         pruning = Pruning.for_trial(self.trial)
         progress = callbacks.ProgressBar(refresh_rate=1)
-        return [saver, callbacks.Throughput(), callbacks.Telemetry(), progress, hint, stop] + (
+        failed = callbacks.CheckpointOnStepError(run_dir, checkpoint)
+        return [saver, callbacks.Throughput(), callbacks.Telemetry(), progress, hint, stop, failed] + (
             [pruning] if pruning else []
         )
 

@@ -29,6 +29,11 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else type(error).__name__
 
 
+class StepError(FtlabError):
+    """A training step's own code failed on the data (a reward function): the run keeps a checkpoint of its last
+    whole step, so it continues once that code is fixed."""
+
+
 def exit_code(error: FtlabError) -> int:
     """2 for a bad config, the error's own code where it has one (128 + signal for a preempted run), else 1."""
     return 2 if isinstance(error, ConfigError) else getattr(error, "exit_code", 1)

@@ -19,7 +19,7 @@ def lines(options, model, tokenizer, examples: List[dict], seed: int) -> List[st
     group = options.num_generations
     batch = KINDS.get("prompt").collate(examples, tokenizer.pad_token_id)
     rows = batch["rows"]
-    seeds = [rollout.stream_seed(seed, row["where"], 0, j) for row in rows for j in range(group)]
+    seeds = [rollout.stream_seed(seed, rollout.row_identity(row), 0, j) for row in rows for j in range(group)]
     model.eval()
     model.config.use_cache = True
     with torch.no_grad():

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from ftlab.utils.errors import ConfigError, FtlabError
+from ftlab.utils.errors import ConfigError, StepError
 
 BUILTIN = "ftlab.methods.grpo.builtin"
 GIVEN = ("prompts", "completions", "completion_ids")
@@ -175,17 +175,17 @@ def check_columns(rewards: List[Reward], columns: set, where: str) -> None:
 
 def score(rewards: List[Reward], prompts: list, completions: list, ids: list, columns: Dict[str, list], rows: list):
     """{name: [float or None per completion]} of every reward; a reward that raises or returns something else stops
-    the run with an FtlabError naming it and the row (rows: each completion's row's `where`)."""
+    the run with a StepError naming it and the row (rows: each completion's row's `where`)."""
     out = {}
     for reward in rewards:
         try:
             values = reward(prompts, completions, ids, columns)
         except Exception as e:
-            raise FtlabError(_failure(reward, e, prompts, completions, ids, columns, rows)) from e
+            raise StepError(_failure(reward, e, prompts, completions, ids, columns, rows)) from e
         values = list(values) if isinstance(values, (list, tuple)) else values
         if not isinstance(values, list) or len(values) != len(completions):
             got = f"{len(values)} values" if isinstance(values, list) else type(values).__name__
-            raise FtlabError(
+            raise StepError(
                 f"reward {reward.name} ({reward.key}) returned {got} for {len(completions)} completions; it must "
                 "return a list with one float (or None) per completion"
             )
@@ -193,7 +193,7 @@ def score(rewards: List[Reward], prompts: list, completions: list, ids: list, co
         for j, v in enumerate(values):
             number = _number(v)
             if number is False:
-                raise FtlabError(
+                raise StepError(
                     f"reward {reward.name} ({reward.key}) returned {v!r} for completion {j} of {rows[j]}; "
                     "each value must be a float or None"
                 )

@@ -1,15 +1,16 @@
 """Sampling a group of completions per prompt inside training: batched `generate` with the KV cache and the
 adapter on, every completion drawn from its own random stream.
 
-A completion's stream is seeded by (seed, its prompt's row, the optimizer step, its index in the group), never by
-the batch it is in: the same prompt at the same step gets the same completions in one process or on any rank of
-several, and a resumed run draws what the interrupted one would have drawn, with no generator state to keep.
-The draw is inverse-CDF sampling from the tempered, top-k/top-p filtered distribution with one uniform number per
-position, taken from the stream; transformers' greedy search then keeps that token (SeededSampling turns the
-scores into a one-hot), so the KV cache, padding and stopping are transformers' own.
+A completion's stream is seeded by (seed, its prompt's row: its content, row_identity; the optimizer step, its index
+in the group), never by the batch it is in: the same prompt at the same step gets the same completions in one
+process or on any rank of several, and a resumed run draws what the interrupted one would have drawn, with no
+generator state to keep. The draw is inverse-CDF sampling from the tempered, top-k/top-p filtered distribution
+with one uniform number per position, taken from the stream; transformers' greedy search then keeps that token
+(SeededSampling turns the scores into a one-hot), so the KV cache, padding and stopping are transformers' own.
 """
 
 import hashlib
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from ftlab.data.chat import IGNORE
+
+
+def row_identity(row: dict) -> str:
+    """What a prompt row is, for its streams: its prompt, reference and columns, not where its file lies (the same
+    data samples alike from any checkout or copy)."""
+    return json.dumps([row["prompt"], row["reference"], row["columns"]], sort_keys=True, default=str)
 
 
 def stream_seed(seed: int, row: str, step: int, index: int) -> int:

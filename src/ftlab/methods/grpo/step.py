@@ -47,7 +47,8 @@ def sample(options, forward, rows: list, batch: dict) -> dict:
     values only: a checkpoint taken between passes keeps it)."""
     group = options.num_generations
     step = forward.module.trainer.global_step
-    seeds = [rollout.stream_seed(forward.seed, row["where"], step, j) for row in rows for j in range(group)]
+    identities = [rollout.row_identity(row) for row in rows]
+    seeds = [rollout.stream_seed(forward.seed, row, step, j) for row in identities for j in range(group)]
     with forward.generating() as model, sampling_weights(model, options) as sampler:
         out = rollout.generate(
             sampler,
@@ -78,6 +79,18 @@ def sample(options, forward, rows: list, batch: dict) -> dict:
     }
 
 
+def loss_mask(mask, truncated, flat, group: int, options):
+    """The completion tokens the loss covers: all of them, less the truncated completions' (mask_truncated) and
+    the groups' that scored all alike (filter_zero_std). mask [completions, positions]; truncated [completions];
+    flat [groups]."""
+    mask = mask.clone()
+    if options.mask_truncated:
+        mask &= ~truncated.to(mask.device).unsqueeze(1)
+    if options.filter_zero_std:
+        mask &= ~flat.repeat_interleave(group).to(mask.device).unsqueeze(1)
+    return mask
+
+
 def loss(options, forward, batch: dict):
     module = forward.module
     rows = batch["rows"]
@@ -103,11 +116,7 @@ def loss(options, forward, batch: dict):
             forward.carry[key] = got
         else:
             forward.carry.pop(key, None)
-    mask = mask.clone()
-    if options.mask_truncated:
-        mask &= ~got["truncated"].to(mask.device).unsqueeze(1)
-    if options.filter_zero_std:
-        mask &= ~flat.repeat_interleave(group).to(mask.device).unsqueeze(1)
+    mask = loss_mask(mask, got["truncated"], flat, group, options)
     ref = forward.token_logps(scored, reference=True)[0] if options.beta else None
     prompts_step = max(int(batch["step_units"]), 1) if training else len(rows)  # the step's, on every rank
     totals = objective.Totals(completions=prompts_step * group)
