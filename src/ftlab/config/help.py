@@ -145,6 +145,7 @@ def options_markdown() -> str:
         ("Run config (`python -m ftlab`)", schema.RunConfig, ""),
         ("Sweeper (`sweep=NAME` or `hydra/sweeper=ftlab_optuna`)", schema.SweeperOptions, "hydra.sweeper."),
         ("`python -m ftlab.infer`", schema.InferCommand, ""),
+        ("`python -m ftlab.serve`", schema.ServeCommand, ""),
         ("`python -m ftlab.evaluate`", schema.EvaluateCommand, ""),
         ("`python -m ftlab.export`", schema.ExportCommand, ""),
     ]

@@ -384,6 +384,20 @@ class InferCommand:
 
 
 @dataclass
+class ServeCommand:
+    """Serves /v1/chat/completions (streaming too), /v1/completions and /v1/models; `base` names the base model."""
+
+    run: str = opt(example=RUN_EXAMPLE)
+    """A run dir, an adapter dir, the Hub id of a pushed adapter, or a plain model (dir or Hub id)."""
+    host: str = opt("127.0.0.1", example="host=0.0.0.0")
+    """Address to listen on; the default answers this machine only."""
+    port: int = opt(8000, ge=0, le=65535, example="port=8080")
+    """Port to listen on; 0 picks a free one (printed)."""
+    api_key_env: str = opt("FTLAB_API_KEY", example="api_key_env=MY_KEY")
+    """The environment variable holding the key clients must send (Authorization: Bearer KEY); unset: no key."""
+
+
+@dataclass
 class EvaluateCommand:
     run: str = opt(example=RUN_EXAMPLE)
     """A run dir, or an adapter (dir or Hub id) with ftlab's saved config; data.* keys may point at other data."""
