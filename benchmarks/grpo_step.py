@@ -81,17 +81,13 @@ def floor(model, tokenizer, batch: dict, group: int, length: int) -> float:
 
 def ours(model, batch: dict, group: int, length: int, merge: bool, share: bool) -> float:
     seeds = [rollout.stream_seed(0, str(i), 0, j) for i in range(len(batch["input_ids"])) for j in range(group)]
-    original = rollout.shared_prefix_cache
-    if not share:  # every completion's prompt read in full, as the floor does
-        rollout.shared_prefix_cache = lambda *a, **k: None
-    try:
-        started = time.perf_counter()
-        weights = rollout.merged(model) if merge else nullcontext(model)
-        with torch.no_grad(), weights as m:
-            rollout.generate(m, batch, group=group, seeds=seeds, options=Options(length), stop_ids=[-1], pad_id=0)
-        return time.perf_counter() - started
-    finally:
-        rollout.shared_prefix_cache = original
+    started = time.perf_counter()
+    weights = rollout.merged(model) if merge else nullcontext(model)
+    with torch.no_grad(), weights as m:
+        rollout.generate(
+            m, batch, group=group, seeds=seeds, options=Options(length), stop_ids=[-1], pad_id=0, share_prompts=share
+        )
+    return time.perf_counter() - started
 
 
 def step_figures(cache_dir: str, steps: int, prompts_n: int, group: int, length: int) -> dict:

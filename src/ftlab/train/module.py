@@ -216,14 +216,14 @@ class LoRAModule(L.LightningModule):
                 self.log(f"val/{name}", metrics[name])
 
     def _reduce(self, sums: dict) -> dict:
-        """The sums of every rank, in one collective: {name: float}."""
+        """The sums of every rank, in one collective (and one more for the max_ values): {name: float}."""
         names = sorted(set(sums) | {"loss", "units"})
         local = torch.stack([torch.as_tensor(sums.get(k, 0.0), dtype=torch.float64).cpu() for k in names])
         out = dict(zip(names, self.trainer.strategy.reduce(local.to(self.device), reduce_op="sum").tolist()))
-        for k in names:  # a max_ sum is a largest value: the largest of every rank's
-            if k.startswith("max_"):
-                mine = torch.tensor([float(sums.get(k, 0.0))], dtype=torch.float64)
-                out[k] = max(float(v) for v in all_ranks(self.trainer, mine.to(self.device)))
+        largest = [k for k in names if k.startswith("max_")]  # a largest value, not a sum: the largest of every rank's
+        if largest:
+            mine = torch.tensor([float(sums.get(k, 0.0)) for k in largest], dtype=torch.float64)
+            out.update(zip(largest, self.trainer.strategy.reduce(mine.to(self.device), reduce_op="max").tolist()))
         return out
 
     def configure_optimizers(self):

@@ -176,6 +176,11 @@ class FineTune:
         """Rows of `fmt` become examples of the method's kind, not the format's own (chat rows as prompts)."""
         return fmt.kind != self.method.kind and KINDS.get(self.method.kind).adopts(fmt)
 
+    def example_kind(self, fmt: Optional[Format]) -> str:
+        """The kind of example rows of `fmt` become: the format's own, or the method's where it adopts them or the
+        rows are a subclass's own (`fmt` None)."""
+        return fmt.kind if fmt is not None and not self.adopted(fmt) else self.method.kind
+
     def prompt_ids(self, tokenizer, messages: List[dict], where: str = "prompt") -> tuple:
         """(text, token ids) of the prompt for the next assistant turn after `messages`, tokenized as
         apply_chat_template tokenizes the same text in training; override the two together."""
@@ -222,7 +227,7 @@ class FineTune:
             return self.apply_chat_template(tokenizer, self.to_conversation(row, where, fmt), where, fmt)
 
         tokenized = splits.tokenize_splits(rows, tokenize, problems)
-        kind = fmt.kind if fmt is not None and not self.adopted(fmt) else self.method.kind
+        kind = self.example_kind(fmt)
         prepared = splits.Prepared(fmt.name if fmt else None, kind, tokenized, problems.reasons, data.fingerprint)
         splits.check_not_empty(prepared, c.max_seq_len)
         if entry:
@@ -309,7 +314,7 @@ class FineTune:
                 example, kind = None, fmt.kind if fmt is not None else "tokens"
                 if fmt is not None and (KINDS.get(fmt.kind).reported or self.method.samples):
                     example = self.apply_chat_template(tokenizer, conversation, where, fmt)
-                    kind = self.method.kind if self.adopted(fmt) else fmt.kind
+                    kind = self.example_kind(fmt)
             except ConfigError:  # not the row's fault: skipping cannot help
                 raise
             except FtlabError as e:

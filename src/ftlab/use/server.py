@@ -8,7 +8,6 @@ request at a time (generation holds a lock), so concurrent clients queue and all
 gets OpenAI's error object ({"error": {"message", "type", "param", "code"}}) with the matching HTTP status.
 """
 
-import dataclasses
 import hmac
 import json
 import threading
@@ -20,6 +19,7 @@ from typing import Optional
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from omegaconf import OmegaConf
 
 from ftlab.data.chat import end_of_turn
 from ftlab.use import generate
@@ -31,7 +31,7 @@ class RequestError(Exception):
         self.status, self.param, self.code = status, param, code
 
     def response(self) -> JSONResponse:
-        kind = {401: "authentication_error", 404: "invalid_request_error"}.get(self.status, "invalid_request_error")
+        kind = "authentication_error" if self.status == 401 else "invalid_request_error"
         body = {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status)
 
@@ -83,18 +83,18 @@ def create_app(trained, model, name: str, api_key: Optional[str] = None) -> Fast
                 f"{context}-token context; ask for fewer tokens", "max_tokens", "context_length_exceeded",
             )  # fmt: skip
         temperature = data.get("temperature")
-        sample = temperature is not None and temperature > 0 if temperature is not None else gen.do_sample
+        sample = gen.do_sample if temperature is None else temperature > 0
         changes = {"max_new_tokens": max_tokens, "do_sample": bool(sample), "batch_size": 1}
         if sample:
             changes["temperature"] = float(temperature if temperature is not None else gen.temperature)
             if data.get("top_p") is not None:
                 changes["top_p"] = float(data["top_p"])
-        return _replace(gen, changes)
+        return OmegaConf.merge(gen, changes)  # for this request; the run's own settings stay as they are
 
-    def answer(data: dict, prompt: tuple, streamer=None):
-        gen = settings(data, len(prompt[1]))
-        adapter_off = data["model"] == "base" and hasattr(model, "disable_adapter")
-        with lock, model.disable_adapter() if adapter_off else nullcontext():
+    def answer(data: dict, prompt: tuple, gen, streamer=None):
+        """The answer to `prompt` with the request's generation settings `gen` (settings())."""
+        # "base" is listed only for a model with an adapter to switch off
+        with lock, model.disable_adapter() if data["model"] == "base" else nullcontext():
             return generate.answers(model, tokenizer, [prompt], gen, data.get("seed", cfg.seed), streamer=streamer)[0]
 
     @app.get("/v1/models")
@@ -119,13 +119,12 @@ def create_app(trained, model, name: str, api_key: Optional[str] = None) -> Fast
             prompt = trained.prompt([{"role": m["role"], "content": m["content"]} for m in messages], "request")
         except Exception as e:  # the chat template refused the turns
             raise RequestError(400, f"messages: {e}", "messages") from None
-        settings(data, len(prompt[1]))  # refused now, before a stream starts
+        gen = settings(data, len(prompt[1]))  # refused now, before a stream starts
         rid, made = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if data.get("stream"):
-            events = _stream(answer, data, prompt, tokenizer, rid, made)
+            events = _stream(answer, data, prompt, gen, tokenizer, rid, made)
             return StreamingResponse(events, media_type="text/event-stream")
-        got = await anyio.to_thread.run_sync(answer, data, prompt)
-        limit = settings(data, len(prompt[1])).max_new_tokens
+        got = await anyio.to_thread.run_sync(answer, data, prompt, gen)
         return {
             "id": rid,
             "object": "chat.completion",
@@ -135,7 +134,7 @@ def create_app(trained, model, name: str, api_key: Optional[str] = None) -> Fast
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": got.output},
-                    "finish_reason": "length" if got.new_tokens >= limit else "stop",
+                    "finish_reason": "length" if got.new_tokens >= gen.max_new_tokens else "stop",
                 }
             ],
             "usage": _usage(len(prompt[1]), got.new_tokens),
@@ -149,8 +148,8 @@ def create_app(trained, model, name: str, api_key: Optional[str] = None) -> Fast
         if not isinstance(text, str) or not text:
             raise RequestError(400, "prompt must be a non-empty string", "prompt")
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        settings(data, len(ids))
-        got = await anyio.to_thread.run_sync(answer, data, (text, ids))
+        gen = settings(data, len(ids))
+        got = await anyio.to_thread.run_sync(answer, data, (text, ids), gen)
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -163,7 +162,7 @@ def create_app(trained, model, name: str, api_key: Optional[str] = None) -> Fast
     return app
 
 
-def _stream(answer, data: dict, prompt: tuple, tokenizer, rid: str, made: int):
+def _stream(answer, data: dict, prompt: tuple, gen, tokenizer, rid: str, made: int):
     """The answer as server-sent chat.completion.chunk events, each piece as it is generated."""
     from transformers import TextIteratorStreamer
 
@@ -172,7 +171,7 @@ def _stream(answer, data: dict, prompt: tuple, tokenizer, rid: str, made: int):
 
     def work():
         try:
-            answer(data, prompt, streamer)
+            answer(data, prompt, gen, streamer)
         except Exception as e:  # the client still gets an end
             failure.append(e)
             streamer.end()
@@ -208,15 +207,3 @@ def _is_message(m) -> bool:
 
 def _usage(prompt_tokens: int, new: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": new, "total_tokens": prompt_tokens + new}
-
-
-def _replace(gen, changes: dict):
-    """The generation settings with `changes`, for one request (the run's own stay as they are)."""
-    if dataclasses.is_dataclass(gen):
-        return dataclasses.replace(gen, **changes)
-    from omegaconf import OmegaConf
-
-    out = OmegaConf.create(OmegaConf.to_container(gen))
-    for k, v in changes.items():
-        out[k] = v
-    return out

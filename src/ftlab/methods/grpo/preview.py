@@ -10,8 +10,8 @@ import torch
 from ftlab.data import chat
 from ftlab.data.kinds import KINDS
 from ftlab.methods.grpo import loss as objective
-from ftlab.methods.grpo import rewards, rollout
-from ftlab.methods.grpo.step import ZERO_STD, reward_inputs
+from ftlab.methods.grpo import rollout
+from ftlab.methods.grpo.step import ZERO_STD, applied_mean, score_completions
 
 
 def lines(options, model, tokenizer, examples: List[dict], seed: int) -> List[str]:
@@ -28,11 +28,7 @@ def lines(options, model, tokenizer, examples: List[dict], seed: int) -> List[st
             pad_id=tokenizer.pad_token_id,
         )  # fmt: skip
     texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out.completion_ids]
-    prompts, completions, columns = reward_inputs(rows, texts, group)
-    fns = rewards.resolve(options.rewards)
-    where = [row["where"] for row in rows for _ in range(group)]
-    scores = rewards.score(fns, prompts, completions, out.completion_ids, columns, where)
-    total = rewards.weighted(fns, scores)
+    scores, total = score_completions(options, rows, texts, out.completion_ids, group)
     _, std = objective.advantages(torch.tensor(total), group, scale=False)
     report = [f"\n{group} completions per prompt, sampled from the starting model as training samples them:"]
     for i, row in enumerate(rows):
@@ -45,11 +41,10 @@ def lines(options, model, tokenizer, examples: List[dict], seed: int) -> List[st
             report.append(f"  reward {total[j]:.3f} ({each}){cut}: {texts[j]!r}")
     report.append("\nper reward function, over every completion above:")
     for name, values in scores.items():
-        applied = [v for v in values if v is not None]
-        mean = sum(applied) / len(applied) if applied else float("nan")
+        mean, applied = applied_mean(values), sum(v is not None for v in values)
         flat = sum(_flat(values[k : k + group]) for k in range(0, len(values), group))
         report.append(
-            f"  {name}: mean {mean:.3f}, applies to {len(applied)}/{len(values)}, "
+            f"  {name}: mean {float('nan') if mean is None else mean:.3f}, applies to {applied}/{len(values)}, "
             f"{flat}/{len(rows)} groups score all alike"
         )
     flat_total = int((std < ZERO_STD).sum())

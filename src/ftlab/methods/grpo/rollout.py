@@ -138,12 +138,15 @@ class Rollout:
     """Wall time of the generation."""
 
 
-def generate(model, batch: dict, *, group: int, seeds: List[int], options, stop_ids: List[int], pad_id: int) -> Rollout:
+def generate(
+    model, batch: dict, *, group: int, seeds: List[int], options, stop_ids: List[int], pad_id: int, share_prompts=True
+) -> Rollout:
     """`group` completions of each prompt of `batch` (left-padded input_ids + attention_mask) by `model` as it samples
     (train/module.py: Forward.generating); `seeds`: one per completion (stream_seed).
 
     Each prompt is read once, not once per completion: its KV cache (all but its last token) is computed for the
-    prompts alone and repeated for the group, and generation goes on from there."""
+    prompts alone and repeated for the group, and generation goes on from there (share_prompts=False: every
+    completion reads its prompt in full, as plain `generate` does; benchmarks/grpo_step.py compares the two)."""
     started = time.perf_counter()
     width, length = batch["input_ids"].shape[1], options.max_completion_length
     prompts = batch["input_ids"].repeat_interleave(group, 0)
@@ -153,7 +156,7 @@ def generate(model, batch: dict, *, group: int, seeds: List[int], options, stop_
         max_new_tokens=length, do_sample=False, eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True
     )
     extra = {}
-    if width > 1:
+    if share_prompts and width > 1:
         extra["cache"] = shared_prefix_cache(model, batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1], group)
     processors = LogitsProcessorList([sampler])
     out = model.generate(

@@ -38,6 +38,22 @@ def reward_inputs(rows: list, texts: list, group: int) -> tuple:
     return prompts, completions, columns
 
 
+def score_completions(options, rows: list, texts: list, ids: list, group: int) -> tuple:
+    """({function name: [float or None per completion]}, [weighted reward per completion]) of `group` completions per
+    row, in group order (`ids`: their tokens)."""
+    prompts, completions, columns = reward_inputs(rows, texts, group)
+    where = [row["where"] for row in rows for _ in range(group)]
+    fns = resolved(options)
+    scores = rewards.score(fns, prompts, completions, ids, columns, where)
+    return scores, rewards.weighted(fns, scores)
+
+
+def applied_mean(values: list):
+    """The mean of the values a function gave (None where it does not apply); None when it applied to none."""
+    applied = [v for v in values if v is not None]
+    return sum(applied) / len(applied) if applied else None
+
+
 def sampling_weights(model, options):
     return rollout.merged(model) if options.merge_for_sampling else nullcontext(model)
 
@@ -60,10 +76,8 @@ def sample(options, forward, rows: list, batch: dict) -> dict:
             pad_id=forward.pad_id,
         )
     texts = [forward.decode(ids) for ids in out.completion_ids]
-    prompts, completions, columns = reward_inputs(rows, texts, group)
-    where = [row["where"] for row in rows for _ in range(group)]
-    scores = rewards.score(resolved(options), prompts, completions, out.completion_ids, columns, where)
-    total = torch.tensor(rewards.weighted(resolved(options), scores), dtype=torch.float32)
+    scores, weighted = score_completions(options, rows, texts, out.completion_ids, group)
+    total = torch.tensor(weighted, dtype=torch.float32)
     advantage, std = objective.advantages(total, group, options.scale_rewards)
     return {
         "scored": {"input_ids": out.input_ids, "attention_mask": out.attention_mask, "labels": out.labels},
@@ -229,12 +243,5 @@ def evaluation_scores(options, answers: list, examples: list) -> dict:
     from ftlab.data.kinds.prompt import decode_row
 
     rows = [decode_row(x["row"]) for x in examples]
-    prompts, completions, columns = reward_inputs(rows, answers, 1)
-    fns = resolved(options)
-    scores = rewards.score(fns, prompts, completions, [[] for _ in answers], columns, [r["where"] for r in rows])
-    total = rewards.weighted(fns, scores)
-    out = {"reward": sum(total) / len(total)}
-    for name, values in scores.items():
-        applied = [v for v in values if v is not None]
-        out[f"reward_{name}"] = sum(applied) / len(applied) if applied else None
-    return out
+    scores, total = score_completions(options, rows, answers, [[] for _ in answers], 1)
+    return {"reward": sum(total) / len(total), **{f"reward_{n}": applied_mean(v) for n, v in scores.items()}}
