@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,32 @@ def run_main(*args, module: str = "ftlab", capsys) -> subprocess.CompletedProces
         sys.argv = argv  # the CLI hands Hydra its command line through sys.argv
     out = capsys.readouterr()
     return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
+@contextmanager
+def serving(run: Path, *overrides: str, api_key_env: str = "FTLAB_API_KEY"):
+    """`python -m ftlab.serve run=RUN` on a free port in a thread of this process, until the block ends; yields the
+    base URL (http://127.0.0.1:PORT/v1)."""
+    import threading
+
+    from ftlab.config.schema import ServeCommand
+    from ftlab.serve import serve
+
+    ready, box = threading.Event(), {}
+
+    def started(url, http):
+        box.update(url=url, http=http)
+        ready.set()
+
+    options = ServeCommand(run=str(run), port=0, api_key_env=api_key_env)
+    thread = threading.Thread(target=serve, args=(options, list(overrides)), kwargs={"started": started}, daemon=True)
+    thread.start()
+    assert ready.wait(180), "the server did not start"
+    try:
+        yield box["url"]
+    finally:
+        box["http"].should_exit = True
+        thread.join(30)
 
 
 def run_cli(*args, cwd: Path, env_extra=None, module: str = "ftlab", stdin: str = None) -> subprocess.CompletedProcess:

@@ -94,7 +94,7 @@ def test_evaluating_after_the_data_changed_says_so(tmp_path, cache_dir, evaluate
     assert changed.returncode == 0 and "note: the data changed since training" in changed.stdout
 
 
-def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_dir):
+def test_after_train_adds_the_scores_and_benchmarks_to_metrics_and_the_tracker(workdir, cache_dir):
     from mlflow.tracking import MlflowClient
 
     ft = FineTune(
@@ -110,6 +110,8 @@ def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_d
                 "eval.after_train=true",
                 "generation.max_new_tokens=4",
                 "tracker=mlflow",
+                "harness.tasks=[ftlab_facts]",  # the benchmarks run after training too
+                "harness.limit=4",
             ]
         )
     )
@@ -123,6 +125,8 @@ def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_d
         "eval_perplexity",
         "base_eval_rouge_l",
         "base_eval_loss",
+        "harness_ftlab_facts_acc",
+        "base_harness_ftlab_facts_acc_norm",
     ):
         assert key in stats and saved[key] == stats[key]
     assert saved["eval_examples"] == 4 and saved["test_examples"] == 4
@@ -133,6 +137,8 @@ def test_after_train_adds_the_scores_to_metrics_and_the_tracker(workdir, cache_d
     client = MlflowClient(f"sqlite:///{workdir}/outputs/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("ftlab").experiment_id])
     assert run.data.metrics["eval_rouge_l"] == pytest.approx(saved["eval_rouge_l"])
+    assert run.data.metrics["harness_ftlab_facts_acc"] == pytest.approx(saved["harness_ftlab_facts_acc"])
+    assert [r["n"] for r in report["harness"]["rows"]] == [4, 4]
     assert "eval/report.md" in {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
 
 
@@ -169,6 +175,10 @@ def test_a_sweep_can_optimize_an_eval_metric(workdir, cache_dir, capsys):
     refused = run_main(*args, capsys=capsys)
     assert refused.returncode == 2 and "hydra.sweeper.objective=eval_loss" in refused.stderr
     assert "eval.after_train=true" in refused.stderr
+    benchmark = [a for a in args if "objective" not in a] + ["hydra.sweeper.objective=harness_ftlab_facts_acc",
+                                                             "eval.after_train=true"]  # fmt: skip
+    refused = run_main(*benchmark, capsys=capsys)
+    assert refused.returncode == 2 and "add eval.after_train=true and its task to harness.tasks" in refused.stderr
     result = run_cli(*args, "eval.after_train=true", cwd=workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     study = optuna.load_study(study_name="lora", storage=f"sqlite:///{workdir}/outputs/sweeps/optuna.db")

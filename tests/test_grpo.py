@@ -176,7 +176,9 @@ def test_two_ddp_ranks_train_as_one_process(workdir, prompts, cache_dir, single)
         load_file(single / "adapter" / "adapter_model.safetensors"),
     )
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+        # the ranks' gradients are summed in another order than one process sums them; Adam's division by the root of
+        # a tiny second moment can carry that last-bit difference to a few millionths of a weight (seen: 3.5e-6)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,12 @@
 client: the same greedy answers as the library, streaming, the base model, errors, an API key, concurrent clients."""
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 
-from conftest import run_main
-from ftlab.config.schema import ServeCommand
+from conftest import run_main, serving
 from test_infer import library_answers
 
 QUESTIONS = ["What is 2 plus 3?", "Name a fruit.", "Say hi.", "Count to three.", "What is the capital of France?"]
@@ -18,24 +16,9 @@ QUESTIONS = ["What is 2 plus 3?", "Name a fruit.", "Say hi.", "Count to three.",
 @pytest.fixture(scope="module")
 def served(trained):
     """The trained run served on a free port in this process; (base URL, model name)."""
-    from ftlab.serve import serve
-
-    ready, box = threading.Event(), {}
-
-    def started(url, http):
-        box.update(url=url, http=http)
-        ready.set()
-
     os.environ["FTLAB_TEST_SERVE_KEY"] = "s3cret"
-    options = ServeCommand(run=str(trained), port=0, api_key_env="FTLAB_TEST_SERVE_KEY")
-    thread = threading.Thread(
-        target=serve, args=(options, ["generation.max_new_tokens=6"]), kwargs={"started": started}, daemon=True
-    )
-    thread.start()
-    assert ready.wait(120), "the server did not start"
-    yield box["url"], trained.name
-    box["http"].should_exit = True
-    thread.join(30)
+    with serving(trained, "generation.max_new_tokens=6", api_key_env="FTLAB_TEST_SERVE_KEY") as url:
+        yield url, trained.name
     os.environ.pop("FTLAB_TEST_SERVE_KEY", None)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import run_main
+from conftest import run_main, serving
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +99,34 @@ def test_llama_cpp_loads_the_file_and_answers_as_transformers(smollm2_run):
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text)["input_ids"]
         answer = llm.create_completion(text, max_tokens=24, temperature=0.0, top_k=1)["choices"][0]["text"]
         assert answer.strip() and answer == greedy(in_gguf.eval(), tokenizer, text)
+
+
+def test_the_served_export_the_benchmark_and_a_judge_in_one_report(smollm2_run, tmp_path):
+    """ftlab.evaluate as a user runs it on the real model: the run served by ftlab.serve answers over HTTP as it does
+    in the library, the base model knows the shipped task's facts, and the base model, served, judges each pair
+    twice (tests/test_evaluate_servers.py serves a merged export)."""
+    from ftlab.config.overrides import parse
+    from ftlab.config.schema import EvaluateCommand
+    from ftlab.evaluate import evaluate
+
+    rubric = tmp_path / "verdict_only.md"  # a rubric of one's own: a 135M judge is asked for its verdict alone
+    rubric.write_text(
+        "Question: {question}\nCorrect answer: {reference}\nAnswer A: {answer_a}\nAnswer B: {answer_b}\n"
+        "Which answer matches the correct answer? Reply with [[A]], [[B]] or [[C]] (a tie) and nothing else."
+    )
+    with serving(smollm2_run, "trainer.precision=32-true") as url:
+        words = [f"run={smollm2_run}", f"output={tmp_path / 'report'}", f"endpoint={url}", "endpoint.model=run",
+                 f"judge.endpoint={url}", "judge.model=base",
+                 f"judge.rubric={rubric}", "judge.max_tokens=8", "harness.tasks=[ftlab_facts]", "harness.limit=20",
+                 "eval.max_examples=8", "generation.max_new_tokens=24", "trainer.precision=32-true"]  # fmt: skip
+        doc = evaluate(*parse(words, EvaluateCommand))
+    assert doc["endpoint"]["identical"] == 8  # served over HTTP, greedy: the run's own answers
+    assert doc["scores"]["endpoint"]["exact_match"] == doc["scores"]["tuned"]["exact_match"]
+    acc = next(r for r in doc["harness"]["rows"] if r["metric"] == "acc")
+    assert acc["n"] == 20 and acc["base"] >= 0.5  # chance is 0.25: the base model knows these facts
+    assert acc["low"] <= acc["difference"] <= acc["high"]
+    section = doc["judge"]
+    assert section["pairs"] == 8 and section["asked"] + section["cached"] == 2 * (8 - section["identical"])
+    assert {"win rate (tie = half a win)", "both orders agree"} <= {
+        line.split(" | ")[0].strip("| ") for line in (tmp_path / "report" / "report.md").read_text().splitlines()
+    }

@@ -62,6 +62,9 @@ def parse(argv: List[str], command_cls) -> Tuple[object, List[str]]:
                 keys = ", ".join(f"{head}.{k}" for k in known)
                 raise ConfigError(f"unknown option '{key}'; the {head} options are {keys}")
             values.setdefault(head, {})[rest] = _value(text, _is_text(section, rest))
+        elif key in own:  # endpoint=URL: a section named alone sets its first option
+            first = dataclasses.fields(section)[0].name
+            values.setdefault(head, {})[first] = _value(text, _is_text(section, first))
         elif key.lstrip("+").split(".")[0] in RUN_KEYS:
             overrides.append(word)
         else:

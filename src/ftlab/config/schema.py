@@ -241,6 +241,29 @@ class EvalOptions:
 
 
 @dataclass
+class HarnessOptions:
+    """Standard benchmarks through lm-evaluation-harness (docs/evaluation.md): the same tasks, settings and few-shot
+    seed on the base model (adapter off) and the tuned one, with a paired bootstrap interval on each difference."""
+
+    tasks: List[str] = opt([], example="harness.tasks=[ftlab_facts]")
+    """lm-eval task or group names (mmlu, gsm8k, hellaswag, ifeval ...; the shipped offline task: ftlab_facts);
+    empty: no benchmark. ftlab.evaluate runs them; with eval.after_train, so does training."""
+    include_path: Optional[str] = opt(None, example="harness.include_path=my_tasks")
+    """A folder of your own lm-eval task YAML files, searched before the harness's own."""
+    num_fewshot: Optional[int] = opt(None, ge=0, example="harness.num_fewshot=5")
+    """Few-shot examples per prompt, drawn with `seed`; null: each task's own default."""
+    limit: int = opt(0, ge=0, example="harness.limit=100")
+    """Score only the first N documents of each task (a quick look; not a comparable score); 0: all."""
+    batch_size: int = opt(8, gt=0)
+    """Requests the harness sends the model together."""
+    chat_template: bool = False
+    """Wrap each prompt in the run's chat template (as a chat user would ask); false: plain text, as leaderboards
+    score base models."""
+    bootstrap: int = opt(1000, ge=100)
+    """Resamples of the paired bootstrap that gives each difference its 95% interval."""
+
+
+@dataclass
 class OptimOptions:
     name: str = opt("adamw", choices=["adamw", "adamw_8bit"])
     """Optimizer. adamw_8bit keeps its state in 8 bits (bitsandbytes)."""
@@ -327,6 +350,7 @@ class RunConfig:
     hub: HubOptions = field(default_factory=HubOptions)
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     eval: EvalOptions = field(default_factory=EvalOptions)
+    harness: HarnessOptions = field(default_factory=HarnessOptions)
     optim: OptimOptions = field(default_factory=OptimOptions)
     trainer: TrainerOptions = field(default_factory=TrainerOptions)
     seed: int = opt(42, ge=0)
@@ -398,11 +422,56 @@ class ServeCommand:
 
 
 @dataclass
+class EndpointOptions:
+    """A model behind an OpenAI-compatible API (llama.cpp's llama-server, Ollama, vLLM, ftlab.serve): its answers
+    to the held-out prompts, scored beside the run's own."""
+
+    url: Optional[str] = opt(None, example="endpoint=http://127.0.0.1:8080/v1")
+    """The API's base URL (ending in /v1); `endpoint=URL` sets it. null: no endpoint."""
+    model: Optional[str] = opt(None, example="endpoint.model=smollm2-dates")
+    """The model name to ask for; null: the first one the server's /v1/models lists."""
+    api_key_env: str = opt("OPENAI_API_KEY", example="endpoint.api_key_env=MY_KEY")
+    """The environment variable holding the API key, if the server needs one (the key is never written)."""
+    concurrency: int = opt(4, gt=0)
+    """Requests in flight at once."""
+    timeout: float = opt(600.0, gt=0)
+    """Seconds to wait for one answer before the evaluation stops with an error."""
+
+
+@dataclass
+class JudgeOptions:
+    """A judge model compares the base and tuned answers to each held-out prompt, in both orders."""
+
+    endpoint: Optional[str] = opt(None, example="judge.endpoint=http://127.0.0.1:8080/v1")
+    """The judge's OpenAI-compatible base URL (ending in /v1); null: no judge, unless `model` names a local one."""
+    model: Optional[str] = opt(None, example="judge.model=Qwen/Qwen2.5-7B-Instruct")
+    """With `endpoint`: the model name to ask for (null: the first the server lists). Without: a local model (a
+    dir, Hub id or ftlab run) that judges in this process."""
+    rubric: Optional[str] = opt(None, example="judge.rubric=my_rubric.md")
+    """A file with your own judging prompt, with the placeholders {question}, {reference}, {answer_a} and
+    {answer_b}, asking for a last line of [[A]], [[B]] or [[C]] (a tie); null: the shipped rubric."""
+    api_key_env: str = opt("OPENAI_API_KEY", example="judge.api_key_env=MY_KEY")
+    """The environment variable holding the judge's API key, if its server needs one (never written)."""
+    max_tokens: int = opt(512, gt=0)
+    """Longest judgment, in tokens (the rubric asks for reasons before the verdict)."""
+    concurrency: int = opt(4, gt=0)
+    """Judgments in flight at once (an endpoint judge); a local judge batches generation.batch_size."""
+    timeout: float = opt(600.0, gt=0)
+    """Seconds to wait for one judgment before the evaluation stops with an error."""
+    bootstrap: int = opt(1000, ge=100)
+    """Resamples of the bootstrap that gives the win rate its 95% interval."""
+
+
+@dataclass
 class EvaluateCommand:
+    """Scores the held-out eval.split; harness.tasks, judge.* and endpoint add their own tables."""
+
     run: str = opt(example=RUN_EXAMPLE)
     """A run dir, or an adapter (dir or Hub id) with ftlab's saved config; data.* keys may point at other data."""
     output: Optional[str] = None
     """Report folder; null: <run dir>/eval (eval-2, eval-3 ... once taken), outputs/eval/DATE/TIME without one."""
+    endpoint: EndpointOptions = field(default_factory=EndpointOptions)
+    judge: JudgeOptions = field(default_factory=JudgeOptions)
 
 
 @dataclass

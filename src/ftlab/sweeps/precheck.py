@@ -25,6 +25,13 @@ def check(overrides: List[str], config_path: Optional[str], config_name: Optiona
                 f"hydra.sweeper.objective={sweeper.objective} is a score of the evaluation after "
                 "training; add eval.after_train=true (and a test split, e.g. data.test_size=0.1)"
             )
+        if sweeper.objective.startswith(("harness_", "base_harness_")) and not (
+            cfg.eval.after_train and cfg.harness.tasks
+        ):
+            raise ConfigError(
+                f"hydra.sweeper.objective={sweeper.objective} is a benchmark score after training; add "
+                "eval.after_train=true and its task to harness.tasks, e.g. harness.tasks=[ftlab_facts]"
+            )
         if sweeper.pruner.name != "none" and cfg.trainer.val_every_n_steps == 0:
             raise ConfigError(
                 f"hydra.sweeper.pruner.name={sweeper.pruner.name} prunes on intermediate validation "

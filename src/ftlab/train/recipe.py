@@ -42,7 +42,7 @@ from ftlab.tracking.trackers import Trackers
 from ftlab.train import callbacks, checkpoints, fit, plots, rundir, strategy
 from ftlab.train.module import LoRAModule
 from ftlab.train.preemption import Preemption
-from ftlab.use import prompts, report, scoring
+from ftlab.use import harness, prompts, report, scoring
 from ftlab.utils import ranks, secrets
 from ftlab.utils.console import Stages, info, log, setup_logging
 from ftlab.utils.errors import ConfigError, FtlabError
@@ -433,15 +433,24 @@ class FineTune:
         write_json(run_dir / "metrics.json", stats)
         plots.plot_losses(run_dir)
 
-    def evaluate(self, model, tokenizer, run_dir: Path) -> dict:
-        """Score the tuned model and its base on eval.split into <run dir>/eval; returns the report, whose numbers
-        join metrics.json and the trackers as eval_* and base_eval_*."""
+    def benchmarks(self):
+        """harness.tasks, loaded with their data (harness.prepare), when eval.after_train runs them; else None."""
+        if not self.cfg.harness.tasks:
+            return None
+        if not self.cfg.eval.after_train:
+            info("note: harness.tasks runs with eval.after_train=true, or later: python -m ftlab.evaluate run=RUN_DIR")
+            return None
+        return harness.prepare(self.cfg.harness)
+
+    def evaluate(self, model, tokenizer, run_dir: Path, benchmarks=None) -> dict:
+        """Score the tuned model and its base on eval.split (and the `benchmarks`) into <run dir>/eval; returns
+        the report, whose numbers join metrics.json and the trackers as eval_*, base_eval_* and harness_*."""
         examples, fingerprint = self.evaluation_examples(tokenizer)
         info(f"{len(examples)} examples from the {self.cfg.eval.split} split")
         model.eval()
         model.config.use_cache = True  # generation needs the KV cache training switched off
         doc = scoring.evaluate(
-            model, tokenizer, examples, self.cfg, run_dir / "eval", str(run_dir), fingerprint, adapter=True
+            model, tokenizer, examples, self.cfg, run_dir / "eval", str(run_dir), fingerprint, True, tasks=benchmarks
         )
         log.info(report.table(doc))
         return doc
@@ -521,6 +530,7 @@ class FineTune:
             stages.start("Checking model source and access", self.cfg.model.name)
             source_dir = self.model_source()
             trackers = self.check_access(run_dir)
+            benchmarks = self.benchmarks() if self.main else None  # a bad task name fails now, not after the fit
             with trackers.closing(stats):  # an error or Ctrl+C closes the tracker runs as FAILED or KILLED
                 stages.start("Loading tokenizer and data", str(self.cfg.data.path or self.cfg.data.name))
                 tokenizer = self.load_tokenizer(source_dir)
@@ -549,7 +559,7 @@ class FineTune:
                 self.save(model, tokenizer, run_dir, stats, weights)
                 if self.cfg.eval.after_train:
                     stages.start("Evaluating", f"{self.cfg.eval.split} split, base model vs tuned")
-                    stats.update(report.flat(self.evaluate(model, tokenizer, run_dir)))
+                    stats.update(report.flat(self.evaluate(model, tokenizer, run_dir, benchmarks)))
                     write_json(run_dir / "metrics.json", stats)
                 info(f"model card: {self.write_card(run_dir, stats)}")
                 trackers.finish(stats, "FINISHED")

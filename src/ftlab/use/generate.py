@@ -17,10 +17,12 @@ from ftlab.data.chat import end_of_turn, stop_ids
 @dataclass
 class Answer:
     prompt: str
-    """The exact text the model continued: the conversation through the chat template, generation prompt added."""
+    """The exact text the model continued: the conversation through the chat template, generation prompt added
+    ("" for a server's answer: the server rendered it)."""
     output: str
     """The reply, end-of-turn marker and surrounding whitespace removed."""
-    new_tokens: int
+    new_tokens: Optional[int]
+    """None for a server's answer."""
 
 
 def settings(gen_cfg) -> dict:

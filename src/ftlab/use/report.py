@@ -4,7 +4,7 @@ console) and one line per example (generations.jsonl); and as the flat eval_* nu
 from typing import Dict, List
 
 from ftlab.data.kinds import KINDS
-from ftlab.use import generate
+from ftlab.use import generate, tables
 
 ROWS = (
     ("exact_match", "exact match", True),
@@ -35,13 +35,25 @@ def build(cfg, label: str, fingerprint: str, prompts: list, results: Dict[str, d
     }
 
 
+PREFIX = {"base": "base_eval_", "tuned": "eval_", "model": "eval_", "endpoint": "endpoint_eval_"}
+
+
 def flat(doc: dict) -> dict:
-    """eval_<metric> of the evaluated model and base_eval_<metric> of its base, for metrics.json and a sweep."""
+    """eval_<metric> of the evaluated model, base_eval_<metric> of its base and endpoint_eval_<metric> of a server,
+    harness_<task>_<metric> and judge_win_rate: the numbers of metrics.json, the trackers and a sweep."""
     out = {}
     for name, scores in doc["scores"].items():
-        prefix = "base_eval_" if name == "base" else "eval_"
-        out.update({prefix + k: v for k, v in scores.items() if v is not None})
+        out.update({PREFIX[name] + k: v for k, v in scores.items() if v is not None})
     out["eval_examples"] = doc["examples"]
+    for row in doc.get("harness", {}).get("rows", []):
+        suffix = f"{row['task']}_{row['metric']}" + ("" if row["filter"] == "none" else f"_{row['filter']}")
+        for name, prefix in (("tuned", "harness_"), ("model", "harness_"), ("base", "base_harness_")):
+            if row.get(name) is not None:
+                out[prefix + suffix] = row[name]
+    if doc.get("judge", {}).get("win_rate") is not None:
+        out["judge_win_rate"] = doc["judge"]["win_rate"]
+    if "endpoint" in doc:
+        out["endpoint_identical"] = doc["endpoint"]["identical"]
     return out
 
 
@@ -68,28 +80,40 @@ def _change(before, after, percent: bool) -> str:
 
 
 def table(doc: dict) -> str:
-    """metric | base | tuned | change (or metric | model, for a model evaluated alone)."""
+    """metric | base | tuned | change (or metric | model, for a model evaluated alone), a server's answers in a
+    column of their own; then the benchmarks' and the judge's tables."""
     names = list(doc["scores"])
-    compare = names == ["base", "tuned"]
-    head = "| metric | " + " | ".join(names) + (" | change |" if compare else " |")
+    compare = "base" in names and "tuned" in names
+    # the change is the tuning's, tuned - base, beside them; a server's answers come after it
+    columns = names[:2] + ["change"] + names[2:] if compare else names
     lines = [
         f"{doc['examples']} examples of the {doc['split']} split of {doc['data']}; "
         f"generation: {'sampling' if doc['generation']['do_sample'] else 'greedy'}, "
         f"max_new_tokens={doc['generation']['max_new_tokens']}",
         "",
-        head,
-        "|---|" + "---:|" * (len(names) + compare),
+        "| metric | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
     ]
     listed = rows()
     known = {key for key, _, _ in listed}
     # a method's own scores (GRPO's rewards), under their names
     listed += [(k, k.replace("_", " ", 1), False) for k in doc["scores"][names[0]] if k not in known]
     for key, label, percent in listed:
-        values = [doc["scores"][n].get(key) for n in names]
-        if (key, label, percent) not in ROWS and all(v is None for v in values):  # a kind's, on its data only
+        values = {n: doc["scores"][n].get(key) for n in names}
+        if (key, label, percent) not in ROWS and all(v is None for v in values.values()):  # a kind's, on its data only
             continue
-        cells = " | ".join(_cell(v, percent) for v in values)
-        lines.append(f"| {label} | {cells} |" + (f" {_change(*values, percent)} |" if compare else ""))
+        if compare:
+            values["change"] = _change(values["base"], values["tuned"], percent)
+        cells = [values[c] if c == "change" else _cell(values[c], percent) for c in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "endpoint" in doc:
+        e = doc["endpoint"]
+        lines += ["", f"endpoint: {e['model']} at {e['url']}; {e['identical']} of {doc['examples']} answers "
+                  f"identical to the {e['compared_with']} model's"]  # fmt: skip
+    if "harness" in doc:
+        lines += ["", *tables.harness(doc["harness"])]
+    if "judge" in doc:
+        lines += ["", *tables.judge(doc["judge"])]
     return "\n".join(lines)
 
 

@@ -13,14 +13,14 @@ The report folder holds:
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from ftlab.data import batching, logprobs
 from ftlab.data.kinds import KINDS
 from ftlab.methods import METHODS
-from ftlab.use import generate, metrics, report
+from ftlab.use import generate, harness, metrics, report
 from ftlab.use.prompts import Prompt
 from ftlab.utils.console import info
 from ftlab.utils.files import atomic, write_json, write_jsonl, write_text
@@ -84,6 +84,37 @@ def score(model, tokenizer, examples: List[Example], cfg, progress: bool) -> dic
     return {"scores": scores, "answers": answers, "per_example": per}
 
 
+def answer(model, tokenizer, examples: List[Example], cfg, adapter: bool, progress: bool = True) -> Dict[str, dict]:
+    """{"base": ..., "tuned": ...} (with eval.compare_base and an adapter), else {"model": ...}: each model's
+    answers to the examples and their scores (`score`)."""
+    results = {}
+    if adapter and cfg.eval.compare_base:
+        info("base model (adapter off):")
+        with model.disable_adapter():  # the same weights minus the adapter: the only difference is the tuning
+            results["base"] = score(model, tokenizer, examples, cfg, progress)
+    if adapter:
+        info("tuned model:")
+    results["tuned" if adapter else "model"] = score(model, tokenizer, examples, cfg, progress)
+    return results
+
+
+def scored_replies(replies: List[str], examples: List[Example]) -> dict:
+    """Answers that came from elsewhere (a server), scored on their text like the model's own (no loss: no logits)."""
+    per = metrics.per_example(replies, [e.prompt.reference for e in examples])
+    answers = [generate.Answer("", reply, None) for reply in replies]
+    return {"scores": metrics.mean(per), "answers": answers, "per_example": per}
+
+
+def write(out_dir: Path, doc: dict, prompts: List[Prompt], results: Dict[str, dict], judgments=None) -> None:
+    """The report folder, which must be new: it appears whole or not at all."""
+    with atomic(out_dir, directory=True) as tmp:
+        write_jsonl(tmp / "generations.jsonl", report.generations(prompts, results))
+        if judgments is not None:
+            write_jsonl(tmp / "judgments.jsonl", judgments)
+        write_json(tmp / "report.json", doc)
+        write_text(tmp / "report.md", report.markdown(doc, prompts, results))
+
+
 def evaluate(
     model,
     tokenizer,
@@ -94,21 +125,15 @@ def evaluate(
     fingerprint: str,
     adapter: bool,
     progress: bool = True,
+    tasks=None,
 ) -> dict:
-    """Score the model (and, with eval.compare_base and an adapter, its base) and write the report into
-    `out_dir`, which must be new: it appears whole or not at all. Returns the report."""
-    results = {}
-    if adapter and cfg.eval.compare_base:
-        info("base model (adapter off):")
-        with model.disable_adapter():  # the same weights minus the adapter: the only difference is the tuning
-            results["base"] = score(model, tokenizer, examples, cfg, progress)
-    if adapter:
-        info("tuned model:")
-    results["tuned" if adapter else "model"] = score(model, tokenizer, examples, cfg, progress)
+    """Score the model (and, with eval.compare_base and an adapter, its base), and with `tasks` (harness.prepare's
+    index of harness.tasks) run the benchmarks too; write the report into `out_dir`. Returns the report."""
+    results = answer(model, tokenizer, examples, cfg, adapter, progress)
     prompts = [e.prompt for e in examples]
     doc = report.build(cfg, label, fingerprint, prompts, results)
-    with atomic(out_dir, directory=True) as tmp:
-        write_jsonl(tmp / "generations.jsonl", report.generations(prompts, results))
-        write_json(tmp / "report.json", doc)
-        write_text(tmp / "report.md", report.markdown(doc, prompts, results))
+    if tasks is not None:
+        info(f"benchmarks: {', '.join(cfg.harness.tasks)}")
+        doc["harness"] = harness.run(tasks, model, tokenizer, cfg.harness, cfg.seed, adapter)
+    write(out_dir, doc, prompts, results)
     return doc
