@@ -45,6 +45,8 @@ def test_the_served_export_answers_as_the_run_does(trained, served, tmp_path):
     assert len(rows) == 6 and all(r["endpoint"]["output"] == r["tuned"]["output"] for r in rows)
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| metric | base | tuned | change | endpoint |" in markdown
+    assert "95% intervals of the change (paired bootstrap over the 6 examples): exact match " in markdown
+    assert set(doc["intervals"]) == {"exact_match", "token_f1", "rouge_l"}
     assert f"endpoint: merged at {served}; 6 of 6 answers identical to the tuned model's" in markdown
 
 

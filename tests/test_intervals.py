@@ -85,3 +85,17 @@ def test_the_tables_show_the_interval_and_the_verdict_counts():
         "| tuned better / tie / base better | 1 / 1 / 1 |",
         "| both orders agree | 50.0% |",
     ]
+
+
+def test_the_held_out_scores_change_has_its_interval_in_the_report():
+    from ftlab.use import report
+
+    base = [{"exact_match": 0, "token_f1": 0.5, "rouge_l": 0}, {"exact_match": 0, "token_f1": 0.5, "rouge_l": 1}]
+    tuned = [{"exact_match": 1, "token_f1": 1.0, "rouge_l": 1}] * 2
+    results = {"base": {"per_example": base}, "tuned": {"per_example": tuned}}
+    # per example: exact match 0 -> 1 twice, token F1 0.5 -> 1 twice, ROUGE-L 0 -> 1 once and 1 -> 1 once
+    assert report.changes(results, resamples=10_000, seed=0) == {
+        "exact_match": {"low": 1.0, "high": 1.0},
+        "token_f1": {"low": 0.5, "high": 0.5},
+        "rouge_l": {"low": 0.0, "high": 1.0},
+    }

@@ -105,7 +105,8 @@ def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=None) ->
         doc["endpoint"] = {"url": endpoint.url, "model": endpoint.model, "identical": same, "compared_with": own}
     if tasks is not None:
         stages.start("Running benchmarks", ", ".join(run.cfg.harness.tasks))
-        doc["harness"] = harness.run(tasks, model, trained.tokenizer, run.cfg.harness, run.cfg.seed, adapter)
+        h, seed = run.cfg.harness, run.cfg.seed
+        doc["harness"] = harness.run(tasks, model, trained.tokenizer, h, seed, run.cfg.eval.bootstrap, adapter)
     judgments = None
     if judging:
         stages.start("Judging", options.judge.endpoint or options.judge.model)
@@ -113,7 +114,7 @@ def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=None) ->
         base, tuned = ([a.output for a in results[n]["answers"]] for n in ("base", "tuned"))
         cache = judge.Cache(Path(run.cfg.cache_dir).expanduser() / "judge")
         doc["judge"], judgments = judge.compare(
-            chosen, template, prompts, base, tuned, cache, options.judge.bootstrap, run.cfg.seed
+            chosen, template, prompts, base, tuned, cache, run.cfg.eval.bootstrap, run.cfg.seed
         )
     scoring.write(out_dir, doc, prompts, results, judgments)
     stages.finish()

@@ -238,6 +238,9 @@ class EvalOptions:
     """Evaluate only the first N examples of the split; 0: all of them."""
     compare_base: bool = True
     """Also score the base model, adapter switched off, on the same examples: the report shows both."""
+    bootstrap: int = opt(1000, ge=100)
+    """Resamples of the bootstrap behind each 95% interval of a report (the change of each score, each benchmark,
+    the judge's win rate), drawn with `seed`."""
 
 
 @dataclass
@@ -259,8 +262,6 @@ class HarnessOptions:
     chat_template: bool = False
     """Wrap each prompt in the run's chat template (as a chat user would ask); false: plain text, as leaderboards
     score base models."""
-    bootstrap: int = opt(1000, ge=100)
-    """Resamples of the paired bootstrap that gives each difference its 95% interval."""
 
 
 @dataclass
@@ -458,8 +459,6 @@ class JudgeOptions:
     """Judgments in flight at once (an endpoint judge); a local judge batches generation.batch_size."""
     timeout: float = opt(600.0, gt=0)
     """Seconds to wait for one judgment before the evaluation stops with an error."""
-    bootstrap: int = opt(1000, ge=100)
-    """Resamples of the bootstrap that gives the win rate its 95% interval."""
 
 
 @dataclass

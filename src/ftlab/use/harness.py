@@ -71,7 +71,7 @@ def _knows(manager, name: str) -> bool:
     return name in manager.all_tasks or bool(manager.match_tasks([name]))
 
 
-def run(manager, model, tokenizer, h, seed: int, adapter: bool) -> dict:
+def run(manager, model, tokenizer, h, seed: int, resamples: int, adapter: bool) -> dict:
     """The harness section of a report: each task's metrics for the base and the tuned model (or the model alone),
     with the tuned - base difference and its 95% interval."""
     from lm_eval import simple_evaluate
@@ -100,10 +100,10 @@ def run(manager, model, tokenizer, h, seed: int, adapter: bool) -> dict:
         with model.disable_adapter():  # the same weights minus the adapter: the only difference is the tuning
             results["base"] = evaluate()
     results["tuned" if adapter else "model"] = evaluate()
-    return summary(results, h, seed)
+    return summary(results, h, seed, resamples)
 
 
-def summary(results: Dict[str, dict], h, seed: int) -> dict:
+def summary(results: Dict[str, dict], h, seed: int, resamples: int) -> dict:
     """Rows of task, metric, each model's score and, with two models, the paired difference and its interval."""
     last = results[list(results)[-1]]
     rows = []
@@ -118,7 +118,7 @@ def summary(results: Dict[str, dict], h, seed: int) -> dict:
             if set(results) == {"base", "tuned"} and per_model["tuned"] and per_model["base"]:
                 docs = sorted(set(per_model["base"]) & set(per_model["tuned"]))
                 paired = intervals.paired(
-                    [per_model["base"][d] for d in docs], [per_model["tuned"][d] for d in docs], h.bootstrap, seed
+                    [per_model["base"][d] for d in docs], [per_model["tuned"][d] for d in docs], resamples, seed
                 )
                 row.update(difference=paired["difference"], low=paired["low"], high=paired["high"], n=paired["n"])
             elif per_model[list(results)[-1]]:

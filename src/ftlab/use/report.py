@@ -4,7 +4,7 @@ console) and one line per example (generations.jsonl); and as the flat eval_* nu
 from typing import Dict, List
 
 from ftlab.data.kinds import KINDS
-from ftlab.use import generate, tables
+from ftlab.use import generate, intervals, metrics, tables
 
 ROWS = (
     ("exact_match", "exact match", True),
@@ -32,7 +32,19 @@ def build(cfg, label: str, fingerprint: str, prompts: list, results: Dict[str, d
         "seed": cfg.seed,
         "train_on": cfg.data.train_on,
         "scores": {name: r["scores"] for name, r in results.items()},
+        **({"intervals": changes(results, cfg.eval.bootstrap, cfg.seed)} if {"base", "tuned"} <= set(results) else {}),
     }
+
+
+def changes(results: Dict[str, dict], resamples: int, seed: int) -> dict:
+    """{metric: {"low", "high"}}: the 95% paired bootstrap interval of tuned - base for each answer score, example
+    by example (intervals.py)."""
+    base, tuned = results["base"]["per_example"], results["tuned"]["per_example"]
+    out = {}
+    for name in metrics.NAMES:
+        paired = intervals.paired([b[name] for b in base], [t[name] for t in tuned], resamples, seed)
+        out[name] = {"low": paired["low"], "high": paired["high"]}
+    return out
 
 
 PREFIX = {"base": "base_eval_", "tuned": "eval_", "model": "eval_", "endpoint": "endpoint_eval_"}
@@ -106,6 +118,11 @@ def table(doc: dict) -> str:
             values["change"] = _change(values["base"], values["tuned"], percent)
         cells = [values[c] if c == "change" else _cell(values[c], percent) for c in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if doc.get("intervals") and doc["examples"]:
+        shown = [f"{label} {100 * i['low']:+.1f} to {100 * i['high']:+.1f} pts" for key, label, _ in ROWS
+                 if (i := doc["intervals"].get(key)) and i["low"] is not None]  # fmt: skip
+        lines += ["", f"95% intervals of the change (paired bootstrap over the {doc['examples']} examples): "
+                  + ", ".join(shown)]  # fmt: skip
     if "endpoint" in doc:
         e = doc["endpoint"]
         lines += ["", f"endpoint: {e['model']} at {e['url']}; {e['identical']} of {doc['examples']} answers "
