@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_main, serving
+from conftest import run_main, serving, train_tiny
 from ftlab.config.schema import EvaluateCommand, ExportCommand
 from ftlab.use import judge, runs
 
@@ -87,6 +87,16 @@ def test_a_local_judge_and_a_local_model_alone(exported, trained, tmp_path):
     assert [(r["task"], r["n"], "base" in r, 0 <= r["model"] <= 1) for r in alone["harness"]["rows"]] == [
         ("ftlab_facts", 4, False, True)
     ] * 2
+
+
+def test_a_run_on_a_local_model_dir_runs_the_benchmarks(exported, tmp_path, cache_dir):
+    """A run whose model is a local path (here the merged export, as make demo-rl trains GRPO on its SFT)."""
+    run = train_tiny(tmp_path / "run", cache_dir, "model.random_init=null", f"model.path={exported}",
+                     "trainer.max_steps=2")  # fmt: skip
+    doc = evaluate(run, tmp_path / "report", "harness.tasks=[ftlab_facts]", "harness.limit=4", "eval.max_examples=2")
+    assert runs.locate(str(run), []).cfg.model.path == str(exported)
+    assert [(r["metric"], r["n"]) for r in doc["harness"]["rows"]] == [("acc", 4), ("acc_norm", 4)]
+    assert all(r["low"] <= r["difference"] <= r["high"] for r in doc["harness"]["rows"])
 
 
 def test_bad_endpoints_and_a_failing_judge_are_one_line_errors_with_nothing_written(

@@ -60,7 +60,16 @@ def test_optuna_sweep_runs_trials_and_a_rerun_continues_the_study(workdir, sweep
 
 @pytest.mark.process
 def test_report_from_the_storage_alone(workdir, sweep_args):
-    assert run_cli(*sweep_args, "hydra.sweeper.n_trials=2", cwd=workdir).returncode == 0
+    swept = run_cli(*sweep_args, "hydra.sweeper.n_trials=2", "data.batch_size=2", cwd=workdir)
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    # a searched key given on the command line is pinned: out of the space, the same in every trial
+    assert "pinned on the command line, not searched: data.batch_size=2" in swept.stdout
+    assert all(set(t.params) == {"lora.r", "optim.lr"} for t in study(workdir).trials)
+    for trial in study(workdir).trials:
+        saved = OmegaConf.load(
+            workdir / "outputs" / "sweeps" / "lora" / f"trial-{trial.number}" / ".hydra" / "config.yaml"
+        )
+        assert saved.data.batch_size == 2
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     storage = f"sqlite:///{workdir}/outputs/sweeps/optuna.db"
     result = subprocess.run(
@@ -178,6 +187,12 @@ def test_a_clearly_bad_trial_is_pruned_promptly(workdir, sweep_args):
     metrics = json.loads((workdir / "outputs" / "sweeps" / "lora" / "trial-1" / "metrics.json").read_text())
     assert metrics["pruned_at_step"] == 2 and metrics["steps"] < 12  # stopped promptly, results kept
     assert "trial 1: lora.r=8 optim.lr=1e-09 data.batch_size=4 PRUNED at step 2" in result.stdout
+
+
+def test_pinning_every_searched_key_leaves_nothing_to_sweep(workdir, sweep_args, capsys):
+    result = run_main(*sweep_args, "lora.r=8", "optim.lr=1e-4", "data.batch_size=4", capsys=capsys)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "lora.r=8, optim.lr=1e-4, data.batch_size=4 pins every key of the search space" in result.stderr
 
 
 @pytest.mark.parametrize(

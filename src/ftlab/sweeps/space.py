@@ -36,6 +36,19 @@ def split_arguments(arguments: List[str]) -> tuple:
     return fixed, swept
 
 
+def searched(params: Dict[str, str], fixed: List[str]) -> tuple:
+    """(the search space without the keys `fixed` sets, [those key=value words]): a value given on the command line
+    pins its key, as in Hydra's own Optuna sweeper, instead of being overridden by each trial's draw."""
+    given = {word.split("=", 1)[0].lstrip("+~"): word for word in fixed if "=" in word}
+    pinned = [given[key] for key in params if key in given]
+    if pinned and len(pinned) == len(params):
+        raise ConfigError(
+            f"{', '.join(pinned)} pins every key of the search space, so there is nothing to sweep; drop -m, or "
+            "leave a key to search"
+        )
+    return {k: v for k, v in params.items() if k not in given}, pinned
+
+
 def parse(params: Dict[str, str]) -> dict:
     """{key: optuna distribution}; ConfigError on anything a trial could not use."""
     if not params:

@@ -70,7 +70,9 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> list:
         _console()
         fixed, swept = space.split_arguments(arguments)
-        params = {**self.params, **swept}
+        params, pinned = space.searched({**self.params, **swept}, fixed)
+        if pinned:
+            log.info(f"ftlab sweep: pinned on the command line, not searched: {' '.join(pinned)}")
         distributions = space.parse(params)
         validate_sweeper(self.config.hydra.sweeper)
         with workers.budget_lock(self.storage_url, self.study_name):  # workers starting together: one at a time
