@@ -73,8 +73,15 @@ def test_out_of_range_and_incompatible_values_are_rejected(override, expected):
         ("+trainer.bogus=3", "unknown key trainer.bogus: not an ftlab option"),
         ("+extra=1", "unknown key extra: not an ftlab option; top-level keys: model, quant"),
         ("model=tiny +model.random_init.depth=3", "unknown key model.random_init.depth"),
+        # command lines Hydra would run otherwise than meant
+        ("data.system_prompt=You are terse", "'are' is not key=value; a value with spaces must be quoted as one word: "
+                                            "'data.system_prompt=You are'"),
+        ("sweep=lora", "sweep=lora sets up a sweep, which runs only with -m; without it this would be one run: "
+                       "python -m ftlab -m sweep=lora"),
+        ("hydra.sweeper.n_trials=20", "hydra.sweeper.n_trials=20 sets up a sweep, which runs only with -m"),
+        ("-m sweep=lora --cfg job", "--cfg job with -m: a sweep has no one config to show; drop -m"),
     ],
-)
+)  # fmt: skip
 def test_cli_rejects_bad_overrides_in_one_line_and_writes_nothing(override, expected, workdir, capsys):
     result = run_main(*override.split(), capsys=capsys)
     assert result.returncode == 2

@@ -114,12 +114,37 @@ def precheck(args):
     return cfg
 
 
+def traps(args) -> None:
+    """Command lines Hydra would take and run otherwise than meant: refused (or noted) in one line with the fix."""
+    words = args.overrides
+    for i, word in enumerate(words):
+        if "=" not in word and not word.startswith("~"):  # the shell split a value at a space
+            before = f"'{words[i - 1]} {word}'" if i else f"'key={word} ...'"
+            raise ConfigError(f"'{word}' is not key=value; a value with spaces must be quoted as one word: {before}")
+    keys = [w.lstrip("+~").partition("=")[0] for w in words]
+    if args.multirun and args.cfg:
+        raise ConfigError(
+            f"--cfg {args.cfg} with -m: a sweep has no one config to show; drop -m to see a trial's "
+            "(the search space is hydra.sweeper.params, shown by --cfg hydra)"
+        )
+    if not args.multirun and not args.cfg:
+        searches = [w for w, k in zip(words, keys) if k == "sweep" and not w.endswith("=null")]
+        sweeper = [w for w, k in zip(words, keys) if k.startswith("hydra.sweeper.")]
+        if searches or sweeper:
+            raise ConfigError(
+                f"{(searches or sweeper)[0]} sets up a sweep, which runs only with -m; without it this would be one "
+                f"run: python -m ftlab -m {' '.join(words)}"
+            )
+
+
 def prepare(argv: List[str]) -> List[str]:
     """The command line Hydra will run: shortcuts expanded, config validated, a fresh run dir claimed."""
     argv = secrets.take_from_overrides(expand_shortcuts(argv))  # before Hydra records the overrides anywhere
     args = get_args_parser().parse_args(argv)
     if any(getattr(args, flag, None) for flag in _NO_PRECHECK):
         return argv
+    if ranks.is_main():
+        traps(args)
     if args.multirun:
         # optuna (and the sweeper on it) loads only for a multirun
         import hydra_plugins.ftlab_optuna_sweeper.ftlab_optuna_sweeper as plugin
