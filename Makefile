@@ -13,11 +13,21 @@ STAMP := $(VENV)/.installed
 # the registry serves changes from day to day, and an untested release of a dependency must not reach a fresh clone.
 LOCK := constraints.txt
 
-.PHONY: install lock demo demo-rl lint format docs test test-fast bench gpu-check clean
+.PHONY: install lock demo demo-rl lint format docs test test-fast bench gpu-check clean FORCE
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile $(LOCK)
+# The torch build installed, as TORCH named it: a different TORCH (make install TORCH=torch on a GPU machine after
+# the CPU wheel) takes the installed torch out and installs again; the same one leaves the file, and the venv, alone.
+TORCH_SPEC := $(VENV)/.torch
+$(TORCH_SPEC): FORCE
+	@if [ "$$(cat $@ 2>/dev/null)" != '$(TORCH)' ]; then \
+	  if [ -x $(BIN)/pip ]; then echo "TORCH changed to $(TORCH): reinstalling torch"; $(BIN)/pip uninstall --quiet -y torch; fi; \
+	  mkdir -p $(VENV) && echo '$(TORCH)' > $@; fi
+
+FORCE:
+
+$(STAMP): pyproject.toml Makefile $(LOCK) $(TORCH_SPEC)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c $(LOCK) --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"

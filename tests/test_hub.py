@@ -91,8 +91,13 @@ def pushed_files(run: Path) -> dict:
     return dict(
         files,
         **{
-            "README.md": (run / "README.md").read_bytes(),
-            "ftlab_config.yaml": (run / ".hydra" / "config.yaml").read_bytes(),
+            # the card as pushed: the run's own folder named by its name only (hub/private.py)
+            "README.md": (run / "README.md").read_text().replace(str(run), run.name).encode(),
+            # the config as pushed: the local data file named by its file name only (hub/private.py)
+            "ftlab_config.yaml": (run / ".hydra" / "config.yaml")
+            .read_text()
+            .replace(str(ASSETS / "chat.jsonl"), "chat.jsonl")
+            .encode(),
         },
     )
 
@@ -281,3 +286,38 @@ def test_publish_cli_takes_repo_and_visibility_from_the_run_config(run_dir, fake
     result = publish_cli(run_dir)
     assert result.returncode == 0, result.stderr
     assert fake_hub.repos == {"me/from-config": {"private": False}}
+
+
+def test_no_pushed_file_names_a_local_path(tmp_path, fake_hub):
+    """A run whose data, base model copy and cache sit in a user's project folder: the Hub gets none of those
+    names, the card names the data file by its name and content hash, the config and adapter stay usable."""
+    import hashlib
+
+    secret = tmp_path / "home" / "alice-smith" / "acme-secret-project"
+    (secret / "base").mkdir(parents=True)
+    data = secret / "chats.jsonl"
+    data.write_text((ASSETS / "chat.jsonl").read_text())
+    cfg = config(f"data.path={data}", f"model.path={secret / 'base'}", f"cache_dir={secret / 'cache'}")
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    for name, content in ADAPTER.items():
+        (run / "adapter" / name).write_bytes(content)
+    (run / "adapter" / "adapter_config.json").write_text(
+        json.dumps({"r": 16, "base_model_name_or_path": str(secret / "cache" / "gguf" / "base-0123")})
+    )
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    card.write(run, cfg, STATS, f"python -m ftlab model=tiny data.path={data} model.path={secret / 'base'}")
+    hub.push(run, "me/private-paths", token=TOKEN)
+    pushed = fake_hub.files
+    assert set(pushed) == {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+                           "chat_template.jinja", "README.md", "ftlab_config.yaml"}  # fmt: skip
+    for name, content in pushed.items():
+        for planted in (b"alice-smith", b"acme-secret-project", str(tmp_path).encode()):
+            assert planted not in content, (name, planted)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:12]
+    assert f"- source: `chats.jsonl (sha256 {digest})`" in pushed["README.md"].decode()
+    saved = OmegaConf.create(pushed["ftlab_config.yaml"].decode())
+    assert (saved.data.path, saved.model.path, saved.model.name) == ("chats.jsonl", None, "ftlab/tiny-llama")
+    assert json.loads(pushed["adapter_config.json"])["base_model_name_or_path"] == "ftlab/tiny-llama"
+    assert (run / ".hydra" / "config.yaml").read_text() == OmegaConf.to_yaml(cfg)  # the run keeps its own paths

@@ -47,6 +47,10 @@ def test_wheel_install_finds_configs_and_assets(tmp_path):
     assert Path(demo.stdout.strip()).is_file()
     shipped = python("-c", "from ftlab.data import templates; print(templates.shipped(), templates.__file__)")
     assert shipped.stdout.startswith("['chatml', 'gemma', 'llama3', 'mistral'] " + str(site)), shipped.stderr
+    check = "from ftlab.use import harness as h, judge as j; print(j.RUBRIC.is_file(), *(p.is_file() for p in "
+    check += "(h.SHIPPED / 'ftlab_facts.yaml', h.SHIPPED / 'facts.jsonl')))"
+    evaluation = python("-c", check)
+    assert evaluation.stdout.split() == ["True"] * 3, evaluation.stderr  # the judge's rubric, the offline benchmark
     sweep = python("-m", "ftlab", "sweep=lora", "--cfg", "hydra")  # the sweep group and the Optuna sweeper plugin
     assert sweep.returncode == 0 and "FtlabOptunaSweeper" in sweep.stdout and "study_name: lora" in sweep.stdout, (
         sweep.stderr
@@ -69,3 +73,25 @@ def test_postgresql_tests_skip_without_a_server_and_fail_under_ci(tmp_path):
         )
         assert outcome in result.stdout, result.stdout[-3000:]
         assert "no PostgreSQL server answers at postgresql://nobody@127.0.0.1:9/none" in result.stdout
+
+
+def test_make_install_takes_a_new_torch_when_TORCH_changes(tmp_path):
+    """The Makefile's record of the torch build: the same TORCH leaves the install alone, another one takes the
+    installed torch out (so the next pip install brings the one asked for). pip here is a stand-in that logs."""
+    import shutil
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    pip = tmp_path / ".venv" / "bin" / "pip"
+    pip.parent.mkdir(parents=True)
+    pip.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "pip.log"}\n')
+    pip.chmod(0o755)
+
+    def spec(torch: str) -> str:
+        subprocess.run(["make", "-s", ".venv/.torch", f"TORCH={torch}"], cwd=tmp_path, check=True, capture_output=True)
+        log = tmp_path / "pip.log"
+        return log.read_text() if log.exists() else ""
+
+    assert spec("torch==2.13.0") == "uninstall --quiet -y torch\n"  # no record yet: what is installed is unknown
+    assert spec("torch==2.13.0") == "uninstall --quiet -y torch\n"  # the same TORCH: nothing more
+    assert spec("torch") == "uninstall --quiet -y torch\n" * 2  # another build: taken out, to be installed anew
+    assert (tmp_path / ".venv" / ".torch").read_text() == "torch\n"

@@ -123,5 +123,5 @@ def test_an_unknown_or_missing_launcher_is_one_line_naming_hydra_launcher(workdi
     missing = MissingConfigException("", missing_cfg_file="hydra/launcher/joblib", options=["basic"])
     assert describe_compose_error(missing) == (
         "hydra/launcher=joblib: no such option; choose one of: basic; joblib comes with hydra-joblib-launcher: "
-        "pip install 'ftlab[launchers]'"
+        "pip install -e '.[launchers]' in the checkout"
     )

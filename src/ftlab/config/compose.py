@@ -120,7 +120,8 @@ def describe_compose_error(e: Exception) -> str:
         group, _, wanted = str(e.missing_cfg_file or "option/?").rpartition("/")  # hydra/launcher/joblib
         text = f"{group}={wanted}: no such option; choose one of: {', '.join(sorted(e.options))}"
         package = PLUGIN_PACKAGES.get(f"{group}/{wanted}")
-        return f"{text}; {wanted} comes with {package}: pip install 'ftlab[launchers]'" if package else text
+        fix = f"; {wanted} comes with {package}: pip install -e '.[launchers]' in the checkout" if package else ""
+        return text + fix
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     text = " ".join(lines[:2]) if lines else type(e).__name__
     return f"cannot parse the command line: {text}" if isinstance(e, OverrideParseException) else text

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.data.kinds import KINDS
 from ftlab.exports import vllm
+from ftlab.hub import private
 from ftlab.methods import METHODS
 from ftlab.utils.files import write_text
 
@@ -110,7 +111,7 @@ def _front_matter(cfg: DictConfig) -> str:
 def _data_section(cfg: DictConfig, stats: dict) -> str:
     path, name, subset = _get(cfg, "data.path"), _get(cfg, "data.name"), _get(cfg, "data.subset")
     if path:
-        source = f"`{path}`"
+        source = f"`{private.described(path)}`"  # a local file by its name and hash: the path stays on this machine
     else:
         source = f"`{name}`" + (f" (subset `{subset}`)" if subset else "") if name else "not recorded"
     fmt = _get(cfg, "data.format")

@@ -6,6 +6,7 @@ failure ends in one PublishError line that names the repo and the fix, never the
 run dir, so a failed one can simply be repeated with `python -m ftlab.publish RUN_DIR`.
 """
 
+import json
 import os
 import sys
 import time
@@ -13,9 +14,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+import yaml
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.utils import HFValidationError, LocalTokenNotFoundError, OfflineModeIsEnabled, validate_repo_id
 
+from ftlab.hub import private
 from ftlab.utils import secrets
 from ftlab.utils.errors import FtlabError, first_line
 
@@ -101,9 +104,10 @@ def _api(token: Optional[str]) -> HfApi:
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
 
 
-def _files_to_push(run_dir: Path) -> List[Tuple[Path, str]]:
-    """(local file, path in repo): adapter/* at the root, the run's card as README.md, and its config as
-    ftlab_config.yaml, from which `python -m ftlab.infer run=<repo id>` rebuilds the base model as trained."""
+def _files_to_push(run_dir: Path) -> List[Tuple[bytes, str]]:
+    """(content, path in repo): adapter/* at the root, the run's card as README.md, and its config as
+    ftlab_config.yaml, from which `python -m ftlab.infer run=<repo id>` rebuilds the base model as trained. Text
+    files are the copies private.py makes: no local path of this machine reaches the Hub."""
     adapter, card = run_dir / "adapter", run_dir / "README.md"
     if not adapter.is_dir():
         raise PublishError(f"nothing to push: {adapter} is missing; push a finished run's dir (it has adapter/)")
@@ -118,11 +122,29 @@ def _files_to_push(run_dir: Path) -> List[Tuple[Path, str]]:
     if not files:
         raise PublishError(f"nothing to push: {adapter} holds no files")
     config = run_dir / ".hydra" / "config.yaml"
-    return files + [(card, "README.md")] + ([(config, "ftlab_config.yaml")] if config.is_file() else [])
+    files += [(card, "README.md")] + ([(config, "ftlab_config.yaml")] if config.is_file() else [])
+    saved = yaml.safe_load(config.read_text()) if config.is_file() else {}
+    adapter_config = adapter / "adapter_config.json"
+    base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") if adapter_config.is_file() else None
+    paths = private.local_paths(saved, extra=[str(run_dir.resolve())] + ([base] if private.is_local(base) else []))
+    base_id = (saved.get("model") or {}).get("name")
+    return [(_content(path, name, paths, base_id), name) for path, name in files]
 
 
-def _operations(files: List[Tuple[Path, str]]) -> list:
-    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for path, name in files]
+def _content(path: Path, name: str, paths: List[str], base_id: Optional[str]) -> bytes:
+    data = path.read_bytes()
+    if name == "ftlab_config.yaml":
+        return private.pushed_config(data.decode(), paths).encode()
+    if name == "adapter_config.json":
+        data = private.pushed_adapter_config(data.decode(), base_id).encode()
+    try:
+        return private.scrub_text(data.decode("utf-8"), paths).encode("utf-8")
+    except UnicodeDecodeError:  # weights: no text in them
+        return data
+
+
+def _operations(files: List[Tuple[bytes, str]]) -> list:
+    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for data, name in files]
 
 
 def _check_repo_id(repo_id: Optional[str], failure: "_Failure") -> None:

@@ -50,7 +50,8 @@ def apply_liger(model) -> None:
         import liger_kernel.transformers as liger
     except ImportError as e:
         raise FtlabError(
-            f"model.liger_kernels=true needs the liger-kernel package (pip install 'ftlab[gpu]'): {first_line(e)}"
+            "model.liger_kernels=true needs the liger-kernel package (pip install -e '.[gpu]' in the checkout): "
+            f"{first_line(e)}"
         ) from None
     model_type = model.config.model_type
     patch = getattr(liger, f"apply_liger_kernel_to_{model_type}", None)

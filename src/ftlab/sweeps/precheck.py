@@ -19,7 +19,7 @@ def check(overrides: List[str], config_path: Optional[str], config_name: Optiona
     cfg = compose(fixed, config_path, config_name or CONFIG_NAME, with_hydra=True)
     if cfg.hydra.sweeper._target_.endswith("FtlabOptunaSweeper"):
         sweeper = validate_sweeper(cfg.hydra.sweeper)
-        space.parse(space.searched({**sweeper.params, **swept}, fixed)[0])
+        space.parse(space.searched(sweeper.params, swept, fixed)[0])
         if sweeper.objective.startswith(("eval_", "base_eval_")) and not cfg.eval.after_train:
             raise ConfigError(
                 f"hydra.sweeper.objective={sweeper.objective} is a score of the evaluation after "

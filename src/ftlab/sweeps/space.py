@@ -36,17 +36,19 @@ def split_arguments(arguments: List[str]) -> tuple:
     return fixed, swept
 
 
-def searched(params: Dict[str, str], fixed: List[str]) -> tuple:
-    """(the search space without the keys `fixed` sets, [those key=value words]): a value given on the command line
-    pins its key, as in Hydra's own Optuna sweeper, instead of being overridden by each trial's draw."""
+def searched(preset: Dict[str, str], swept: Dict[str, str], fixed: List[str]) -> tuple:
+    """(the search space, [the key=value words that pinned a key]): the preset's params less the keys a plain
+    command-line value sets (pinned, as in Hydra's own Optuna sweeper, instead of being overridden by each trial's
+    draw), plus the command line's own search ranges, which a plain value never pins."""
     given = {word.split("=", 1)[0].lstrip("+~"): word for word in fixed if "=" in word}
-    pinned = [given[key] for key in params if key in given]
-    if pinned and len(pinned) == len(params):
+    pinned = [given[key] for key in preset if key in given and key not in swept]
+    space = {**{k: v for k, v in preset.items() if k not in given}, **swept}
+    if pinned and not space:
         raise ConfigError(
             f"{', '.join(pinned)} pins every key of the search space, so there is nothing to sweep; drop -m, or "
             "leave a key to search"
         )
-    return {k: v for k, v in params.items() if k not in given}, pinned
+    return space, pinned
 
 
 def parse(params: Dict[str, str]) -> dict:

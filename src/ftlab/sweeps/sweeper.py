@@ -70,7 +70,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> list:
         _console()
         fixed, swept = space.split_arguments(arguments)
-        params, pinned = space.searched({**self.params, **swept}, fixed)
+        params, pinned = space.searched(self.params, swept, fixed)
         if pinned:
             log.info(f"ftlab sweep: pinned on the command line, not searched: {' '.join(pinned)}")
         distributions = space.parse(params)
