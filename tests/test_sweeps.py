@@ -189,6 +189,35 @@ def test_a_clearly_bad_trial_is_pruned_promptly(workdir, sweep_args):
     assert "trial 1: lora.r=8 optim.lr=1e-09 data.batch_size=4 PRUNED at step 2" in result.stdout
 
 
+def own_preset(folder, params: str) -> str:
+    """A sweep preset of the user's own, in a folder outside the package: --config-dir FOLDER sweep=mine."""
+    (folder / "sweep").mkdir(parents=True)
+    (folder / "sweep" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: ftlab_optuna\n"
+        "hydra:\n  sweeper:\n    study_name: mine\n    n_trials: 2\n    pruner:\n      name: none\n"
+        f"    params:\n      {params}\n"
+    )
+    return str(folder)
+
+
+@pytest.mark.process
+def test_a_preset_of_ones_own_from_a_folder_outside_the_package_runs(workdir, tiny):
+    folder = own_preset(workdir / "presets", "lora.r: choice(4, 8)")
+    result = run_cli("-m", "--config-dir", folder, "sweep=mine", *tiny, "trainer.max_steps=2", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trials = study(workdir, "mine").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2 and all(set(t.params) == {"lora.r"} for t in trials)
+
+
+def test_a_preset_of_ones_own_is_checked_like_the_shipped_ones(workdir, tiny, capsys):
+    folder = own_preset(workdir / "presets", "lora.nope: choice(1, 2)")
+    result = run_main("-m", "--config-dir", folder, "sweep=mine", *tiny, capsys=capsys)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "hydra.sweeper.params.lora.nope: lora.nope is not an ftlab option" in result.stderr
+    shown = run_main("--config-dir", folder, "sweep=mine", *tiny, "--cfg", "hydra", capsys=capsys)
+    assert shown.returncode == 0 and "study_name: mine" in shown.stdout, shown.stderr
+
+
 def test_pinning_every_searched_key_leaves_nothing_to_sweep(workdir, sweep_args, capsys):
     result = run_main(*sweep_args, "lora.r=8", "optim.lr=1e-4", "data.batch_size=4", capsys=capsys)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

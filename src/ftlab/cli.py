@@ -92,9 +92,22 @@ def _task_overrides(overrides: List[str]) -> List[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
+def search_path(args) -> List[str]:
+    """hydra.searchpath as Hydra will see it, --config-dir included: the folders of a user's own config options
+    (a sweep preset, a data group), so that ftlab's checks compose them as Hydra will."""
+    words = [o.lstrip("+") for o in args.overrides if o.lstrip("+").startswith("hydra.searchpath=")]
+    if not args.config_dir:
+        return words[-1:]
+    own = f"file://{Path(args.config_dir).expanduser().resolve()}"
+    given = words[-1].split("=", 1)[1].strip().strip("[]") if words else ""
+    return [f"hydra.searchpath=[{own}{',' + given if given else ''}]"]
+
+
 def _compose_task(args):
-    """The task config of Hydra's parsed command line `args` (its hydra.* overrides left to Hydra)."""
-    return compose(_task_overrides(args.overrides), args.config_path, args.config_name or CONFIG_NAME)
+    """The task config of Hydra's parsed command line `args` (its hydra.* overrides left to Hydra, bar the search
+    path its config options come from)."""
+    overrides = _task_overrides(args.overrides) + search_path(args)
+    return compose(overrides, args.config_path, args.config_name or CONFIG_NAME)
 
 
 def precheck(args):
@@ -152,7 +165,8 @@ def prepare(argv: List[str]) -> List[str]:
 
         # Hydra scans the hydra_plugins namespace for plugins, which an editable install hides: register it
         Plugins.instance().register(plugin.FtlabOptunaSweeper)
-        check(args.overrides, args.config_path, args.config_name)
+        searched = [o for o in args.overrides if not o.lstrip("+").startswith("hydra.searchpath=")]
+        check(searched + search_path(args), args.config_path, args.config_name)
         return argv
     cfg = precheck(args)
     if args.cfg is None and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
