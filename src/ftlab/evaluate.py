@@ -105,8 +105,7 @@ def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=None) ->
         doc["endpoint"] = {"url": endpoint.url, "model": endpoint.model, "identical": same, "compared_with": own}
     if tasks is not None:
         stages.start("Running benchmarks", ", ".join(run.cfg.harness.tasks))
-        h, seed = run.cfg.harness, run.cfg.seed
-        doc["harness"] = harness.run(tasks, model, trained.tokenizer, h, seed, run.cfg.eval.bootstrap, adapter)
+        doc["harness"] = harness.run(tasks, model, trained.tokenizer, run.cfg, adapter)
     judgments = None
     if judging:
         stages.start("Judging", options.judge.endpoint or options.judge.model)

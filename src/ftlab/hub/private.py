@@ -26,8 +26,11 @@ def described(path: str) -> str:
     """A local file as a card names it: its file name and, when it is there to read, its content's hash."""
     file = Path(path).expanduser()
     if file.is_file():
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()[:HASHED]
-        return f"{file.name} (sha256 {digest})"
+        digest = hashlib.sha256()
+        with open(file, "rb") as f:  # a data file may be gigabytes: read in chunks
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return f"{file.name} (sha256 {digest.hexdigest()[:HASHED]})"
     return file.name
 
 

@@ -71,12 +71,13 @@ def _knows(manager, name: str) -> bool:
     return name in manager.all_tasks or bool(manager.match_tasks([name]))
 
 
-def run(manager, model, tokenizer, h, seed: int, resamples: int, adapter: bool) -> dict:
+def run(manager, model, tokenizer, cfg, adapter: bool) -> dict:
     """The harness section of a report: each task's metrics for the base and the tuned model (or the model alone),
     with the tuned - base difference and its 95% interval."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
+    h, seed = cfg.harness, cfg.seed
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=h.batch_size)
 
     def evaluate() -> dict:
@@ -100,12 +101,13 @@ def run(manager, model, tokenizer, h, seed: int, resamples: int, adapter: bool) 
         with model.disable_adapter():  # the same weights minus the adapter: the only difference is the tuning
             results["base"] = evaluate()
     results["tuned" if adapter else "model"] = evaluate()
-    return summary(results, h, seed, resamples)
+    return summary(results, h, seed, cfg.eval.bootstrap)
 
 
 def summary(results: Dict[str, dict], h, seed: int, resamples: int) -> dict:
     """Rows of task, metric, each model's score and, with two models, the paired difference and its interval."""
-    last = results[list(results)[-1]]
+    names = list(results)
+    last = results[names[-1]]
     rows = []
     for task, metrics in last["results"].items():
         for key, value in metrics.items():
@@ -115,14 +117,15 @@ def summary(results: Dict[str, dict], h, seed: int, resamples: int) -> dict:
             per_model = {name: _per_doc(r, task, metric, filt) for name, r in results.items()}
             row = {"task": task, "metric": metric, "filter": filt}
             row.update({name: r["results"][task].get(key) for name, r in results.items()})
-            if set(results) == {"base", "tuned"} and per_model["tuned"] and per_model["base"]:
+            own = per_model[names[-1]]
+            if names == ["base", "tuned"] and own and per_model["base"]:
                 docs = sorted(set(per_model["base"]) & set(per_model["tuned"]))
                 paired = intervals.paired(
                     [per_model["base"][d] for d in docs], [per_model["tuned"][d] for d in docs], resamples, seed
                 )
                 row.update(difference=paired["difference"], low=paired["low"], high=paired["high"], n=paired["n"])
-            elif per_model[list(results)[-1]]:
-                row["n"] = len(per_model[list(results)[-1]])
+            elif own:
+                row["n"] = len(own)
             rows.append(row)
     return {
         "tasks": list(h.tasks),

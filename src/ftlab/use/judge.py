@@ -103,9 +103,10 @@ class Cache:
 def compare(judge: Judge, template: str, prompts: list, base: list, tuned: list, cache: Cache, resamples: int, seed):
     """The judge section of a report, and each pair's judgments: (section, rows)."""
     orders = ("base", "tuned")  # which model is answer A
+    identical = [b.strip() == t.strip() for b, t in zip(base, tuned)]
     jobs = []  # (pair index, order, prompt text)
     for i, (p, b, t) in enumerate(zip(prompts, base, tuned)):
-        if b.strip() == t.strip():
+        if identical[i]:
             continue
         for first in orders:
             a_text, b_text = (b, t) if first == "base" else (t, b)
@@ -129,7 +130,7 @@ def compare(judge: Judge, template: str, prompts: list, base: list, tuned: list,
         rows[i]["judgments"].append(
             {"answer_a": first, "verdict": letter, "favours": outcome(first, letter), "reply": reply}
         )
-    section = summary([r["judgments"] for r in rows], [r["base"] == r["tuned"] for r in rows], resamples, seed)
+    section = summary([r["judgments"] for r in rows], identical, resamples, seed)
     section.update(judge=judge.name, cached=len(jobs) - len(todo), asked=len(todo))
     return section, rows
 

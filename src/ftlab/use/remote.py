@@ -44,7 +44,7 @@ def connect(url: str, model: Optional[str], api_key_env: str, timeout: float, op
     if model is None:
         return Remote(url, served[0], option, api_key_env, client)
     if model not in served:
-        name = "endpoint.model" if option == "endpoint" else "judge.model"
+        name = f"{option.partition('.')[0]}.model"  # endpoint -> endpoint.model, judge.endpoint -> judge.model
         raise FtlabError(
             f"{name}={model}: the server at {url} serves {', '.join(served[:10])}; set {name} to one of them"
         )
@@ -94,7 +94,7 @@ def _error(e: Exception, url: str, option: str, api_key_env: str) -> FtlabError:
     import openai
 
     if isinstance(e, openai.APITimeoutError):
-        return FtlabError(f"{option}={url}: no answer within the timeout; raise {option.split('.')[0]}.timeout")
+        return FtlabError(f"{option}={url}: no answer within the timeout; raise {option.partition('.')[0]}.timeout")
     if isinstance(e, openai.APIConnectionError):
         cause = first_line(e.__cause__, 120) if e.__cause__ else first_line(e, 120)
         return FtlabError(

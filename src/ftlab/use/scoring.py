@@ -134,6 +134,6 @@ def evaluate(
     doc = report.build(cfg, label, fingerprint, prompts, results)
     if tasks is not None:
         info(f"benchmarks: {', '.join(cfg.harness.tasks)}")
-        doc["harness"] = harness.run(tasks, model, tokenizer, cfg.harness, cfg.seed, cfg.eval.bootstrap, adapter)
+        doc["harness"] = harness.run(tasks, model, tokenizer, cfg, adapter)
     write(out_dir, doc, prompts, results)
     return doc
