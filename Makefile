@@ -63,7 +63,7 @@ demo-rl: install
 	  trainer.val_every_n_steps=0 method.samples_every=5 eval.after_train=true generation.max_new_tokens=16 \
 	  hydra.run.dir=$(RL_DEMO)/grpo
 
-# ruff (lint and format) and import-linter (the layers in pyproject.toml, drawn in docs/architecture.md)
+# ruff (lint and format) and import-linter (the layers in pyproject.toml, drawn in docs/contributors/architecture.md)
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -85,13 +85,14 @@ test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu and not slow and not process" tests
 
 # start-up times (seconds), then a training step against the machine's matmul roofline and a plain PEFT loop, with
-# the profile of where a step's time goes (about 40 minutes on 2 CPU cores): the figures of docs/performance.md
+# the profile of where a step's time goes (about 40 minutes on 2 CPU cores): the figures of docs/contributors/cpu-performance.md
 bench: install
 	$(BIN)/python benchmarks/startup.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/throughput.py --ablations --profile
 
 # on a machine with a CUDA GPU (make install TORCH=torch first): every gpu-marked test, one FSDP + QLoRA step and the
-# throughput benchmark's GPU rows, about 8 minutes on one H100; the figures in gpu-check.json. Off a GPU: exit 1.
+# throughput benchmark's GPU rows, sized to take minutes on one GPU (never run yet: no GPU has been available); the
+# figures in gpu-check.json. Off a GPU: exit 1.
 gpu-check: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_check.py --out gpu-check.json
 

@@ -1,4 +1,4 @@
-"""make gpu-check: what a machine with a CUDA GPU checks in one go, about 8 minutes on one H100.
+"""make gpu-check: what a machine with a CUDA GPU checks in one go, sized to take minutes on one GPU.
 
     .venv/bin/python benchmarks/gpu_check.py [--out gpu-check.json] [--steps 8]
 

@@ -39,7 +39,8 @@ WARMUP = 3  # steps of each run left out of the timing: allocation, caches, comp
 PROFILE_STEPS = (4, 7)  # [first, last) step the profiler records
 LORA = dict(r=16, alpha=32, dropout=0.05)
 
-# torch.profiler op names sorted into the kinds of work a step does (the profile table of docs/performance.md)
+# torch.profiler op names sorted into the kinds of work a step does (the profile table of
+# docs/contributors/cpu-performance.md)
 KINDS = [
     ("matmul", ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::linear")),
     ("attention kernel", ("scaled_dot_product", "flash_attention")),

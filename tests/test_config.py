@@ -1,5 +1,6 @@
 """Every shipped config composes and validates; bad input fails fast, in one line, leaving nothing."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,11 @@ def shipped_options():
 
 @pytest.mark.parametrize("group,option", shipped_options())
 def test_every_shipped_option_composes_and_validates(group, option):
-    extra = {("data", "local"): ["data.path=/data/train.jsonl"], ("data", "hub"): ["data.name=org/set"]}.get(
-        (group, option), []
-    )
+    extra = {
+        ("data", "local"): ["data.path=/data/train.jsonl"],
+        ("data", "hub"): ["data.name=org/set"],
+        ("data", "mix"): ["data.sources=[{path:/data/chats.jsonl},{name:org/set}]"],
+    }.get((group, option), [])
     cfg = validate(compose([f"{group}={option}"] + extra))
     assert cfg[group] is not None
 
@@ -108,6 +111,32 @@ def test_cli_help_lists_groups(workdir, capsys):
     assert "hydra.sweeper.n_trials=10" in result.stdout and "hydra.sweeper.pruner.name=none" in result.stdout
 
 
+def test_cli_help_shows_what_a_run_gets_and_what_the_groups_set(workdir, capsys):
+    """The defaults --help shows are those of the default groups (data=demo's 256 and 8, not the schema's 512 and 8);
+    a group option that sets a key otherwise is named beside it; the search space's forms, range included, are there."""
+    lines = run_main("--help", capsys=capsys).stdout.splitlines()
+
+    def row(key: str) -> str:
+        return next(line for line in lines if line.startswith(f"  {key}="))
+
+    def others(key: str) -> dict:
+        """{value: [option, ...]} of the note after the default: (group=a|b: value; group=c: other)."""
+        note = re.search(r"\(([a-z]+=[^()]*)\)", row(key).split("  ")[1])
+        pairs = [part.split(": ", 1) for part in note.group(1).split("; ")] if note else []
+        return {value: picks.split("=", 1)[1].split("|") for picks, value in pairs}
+
+    cfg = validate(compose([]))
+    assert row("data.max_seq_len").split()[0] == f"data.max_seq_len={cfg.data.max_seq_len}" == "data.max_seq_len=256"
+    assert {"hub", "local"} <= set(others("data.max_seq_len")["1024"])
+    assert {"hub", "local"} <= set(others("data.batch_size")["4"])
+    assert row("data.test_size").startswith("  data.test_size=0.1 ") and "local" in others("data.test_size")["0.0"]
+    assert others("trainer.accelerator") == {"gpu": ["ddp", "fsdp", "gpu"]}
+    assert others("trainer.devices") == {"2": ["ddp", "fsdp"]}
+    assert row("model.name").split()[0] == f"model.name={cfg.model.name}" and others("model.name") == {}
+    assert row("lora.r").split()[0] == "lora.r=16" and others("lora.r") == {"8": ["dora"]}
+    assert any("range(2, 9, step=2)" in line for line in lines) and any("tag(log, interval(" in line for line in lines)
+
+
 def test_an_unknown_key_in_a_saved_config_is_refused():
     """A config read back from YAML (a run dir's, edited by hand) is a plain mapping: the schema check catches it."""
     from omegaconf import OmegaConf
@@ -135,3 +164,46 @@ def test_python_api_rejects_invalid_config_before_writing(workdir):
     with pytest.raises(ConfigError, match="lora.r must be > 0"):
         FineTune(compose(["lora.r=0"]))
     assert not (workdir / "outputs").exists()
+
+
+def test_a_sweeps_best_trial_command_runs_as_one_run(cache_dir):
+    """The best trial's command (sweep=NAME with every searched key set) is one run with the preset's settings; a
+    sweep preset that leaves a searched key to the sampler is still refused without -m."""
+    from hydra._internal.utils import get_args_parser
+
+    from ftlab import cli
+
+    searched = compose(["sweep=lora"], with_hydra=True).hydra.sweeper.params
+    every = [f"{key}={_a_value(space)}" for key, space in searched.items()]
+    cli.traps(get_args_parser().parse_args(["sweep=lora", *every]))
+    with pytest.raises(ConfigError, match="sets up a sweep, which runs only with -m"):
+        cli.traps(get_args_parser().parse_args(["sweep=lora", *every[1:]]))
+
+
+def _a_value(space: str) -> str:
+    inside = space[space.index("(") + 1 : space.rindex(")")]
+    return inside.replace("log,", "").replace("interval(", "").split(",")[0].strip()
+
+
+def test_command_lines_that_may_not_mean_what_they_say_are_warned_of(monkeypatch, cache_dir):
+    import torch
+    from hydra._internal.utils import get_args_parser
+
+    from ftlab import cli
+
+    def warned(*words):
+        return cli.warnings_for(validate(compose(list(words))), get_args_parser().parse_args(list(words)))
+
+    mine = "data.path=chats.jsonl"
+    (line,) = warned(mine)
+    assert line == (
+        "data.path=chats.jsonl under data=demo keeps the demo's settings (data.max_seq_len=256, data.val_size=0.1, "
+        "data.test_size=0.1, data.batch_size=8); add data=local for the settings of your own data"
+    )
+    assert warned("data=demo_pairs", mine)[0].startswith("data.path=chats.jsonl under data=demo_pairs keeps")
+    assert warned("data=local", mine) == [] and warned("trainer.devices=2") == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    (line,) = warned("trainer.devices=2")
+    assert line.startswith("trainer.devices=2 under trainer=cpu trains 2 CPU processes although CUDA GPUs are visible")
+    assert line.endswith("add trainer=gpu (one GPU) or trainer=ddp (several)")
+    assert warned("trainer=ddp") == []

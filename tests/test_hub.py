@@ -321,3 +321,34 @@ def test_no_pushed_file_names_a_local_path(tmp_path, fake_hub):
     assert (saved.data.path, saved.model.path, saved.model.name) == ("chats.jsonl", None, "ftlab/tiny-llama")
     assert json.loads(pushed["adapter_config.json"])["base_model_name_or_path"] == "ftlab/tiny-llama"
     assert (run / ".hydra" / "config.yaml").read_text() == OmegaConf.to_yaml(cfg)  # the run keeps its own paths
+
+
+def test_no_pushed_file_names_a_local_path_of_a_mix(tmp_path, fake_hub):
+    """Several local sources in a user's folder: the card lists each by its file name and content hash, the pushed
+    config names each by its file name."""
+    import hashlib
+
+    secret = tmp_path / "home" / "alice-smith" / "acme-secret-project"
+    secret.mkdir(parents=True)
+    chats, faq = secret / "chats.jsonl", secret / "faq.jsonl"
+    chats.write_text((ASSETS / "chat.jsonl").read_text())
+    faq.write_text('{"question": "Hours?", "answer": "9 to 5."}\n')
+    mix = ["data=mix", f"data.sources=[{{path:{chats},weight:3}},{{path:{faq}}}]", "data.mix=weighted"]
+    cfg = config(*mix, "data.path=null", f"cache_dir={secret / 'cache'}")
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    for name, content in ADAPTER.items():
+        (run / "adapter" / name).write_bytes(content)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    card.write(run, cfg, STATS, f"python -m ftlab model=tiny data=mix data.sources=[{{path:{chats}}},{{path:{faq}}}]")
+    hub.push(run, "me/private-mix", token=TOKEN)
+    for name, content in fake_hub.files.items():
+        for planted in (b"alice-smith", b"acme-secret-project", str(tmp_path).encode()):
+            assert planted not in content, (name, planted)
+    text = fake_hub.files["README.md"].decode()
+    for label, file, weight in (("chats", chats, 3), ("faq", faq, 1)):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
+        assert f"  - {label}: `{file.name} (sha256 {digest})`, weight {weight}" in text
+    saved = OmegaConf.create(fake_hub.files["ftlab_config.yaml"].decode())
+    assert [s.path for s in saved.data.sources] == ["chats.jsonl", "faq.jsonl"]

@@ -143,11 +143,44 @@ def traps(args) -> None:
     if not args.multirun and not args.cfg:
         searches = [w for w, k in zip(words, keys) if k == "sweep" and not w.endswith("=null")]
         sweeper = [w for w, k in zip(words, keys) if k.startswith("hydra.sweeper.")]
+        if searches and not sweeper and _replays_a_trial(args, keys):
+            return
         if searches or sweeper:
             raise ConfigError(
                 f"{(searches or sweeper)[0]} sets up a sweep, which runs only with -m; without it this would be one "
                 f"run: python -m ftlab -m {' '.join(words)}"
             )
+
+
+def _replays_a_trial(args, keys: List[str]) -> bool:
+    """`sweep=NAME` without -m that sets every key the preset searches: one run with the preset's settings, as the
+    command a sweep's summary gives for its best trial. Not a sweep forgotten, so not refused."""
+    searched = compose(_task_overrides(args.overrides) + search_path(args), with_hydra=True).hydra.sweeper.params
+    return bool(searched) and set(searched) <= set(keys)
+
+
+def warnings_for(cfg, args) -> List[str]:
+    """What a command line Hydra runs as written may not mean: a warning each, naming the fix (the run goes on)."""
+    out = []
+    t = cfg.trainer
+    if t.accelerator == "cpu" and t.devices > 1:
+        import torch  # only here: asking for several CPU processes is rare, and the CUDA check needs torch
+
+        if torch.cuda.is_available():
+            out.append(
+                f"trainer.devices={t.devices} under trainer=cpu trains {t.devices} CPU processes although CUDA GPUs "
+                "are visible; add trainer=gpu (one GPU) or trainer=ddp (several)"
+            )
+    # data.name beside the demo's data.path is refused by the checks (one source); data.path replaces it silently
+    given = {w.lstrip("+").partition("=")[0]: w.partition("=")[2] for w in args.overrides}
+    group = given.get("data", "demo")
+    if group.startswith("demo") and "data.path" in given:
+        kept = ", ".join(f"data.{k}={cfg.data[k]}" for k in ("max_seq_len", "val_size", "test_size", "batch_size"))
+        out.append(
+            f"data.path={given['data.path']} under data={group} keeps the demo's settings ({kept}); add data=local "
+            "for the settings of your own data"
+        )
+    return out
 
 
 def prepare(argv: List[str]) -> List[str]:
@@ -169,6 +202,9 @@ def prepare(argv: List[str]) -> List[str]:
         check(searched + search_path(args), args.config_path, args.config_name)
         return argv
     cfg = precheck(args)
+    if ranks.is_main() and args.cfg is None:
+        for line in warnings_for(cfg, args):  # with the run's own lines: stderr is for what stops it
+            print(f"ftlab: warning: {line}", flush=True)
     if args.cfg is None and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
         # Hydra's own outputs/DATE/TIME would put two runs started in the same second into one dir
         argv.append(f"hydra.run.dir={rundir.choose(cfg.trainer.accelerator)}")

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 from ftlab.config.overrides import run_command
 from ftlab.config.schema import EvaluateCommand
+from ftlab.data.rows import data_label
 from ftlab.use import harness, judge, remote, report, runs
 from ftlab.utils.console import Stages, info, log, setup_logging
 from ftlab.utils.errors import FtlabError
@@ -82,7 +83,7 @@ def evaluate(options: EvaluateCommand, overrides: List[str], recipe_cls=None) ->
     trained_on = trained_fingerprint(run)
     if trained_on and trained_on != fingerprint:
         info(
-            f"note: the data changed since training ({run.cfg.data.path or run.cfg.data.name}); the "
+            f"note: the data changed since training ({data_label(run.cfg.data)}); the "
             f"{run.cfg.eval.split} split may now hold rows the model was trained on"
         )
     stages.start("Loading the model", run.cfg.model.name)

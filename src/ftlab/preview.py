@@ -3,9 +3,10 @@
 Loads the tokenizer and the data through the same FineTune stages a run uses (model weights only for a method
 that samples its own answers: GRPO, whose preview samples the starting model and scores it with the rewards),
 then prints N rendered training examples as their kind shows them (data/kinds/: supervised tokens marked; a
-preference pair's prompt once, then its chosen and rejected answers), token-length statistics, the
-padding share with and without packing, and how many rows were dropped or skipped and why. The tokenized
-data lands in the preprocessing cache, so the run that follows starts without re-tokenizing.
+preference pair's prompt once, then its chosen and rejected answers; with data.sources each source's in turn, each
+named), what each source gave the mix, token-length statistics, the padding share with and without packing, and
+how many rows were dropped or skipped and why. The tokenized data lands in the preprocessing cache, so the run
+that follows starts without re-tokenizing.
 """
 
 import os
@@ -32,16 +33,31 @@ def preview(overrides: List[str], n: int = 3, color: bool = False, recipe_cls=No
     prepared = ft.prepare_data(tokenizer).prepared
     train = prepared.splits["train"].items
     legend = "green" if color else "[[like this]]"
-    log.info(f"\nfirst {min(n, len(train))} training examples; supervised tokens (those with a loss) {legend}:")
-    for i, example in enumerate(train[:n], start=1):
-        log.info(prepared.examples.show(tokenizer, example, i, color))
+    origins = getattr(prepared, "origins", None)  # a mix (data.sources): the source of each example
+    shown = _each_source_in_turn(origins, n) if origins else list(range(min(n, len(train))))
+    which = "training examples, each source in turn" if origins else "training examples"
+    log.info(f"\nfirst {len(shown)} {which}; supervised tokens (those with a loss) {legend}:")
+    for i, k in enumerate(shown, start=1):
+        log.info(prepared.examples.show(tokenizer, train[k], f"{i} from {origins[k]}" if origins else i, color))
     for reason in prepared.skipped[:5]:
         log.info(f"skipped: {reason}")
     if ft.method.samples:  # an online method learns from the model's own answers: show what the rewards make of them
         log.info(f"\nloading {ft.cfg.model.name} to sample from it ...")
         model = ft.load_base_model(ft.model_source())
-        for line in ft.method.preview(ft.cfg.method, model, tokenizer, train[:n], ft.cfg.seed):
+        for line in ft.method.preview(ft.cfg.method, model, tokenizer, [train[k] for k in shown], ft.cfg.seed):
             log.info(line)
+
+
+def _each_source_in_turn(origins: List[str], n: int) -> List[int]:
+    """The indices of `n` training examples of a mix, taking each source's next in turn, so every source shows."""
+    queues = {}
+    for k, label in enumerate(origins):
+        queues.setdefault(label, []).append(k)
+    picked, depth = [], 0
+    while len(picked) < n and any(depth < len(q) for q in queues.values()):
+        picked += [q[depth] for q in queues.values() if depth < len(q)][: n - len(picked)]
+        depth += 1
+    return picked
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -6,12 +6,14 @@ Messages name the override that fixes them.
 """
 
 import dataclasses
+import re
 import typing
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ftlab.config.schema import RunConfig, SweeperOptions, run_config
+from ftlab.config.schema import RunConfig, SourceOptions, SweeperOptions, run_config
+from ftlab.data import rows
 from ftlab.methods import METHODS, Method
 from ftlab.utils.errors import ConfigError, first_line
 from ftlab.utils.options import choices
@@ -34,6 +36,10 @@ def field_errors(node, prefix: str):
         key, value, meta = f"{prefix}{f.name}", getattr(node, f.name), f.metadata
         if dataclasses.is_dataclass(value):
             yield from field_errors(value, key + ".")
+            continue
+        if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):  # data.sources
+            for i, item in enumerate(value):
+                yield from field_errors(item, f"{key}.{i}.")
             continue
         hint = f"; e.g. {meta['example']}" if "example" in meta else ""
         allowed = choices(f)
@@ -70,16 +76,9 @@ def _combination_errors(c: RunConfig, method: Method):
             f"(got {arch.hidden_size}, {arch.num_heads}, {arch.num_kv_heads})"
         )
     d = c.data
-    if (d.path is None) == (d.name is None):
-        yield (
-            f"data needs exactly one source: data.path=FILE_OR_FOLDER or data.name=HUB_DATASET (got "
-            f"{'both' if d.path else 'neither'})"
-        )
-    if d.subset is not None and d.name is None:
-        yield "data.subset selects a configuration of a Hub dataset, so it needs data.name"
-    for key in ("val_path", "test_path"):
-        if getattr(d, key) is not None and d.path is None:
-            yield f"data.{key} is a local file, used with data.path; with data.name the dataset's own splits are used"
+    yield from _sources_errors(d) if d.sources else _source_errors(d, "data")
+    if not d.sources and (d.mix != "concat" or d.mix_size):
+        yield "data.mix and data.mix_size mix the datasets of data.sources; list yours there (docs/data.md)"
     for key in ("val_size", "test_size"):
         size = getattr(d, key)
         if size >= 1 and size != int(size):
@@ -92,6 +91,57 @@ def _combination_errors(c: RunConfig, method: Method):
         yield "lora.target_modules is empty; e.g. lora.target_modules=[all-linear]"
     if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
         yield f"optim.betas must be two numbers in [0, 1) (got {list(c.optim.betas)})"
+
+
+def _source_errors(s, key: str):
+    """Where the rows of one source come from: data.*, or data.sources.N.*."""
+    if (s.path is None) == (s.name is None):
+        several = " (or several: data=mix data.sources=[{path:A},{name:B}])" if key == "data" and not s.path else ""
+        yield (
+            f"{'data needs exactly one source' if key == 'data' else key + ' needs exactly one of path and name'}: "
+            f"{key}.path=FILE_OR_FOLDER or {key}.name=HUB_DATASET{several} (got {'both' if s.path else 'neither'})"
+        )
+    if s.subset is not None and s.name is None:
+        yield f"{key}.subset selects a configuration of a Hub dataset, so it needs {key}.name"
+    for name in ("val_path", "test_path"):
+        if getattr(s, name) is not None and s.path is None:
+            yield (
+                f"{key}.{name} is a local file, used with {key}.path; with {key}.name the dataset's own splits are used"
+            )
+
+
+def _sources_errors(d):
+    """data.sources: each source, their labels, and the mixing rule."""
+    if d.path is not None or d.name is not None:
+        yield (
+            "set either data.path/data.name or data.sources, not both; a data group such as the default data=demo "
+            "sets data.path: pick data=mix (or add data.path=null)"
+        )
+    for name in ("subset", "val_path", "test_path"):
+        if getattr(d, name) is not None:
+            yield f"data.{name} belongs to one source; with data.sources set data.sources.N.{name}"
+    labels = rows.labels(d.sources)
+    for i, (source, label) in enumerate(zip(d.sources, labels)):
+        key = f"data.sources.{i}"
+        yield from _source_errors(source, key)
+        for name in ("val_size", "test_size"):
+            size = getattr(source, name)
+            if size is not None and size >= 1 and size != int(size):
+                yield f"{key}.{name} is a fraction below 1 or a whole row count (got {size})"
+        if not rows.LABEL.fullmatch(label):
+            yield f"{key}.label={label}: use letters, digits, -, _ and . (it names the metric val/loss_<label>)"
+        if label in labels[:i]:
+            yield (
+                f"{key} and data.sources.{labels.index(label)} are both labelled {label}; name one apart, e.g. "
+                f"{key}.label={label}_{i}"
+            )
+        if d.mix == "concat" and source.weight != 1:
+            yield (
+                f"{key}.weight={source.weight:g}: data.mix=concat takes every example of every source, so weights "
+                "stay 1; set data.mix=weighted to draw by weight"
+            )
+    if d.mix == "concat" and d.mix_size:
+        yield "data.mix_size sizes a weighted mix; set data.mix=weighted, or data.mix_size=0 with data.mix=concat"
 
 
 def _method_errors(c: RunConfig, method: Method):
@@ -191,10 +241,15 @@ def unknown_keys(node, schema, prefix: str):
         inner = dataclass_of(hints[key])
         if inner is not None and isinstance(value, dict):
             yield from unknown_keys(value, inner, f"{prefix}{key}.")
+        elif inner is not None and isinstance(value, list):  # data.sources
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    yield from unknown_keys(item, inner, f"{prefix}{key}.{i}.")
 
 
 def dataclass_of(hint):
-    """The dataclass behind a field's type (`X` or `Optional[X]`), or None for anything else."""
+    """The dataclass behind a field's type (`X`, `Optional[X]` or a list of X: data.sources), or None for anything
+    else."""
     for candidate in (hint, *typing.get_args(hint)):
         if dataclasses.is_dataclass(candidate):
             return candidate
@@ -219,7 +274,9 @@ def describe_unknown_key(key: str, method: str = "sft") -> str:
 def describe_omegaconf_error(e: OmegaConfBaseException) -> str:
     """OmegaConf explains type and key errors over several lines; keep the line that matters and the key."""
     first = first_line(e)
-    key = getattr(e, "full_key", None) or ""
+    key = re.sub(r"\[(\d+)\]", r".\1", getattr(e, "full_key", None) or "")  # data.sources[0].x: data.sources.0.x
+    if isinstance(getattr(e, "object_type", None), type) and issubclass(e.object_type, SourceOptions):
+        key = key if key.startswith("data.sources.") else f"data.sources.N.{key}"  # a source given whole
     owner = next((m.name for m in METHODS if m.Options is getattr(e, "object_type", None)), "sft")
     unknown = first.startswith("Key '") and "not in" in first
     if unknown or (first.startswith("Could not override") and key.startswith("method.")):
@@ -243,12 +300,17 @@ def schema_field(key: str, schema=None):
 
 def _section(key: str, schema):
     """The dataclass that the dotted `key` names inside `schema` ("" is `schema` itself), or None."""
-    node = schema
+    node, indexed = schema, False
     for part in key.split(".") if key else []:
+        if indexed:  # the index of an item of a list (data.sources.0): the item's dataclass is already `node`
+            indexed = False
+            continue
         if node is None or part not in {f.name for f in dataclasses.fields(node)}:
             return None
-        node = dataclass_of(typing.get_type_hints(node)[part])
-    return node
+        hint = typing.get_type_hints(node)[part]
+        indexed = typing.get_origin(hint) is list
+        node = dataclass_of(hint)
+    return None if indexed else node  # a list itself has no fields, only its items
 
 
 def _schema_fields(parent: str, method: str = "sft") -> list:

@@ -50,7 +50,8 @@ def parse(argv: List[str], command_cls) -> Tuple[object, List[str]]:
     for word in argv:
         key, eq, text = word.partition("=")
         if not eq or not key:
-            example = command_cls.__dataclass_fields__["run"].metadata["example"]
+            first = dataclasses.fields(command_cls)[0]
+            example = first.metadata.get("example", f"{first.name}=...")
             raise ConfigError(f"'{word}' is not key=value; e.g. {example}")
         head, dot, rest = key.partition(".")
         section = _section(command_cls, head)

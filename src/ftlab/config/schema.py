@@ -106,6 +106,53 @@ class LoraOptions:
     """Extra modules trained in full and saved with the adapter (e.g. [lm_head] for new tokens)."""
 
 
+@functools.cache
+def source_columns_schema(columns: type) -> type:
+    """data.sources.N.columns: each key of the data.columns section `columns`, null by default (the run's value)."""
+    return dataclasses.make_dataclass(
+        "SourceColumns",
+        [
+            (f.name, Optional[f.type], field(default=None, metadata={"doc": f"null: data.columns.{f.name}."}))
+            for f in dataclasses.fields(columns)
+        ],
+    )
+
+
+@dataclass
+class SourceOptions:
+    """One dataset of several (data.sources): where its rows come from, how they read, and its weight in the mix.
+    Each is read, split, tokenized and cached on its own; an option left null takes the run's data.* value."""
+
+    path: Optional[str] = opt(None, example="data.sources.0.path=/data/chats.jsonl")
+    """Local data, as data.path takes it: a file, a folder of them, or a folder written by save_to_disk."""
+    name: Optional[str] = opt(None, example="data.sources.1.name=tatsu-lab/alpaca")
+    """Hugging Face Hub dataset (or a local dataset folder) loaded with the datasets library, instead of `path`."""
+    subset: Optional[str] = None
+    """Configuration (subset) of the Hub dataset `name`."""
+    val_path: Optional[str] = None
+    """This source's validation file; otherwise its named validation split, else `val_size` of its training rows."""
+    test_path: Optional[str] = None
+    """This source's test file; otherwise its named test split, else `test_size` of its training rows."""
+    val_size: Optional[float] = opt(None, gt=0, example="data.sources.0.val_size=50")
+    """Validation rows carved from this source's training rows (fraction below 1 or row count); null: data.val_size."""
+    test_size: Optional[float] = opt(None, ge=0)
+    """Test rows carved from this source's training rows (fraction or count; 0: none); null: data.test_size."""
+    format: Optional[str] = opt(None, choices=lambda: [None, "auto", *FORMATS.names()])
+    """This source's row format; null: data.format (whose auto detects each source's format from its own columns)."""
+    columns: Any = field(default_factory=lambda: source_columns_schema(columns_schema())())
+    """This source's column names where they differ from data.columns.*, e.g. data.sources.1.columns.question=prompt;
+    null ones are data.columns'."""
+    system_prompt: Optional[str] = None
+    """System prompt for this source's rows that bring none; null: data.system_prompt."""
+    text_per_line: Optional[bool] = None
+    """Text format: each non-empty line of this source's .txt files is one document; null: data.text_per_line."""
+    weight: float = opt(1.0, gt=0, example="data.sources.0.weight=3", shapes_tokens=False)
+    """data.mix=weighted: this source's share of the training examples is its weight over the sum of the weights."""
+    label: Optional[str] = opt(None, example="data.sources.0.label=chats", shapes_tokens=False)
+    """This source's name in the mix line, data_mix.json and its val/loss_<label> (letters, digits, - _ .); null:
+    the file's stem or the Hub name's last part."""
+
+
 @dataclass
 class DataOptions:
     path: Optional[str] = opt(None, example="data.path=/data/train.jsonl")
@@ -154,6 +201,16 @@ class DataOptions:
     """Examples (or packed rows) per micro-batch, per device."""
     num_workers: int = opt(0, ge=0, shapes_tokens=False)
     """DataLoader worker processes; 0 loads in the training process."""
+    sources: List[SourceOptions] = opt(
+        [], example="data.sources=[{path:chats.jsonl,weight:3},{name:tatsu-lab/alpaca}]", shapes_tokens=False
+    )
+    """Several datasets instead of data.path/data.name, each with its own options (docs/data.md); each keeps its
+    validation rows (val/loss_<label>). The chat template stays data.chat_template: a model has one at inference."""
+    mix: str = opt("concat", choices=["concat", "weighted"], example="data.mix=weighted", shapes_tokens=False)
+    """How data.sources make the training examples: concat takes every one of every source (weights must stay 1);
+    weighted draws data.mix_size of them, each source's share its weight, seeded (a small source repeats)."""
+    mix_size: int = opt(0, ge=0, example="data.mix_size=2000", shapes_tokens=False)
+    """data.mix=weighted: training examples in the mix; 0: as many as the sources have together."""
 
 
 @dataclass
@@ -372,8 +429,18 @@ def run_config(method: str) -> type:
 
 @functools.cache
 def _run_config(method_options: type, columns: type, tracker: type) -> type:
+    own_columns = source_columns_schema(columns)
+    source = dataclasses.make_dataclass(
+        "SourceOptions", [("columns", own_columns, field(default_factory=own_columns))], bases=(SourceOptions,)
+    )
+    sources = {f.name: f for f in dataclasses.fields(DataOptions)}["sources"]
     data = dataclasses.make_dataclass(
-        "DataOptions", [("columns", columns, field(default_factory=columns))], bases=(DataOptions,)
+        "DataOptions",
+        [
+            ("columns", columns, field(default_factory=columns)),
+            ("sources", List[source], field(default_factory=list, metadata=sources.metadata)),
+        ],
+        bases=(DataOptions,),
     )
     fields = [
         ("method", method_options, field(default_factory=method_options)),
@@ -497,6 +564,30 @@ class ExportCommand:
     check: bool = True
     """Reload what was written (with plain transformers; the adapter GGUF onto the base) and compare its logits,
     and for GGUF its tokenizer's ids, with the adapter model's."""
+
+
+@dataclass
+class PlanOptions:
+    """What ftlab.plan measures the traced steps against."""
+
+    device_memory: str = opt("80GB", example="plan.device_memory=24GB")
+    """Memory of one device: 80GB (A100/H100 80GB), 24GB (RTX 4090), 24GiB; GB is 10^9 bytes, GiB 2^30."""
+    headroom: float = opt(0.1, ge=0, lt=1, example="plan.headroom=0.15")
+    """Share of device_memory kept free for what the step's tensors don't count: the CUDA context and kernels'
+    workspaces (a few hundred MB), and the allocator's fragmentation."""
+    switches: bool = True
+    """Also trace what gradient checkpointing, 4-bit, FSDP and packing would change (a few more traced steps)."""
+    check: bool = False
+    """On a machine with a CUDA GPU: also run the configured step there for real (the weights are loaded as training
+    loads them) and print torch.cuda.max_memory_allocated beside the plan."""
+
+
+@dataclass
+class PlanCommand:
+    """Traces one training step of the configured run on fake tensors (no weights, no data, no GPU) and reports its
+    peak memory per device; every run key works as in training (model=llama3 quant=4bit trainer=ddp ...)."""
+
+    plan: PlanOptions = field(default_factory=PlanOptions)
 
 
 # ── the Optuna sweeper: hydra/sweeper=ftlab_optuna (or a preset, sweep=NAME), keys under hydra.sweeper ──

@@ -81,10 +81,10 @@ def load(path: Path) -> Optional[Prepared]:
         stored = torch.load(path, weights_only=True)
     except Exception:  # an entry from another torch version or a damaged file: rebuild it
         return None
-    if "kind" not in stored:  # an entry from before kinds were stored
+    if "rows_read" not in stored:  # an entry from before kinds and row counts were stored
         return None
     splits = {s: _unflatten(v) for s, v in stored["splits"].items()}
-    return Prepared(stored["format"], stored["kind"], splits, stored["skipped"])
+    return Prepared(stored["format"], stored["kind"], splits, stored["skipped"], rows_read=stored["rows_read"])
 
 
 def save(path: Path, prepared: Prepared) -> None:
@@ -92,6 +92,7 @@ def save(path: Path, prepared: Prepared) -> None:
         "format": prepared.format,
         "kind": prepared.kind,
         "skipped": prepared.skipped,
+        "rows_read": prepared.rows_read,
         "splits": {s: _flatten(v) for s, v in prepared.splits.items()},
     }
     with atomic(path) as tmp:  # a crash or a concurrent sweep trial never leaves half an entry

@@ -1,8 +1,9 @@
 """The LightningDataModule: this rank's training micro-batches in a seeded order that resume can restart
-mid-epoch, each with its optimizer step's token totals (steps.py); this rank's share of the validation rows."""
+mid-epoch, each with its optimizer step's token totals (steps.py); this rank's share of the validation rows, in one
+dataloader per source of a mix (data.sources)."""
 
 import functools
-from typing import List
+from typing import List, Optional, Sequence
 
 import lightning as L
 import torch
@@ -29,15 +30,18 @@ class ChatDataModule(L.LightningDataModule):
         num_workers: int,
         group_by_length: bool,
         passes: int = 1,
+        val_sizes: Optional[Sequence[int]] = None,
     ):
         """`kind`: the examples' kind; `per_example`: a step's loss is the mean over its examples, not its tokens;
-        `passes`: optimizer steps on each step's micro-batches (steps.StepBatches)."""
+        `passes`: optimizer steps on each step's micro-batches (steps.StepBatches); `val_sizes`: how many of the
+        validation examples, in order, each source of a mix has (None: one source)."""
         self.passes = passes
         super().__init__()
         self.train, self.val, self.kind, self.per_example = train, val, kind, per_example
         self.batch_size, self.accumulate, self.seed, self.num_workers = batch_size, accumulate, seed, num_workers
         self.group_by_length = group_by_length
         self.pad_id = pad_id
+        self.val_sizes = list(val_sizes) if val_sizes is not None else [len(val)]
         self.collate = functools.partial(kind.collate, pad_id=pad_id)  # a list of examples into a batch
 
     def train_dataloader(self, epoch: int = 0, skip_batches: int = 0) -> DataLoader:
@@ -65,12 +69,21 @@ class ChatDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.val,
-            batch_size=self.batch_size,
-            sampler=steps.RankShare(len(self.val)),
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+    def val_dataloader(self):
+        """One DataLoader of the validation examples; with several sources, a list of one per source (Lightning
+        passes its index to validation_step), so each source's loss is measured apart."""
+        loaders, start = [], 0
+        for size in self.val_sizes:
+            part = self.val[start : start + size]
+            start += size
+            loaders.append(
+                DataLoader(
+                    part + [self.kind.filler(part[0], self.pad_id)],  # read only by a rank with no row (RankShare)
+                    batch_size=self.batch_size,
+                    sampler=steps.RankShare(len(part)),
+                    collate_fn=self.collate,
+                    num_workers=self.num_workers,
+                    generator=torch.Generator().manual_seed(self.seed),
+                )
+            )
+        return loaders if len(loaders) > 1 else loaders[0]

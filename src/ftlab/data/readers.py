@@ -12,12 +12,12 @@ from typing import Iterator, List, Optional, Tuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ftlab.data.rows import COMPRESSED as _COMPRESSED
 from ftlab.data.rows import Problems
 from ftlab.utils.errors import FtlabError, first_line
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".txt")
-# compression suffixes the text-based kinds may carry; Parquet compresses its pages itself, so never outside
-_COMPRESSED = (".gz", ".zst", ".zstd")
+# the text-based kinds may come compressed (rows.COMPRESSED); Parquet compresses its pages itself, so never outside
 _COMPRESSIBLE = tuple(s for s in SUFFIXES if s != ".parquet")
 _KINDS = f"{', '.join(SUFFIXES)} (all but .parquet also as .gz or .zst)"
 # zstd comes from pyarrow's codec, already a dependency; PyPI wheels of pyarrow always build it in

@@ -38,6 +38,8 @@ class Prepared:
     """Reasons for the bad rows skipped under data.skip_bad_rows=true, in order."""
     fingerprint: str = ""
     """The source's content fingerprint (sources.Source): evaluation later checks the data is unchanged."""
+    rows_read: int = 0
+    """Rows read from the source, every split (a long text document may make several examples)."""
 
     @property
     def examples(self) -> Kind:

@@ -147,15 +147,17 @@ class StepCollator:
 
 
 class RankShare(torch.utils.data.Sampler):
-    """Validation rows of this rank: every world-th row, none twice (the loss is summed over ranks, module.py)."""
+    """Validation rows of this rank: every world-th of `n`, none twice (the loss is summed over ranks, module.py).
+    A rank left with none (fewer rows than ranks: a small source of a mix) reads index n instead, a filler row the
+    dataset ends with: Lightning stops a job where one rank's dataloader is empty, and the filler scores nothing."""
 
     def __init__(self, n: int):
         self.n = n
 
     def __iter__(self):
         rank, world_size = world()
-        return iter(range(rank, self.n, world_size))
+        return iter(range(rank, self.n, world_size) or [self.n])
 
     def __len__(self) -> int:
         rank, world_size = world()
-        return len(range(rank, self.n, world_size))
+        return len(range(rank, self.n, world_size)) or 1

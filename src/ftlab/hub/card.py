@@ -12,6 +12,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ftlab.data.kinds import KINDS
+from ftlab.data.rows import labels as source_labels
 from ftlab.exports import vllm
 from ftlab.hub import private
 from ftlab.methods import METHODS
@@ -109,17 +110,32 @@ def _front_matter(cfg: DictConfig) -> str:
 
 
 def _data_section(cfg: DictConfig, stats: dict) -> str:
-    path, name, subset = _get(cfg, "data.path"), _get(cfg, "data.name"), _get(cfg, "data.subset")
-    if path:
-        source = f"`{private.described(path)}`"  # a local file by its name and hash: the path stays on this machine
+    mixed = _get(cfg, "data.sources")
+    if mixed:
+        weighted = _get(cfg, "data.mix") == "weighted"
+        size = (_get(cfg, "data.mix_size") or "as many as the sources have") if weighted else None
+        lines = [f"- sources (`data.mix={_get(cfg, 'data.mix')}`" + (f", {size} training examples):" if size else "):")]
+        for label, source in zip(source_labels(mixed), mixed):
+            weight = f", weight {source['weight']:g}" if weighted else ""
+            lines.append(f"  - {label}: {_source(source)}{weight}")
+        source = "\n".join(lines)
     else:
-        source = f"`{name}`" + (f" (subset `{subset}`)" if subset else "") if name else "not recorded"
+        source = f"- source: {_source(_get(cfg, 'data'))}"
     fmt = _get(cfg, "data.format")
     # with data.format=auto the run recorded the format it detected, which is what a reader wants to know
     detected = stats.get("data_format") if fmt == "auto" else None
     fmt_line = f"`{detected}` (detected; `data.format=auto`)" if detected else f"`{fmt}` (`data.format`)"
     loss_line = _method(cfg).loss_on(cfg, detected or fmt)
-    return f"- source: {source}\n- format: {fmt_line}\n- loss on: {loss_line}\n"
+    return f"{source}\n- format: {fmt_line}\n- loss on: {loss_line}\n"
+
+
+def _source(data: dict) -> str:
+    """A source (data.*, or one of data.sources) as the card names it: a local file by its name and content hash
+    (the path stays on this machine), a Hub dataset by its id."""
+    path, name, subset = data.get("path"), data.get("name"), data.get("subset")
+    if path:
+        return f"`{private.described(path)}`"
+    return f"`{name}`" + (f" (subset `{subset}`)" if subset else "") if name else "not recorded"
 
 
 def _method(cfg: DictConfig):
@@ -162,8 +178,10 @@ def _metric_rows(cfg: DictConfig, stats: dict) -> list:
         for key, (label, percent) in kind.reported.items()
         for prefix, who in (("base_eval_", "base model"), ("eval_", "with this adapter"))
     ]
+    sources = source_labels(_get(cfg, "data.sources") or [])
+    per_source = [(f"val_loss_{s}_after", f"validation loss after training, {s}", "{:.4f}") for s in sources]
     rows = []
-    for key, label, fmt in METRICS[:2] + validated + METRICS[2:] + measured:
+    for key, label, fmt in METRICS[:2] + per_source + validated + METRICS[2:] + measured:
         value = stats.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             rows.append((label, fmt.format(value)))

@@ -3,7 +3,7 @@ read the same tensor.
 
 PEFT gives each adapted layer its own torch.nn.Dropout on the adapter's input. On a CPU that is a large share of a
 step: the mask is drawn one 32-bit random number per element, for each of a decoder layer's seven projections,
-though q/k/v read one tensor and gate/up another (about 20% of a SmolLM2 step; docs/performance.md).
+though q/k/v read one tensor and gate/up another (about 20% of a SmolLM2 step; docs/contributors/cpu-performance.md).
 
 SharedDropout keeps dropout's distribution and changes what it costs:
 - On the CPU the mask comes from 16-bit slices of 64-bit draws, four elements per draw from torch's seeded

@@ -1,6 +1,7 @@
 """Ways to run the same training step faster, chosen per device: the attention kernel, PEFT's input casts under
 autocast, Liger's fused kernels and torch.compile of the decoder layers. None changes what the step computes
-beyond floating-point rounding (docs/performance.md has the measurements and the tolerances the tests hold)."""
+beyond floating-point rounding (docs/contributors/cpu-performance.md has the measurements, docs/performance.md the
+tolerances the tests hold)."""
 
 from typing import List
 
@@ -10,7 +11,7 @@ from ftlab.model.load import decoder_layer_classes
 from ftlab.utils.errors import FtlabError, first_line
 
 # On a CPU, eager attention (two matmuls and a softmax) ran forward + backward faster than PyTorch's SDPA kernel
-# up to rows of about 200 tokens and slower beyond (docs/performance.md#attention-on-the-cpu).
+# up to rows of about 200 tokens and slower beyond (docs/contributors/cpu-performance.md#what-ftlab-does-on-the-cpu).
 EAGER_UP_TO = 192
 
 LIGER_KERNELS = dict(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)

@@ -124,6 +124,23 @@ def byte_tokenizer():
     return tok
 
 
+def random_config(arch, tokenizer) -> LlamaConfig:
+    """The Llama-style config of a model.random_init shape, its vocabulary the tokenizer's."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        num_key_value_heads=arch.num_kv_heads,
+        max_position_embeddings=arch.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def _build_random(model_cfg, cache: Path, seed: int) -> Path:
     """A random Llama-style model of the configured shape, saved once per (shape, tokenizer, seed)."""
     arch = model_cfg.random_init
@@ -143,19 +160,7 @@ def _build_random(model_cfg, cache: Path, seed: int) -> Path:
 
     def build():
         tokenizer = AutoTokenizer.from_pretrained(model_cfg.path) if model_cfg.path else byte_tokenizer()
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=arch.hidden_size,
-            intermediate_size=arch.intermediate_size,
-            num_hidden_layers=arch.num_layers,
-            num_attention_heads=arch.num_heads,
-            num_key_value_heads=arch.num_kv_heads,
-            max_position_embeddings=arch.max_position_embeddings,
-            tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        config = random_config(arch, tokenizer)
         torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(config, dtype=torch.float32), tokenizer
 

@@ -67,7 +67,7 @@ def parse(params: Dict[str, str]) -> dict:
         except HydraException as e:
             raise ConfigError(
                 f"hydra.sweeper.params.{key}: cannot parse '{text}' ({first_line(e)}); "
-                "use choice(a,b), interval(lo,hi), tag(log, interval(lo,hi)) or range(lo,hi)"
+                "use choice(a,b), interval(lo,hi), tag(log, interval(lo,hi)) or range(lo,hi,step=s)"
             ) from None
         sweep = override.value()
         where = f"hydra.sweeper.params.{key}={text}"

@@ -41,11 +41,15 @@ class Mlflow(Tracker):
         return MlflowBackend(tracker_cfg, model)
 
 
-def client(uri: str):
-    """An MlflowClient for `uri`, mlflow imported quietly: it sets its loggers up on import, at INFO (table
-    migrations and serialization notices on every run). Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings
-    the rest back."""
+def quiet() -> None:
+    """Before mlflow is first imported, wherever: it sets its loggers up on import, at INFO (table migrations and
+    serialization notices on every run). Its errors still show; MLFLOW_LOGGING_LEVEL=INFO brings the rest back."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+
+
+def client(uri: str):
+    """An MlflowClient for `uri`, mlflow imported quietly."""
+    quiet()
     from mlflow import MlflowClient
 
     return MlflowClient(uri)

@@ -16,11 +16,22 @@ from typing import Callable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.data.rows import data_label
 from ftlab.tracking import TRACKERS, chosen
 from ftlab.utils import secrets
 from ftlab.utils.console import info
 
-ARTIFACTS = ("adapter", ".hydra/config.yaml", "metrics.json", "loss.png", "README.md", "train.log", "eval", "samples")
+ARTIFACTS = (
+    "adapter",
+    ".hydra/config.yaml",
+    "metrics.json",
+    "data_mix.json",
+    "loss.png",
+    "README.md",
+    "train.log",
+    "eval",
+    "samples",
+)
 
 
 def flatten(cfg: DictConfig) -> dict:
@@ -46,7 +57,7 @@ def run_tags(cfg: DictConfig) -> dict:
         "model": cfg.model.name,
         "quant": f"{cfg.quant.bits}bit" if cfg.quant.bits else "none",
         "lora.r": str(cfg.lora.r),
-        "data": Path(str(cfg.data.path)).name if cfg.data.path else cfg.data.name,
+        "data": Path(str(cfg.data.path)).name if cfg.data.path else data_label(cfg.data),
     }
     tags.update(dict.fromkeys(cfg.tracker.tags, ""))
     return secrets.redact_values(tags)

@@ -5,6 +5,7 @@ import functools
 import math
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -134,10 +135,12 @@ class LoRAModule(L.LightningModule):
         fused_loss: bool = False,
         tokenizer=None,
         seed: int = 0,
+        val_sources: Sequence[str] = (),
     ):
         """`method`: a methods.Method and `options` its method.* options; `fused_loss`: Liger's fused linear
         cross-entropy (model.liger_kernels) for a method that can use it; `tokenizer` and `seed`: what an online
-        method samples and decodes with."""
+        method samples and decodes with; `val_sources`: the labels of the validation dataloaders, one per source of
+        a mix (ChatDataModule.val_dataloader), each logged as val/loss_<label>; empty: one dataloader."""
         super().__init__()
         self.model, self.method, self.options = model, method, options
         self.lr, self.weight_decay, self.betas, self.optimizer_name = lr, weight_decay, tuple(betas), optimizer
@@ -146,7 +149,9 @@ class LoRAModule(L.LightningModule):
         self.strict_loading = False
         self.step_loss = None  # the last optimizer step's loss, for the throughput callback's history
         self.step_generated = {}  # an online method's trained tokens and generation seconds in that step (the same)
-        self._step_sums = self._val_sums = None  # the sums (method.loss) of this step / validation pass so far
+        self._step_sums = None  # the sums (method.loss) of this optimizer step so far
+        self._val_sums = {}  # {dataloader index: the sums} of this validation pass so far
+        self.val_sources = list(val_sources)
         self.keeps_logits = logprobs.keeps_logits(model)
         self.fused_loss = fast_paths.fused_linear_cross_entropy() if fused_loss else None
         self._lora_layers = fast_paths.lora_layers(model)
@@ -200,20 +205,27 @@ class LoRAModule(L.LightningModule):
         return total * (self.trainer.accumulate_grad_batches * self.trainer.world_size / count)
 
     def on_validation_epoch_start(self):
-        self._val_sums = None
+        self._val_sums = {}
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
         # summed, not averaged: the pass's figures are over all validation units, whatever the batch boundaries
-        # and whichever rank scored them
+        # and whichever rank scored them; kept per dataloader (a source of a mix) and added up at the end
         _, sums = self(batch)
-        self._val_sums = _add(self._val_sums, sums)
+        self._val_sums[dataloader_idx] = _add(self._val_sums.get(dataloader_idx), sums)
 
     def on_validation_epoch_end(self):
-        metrics = self.method.ratios(self._reduce(self._val_sums or {}))
+        total = functools.reduce(_add, self._val_sums.values(), None) or {}
+        # each source's loss and units join the same collective: its loss is their ratio, whatever the method
+        for i in range(len(self.val_sources)):
+            total.update({f"{k}@{i}": self._val_sums.get(i, {}).get(k, 0.0) for k in ("loss", "units")})
+        reduced = self._reduce(total)
+        metrics = self.method.ratios(reduced)
         self.log("val/loss", metrics["loss"], prog_bar=True)
         for name, metric in self.logged.items():
             if metric.validated and name in metrics:
                 self.log(f"val/{name}", metrics[name])
+        for i, label in enumerate(self.val_sources):
+            self.log(f"val/loss_{label}", reduced[f"loss@{i}"] / max(reduced[f"units@{i}"], 1))
 
     def _reduce(self, sums: dict) -> dict:
         """The sums of every rank, in one collective (and one more for the max_ values): {name: float}."""
@@ -226,14 +238,17 @@ class LoRAModule(L.LightningModule):
             out.update(zip(largest, self.trainer.strategy.reduce(mine.to(self.device), reduce_op="max").tolist()))
         return out
 
-    def configure_optimizers(self):
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of the trainable parameters (optim.name), without its schedule."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.optimizer_name == "adamw_8bit":
             import bitsandbytes as bnb  # here, not above: only optim.name=adamw_8bit needs it
 
-            optimizer = bnb.optim.AdamW8bit(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+            return bnb.optim.AdamW8bit(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer()
         # known only once the trainer has seen the datamodule, which is why this lives here
         total = self.trainer.estimated_stepping_batches
         schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -15,6 +15,8 @@ evaluation and export load a finished run with load_trained_tokenizer / load_tra
 prompts with prompt_ids.
 """
 
+import contextlib
+import copy
 import dataclasses
 import logging
 import os
@@ -29,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.config.checks import validate
 from ftlab.config.compose import setup
-from ftlab.data import batching, cache, chat, formats, sources, splits, templates
+from ftlab.data import batching, cache, chat, formats, mix, rows, sources, splits, templates
 from ftlab.data.datamodule import ChatDataModule
 from ftlab.data.formats import FORMATS, Format
 from ftlab.data.kinds import KINDS
@@ -38,6 +40,7 @@ from ftlab.methods import METHODS
 from ftlab.model import adapter, fast_paths, load, source
 from ftlab.sweeps.env import TrialEnv
 from ftlab.sweeps.trial import Pruning
+from ftlab.tracking import mlflow_backend
 from ftlab.tracking.trackers import Trackers
 from ftlab.train import callbacks, checkpoints, fit, plots, rundir, strategy
 from ftlab.train.module import LoRAModule
@@ -52,12 +55,14 @@ from ftlab.utils.files import new_run_dir, write_json, write_text
 @dataclass
 class TrainingData:
     """What prepare_data made: the tokenized splits, the rows training batches (packed with data.packing), the
-    LightningDataModule serving them, and the numbers describing them (for metrics.json)."""
+    LightningDataModule serving them, the numbers describing them (for metrics.json), and with data.sources what
+    each source gave (data_mix.json)."""
 
     prepared: splits.Prepared
     rows: List[dict]
     datamodule: ChatDataModule
     stats: dict
+    mix: Optional[dict] = None
 
 
 class Result(dict):
@@ -204,9 +209,24 @@ class FineTune:
         c = self.cfg.data
         return sources.assign_splits(named, c.val_size, c.test_size, self.cfg.seed), fmt
 
+    def for_source(self, index: int) -> "FineTune":
+        """This recipe reading data.sources[index] alone: the same stages, with data.* that source's options (those
+        it leaves null are the run's), so each source is read, split, checked, tokenized and cached on its own."""
+        view = copy.copy(self)
+        view.cfg = mix.source_config(self.cfg, index)
+        return view
+
     def tokenize_data(self, tokenizer) -> splits.Prepared:
-        """Read, check and tokenize every split, or load the result from the preprocessing cache."""
+        """Read, check and tokenize every split, or load the result from the preprocessing cache. With data.sources,
+        each source so (for_source), then the training examples drawn from them by data.mix: a mix.Mixed."""
         c = self.cfg.data
+        if c.sources:
+            parts = []
+            for i, (source, label) in enumerate(zip(c.sources, rows.labels(c.sources))):
+                info(f"source {label} (data.sources.{i}): {source.path or source.name}")
+                with mix.naming(c.sources, i):
+                    parts.append(mix.Part(label, self.for_source(i).tokenize_data(tokenizer), source.weight))
+            return mix.combine(parts, c.mix, c.mix_size, self.cfg.seed)
         data = sources.open_source(c)
         stages = [self.read_splits, self.data_format, self.to_conversation, self.apply_chat_template]
         key = cache.key(c, self.cfg.seed, data.fingerprint, tokenizer, stages + list(FORMATS), self.method.kind)
@@ -219,16 +239,22 @@ class FineTune:
                 self.check_data(FORMATS.get(prepared.format))
             return dataclasses.replace(prepared, fingerprint=data.fingerprint)
         problems = sources.Problems(skip=c.skip_bad_rows)
-        rows, fmt = self.read_splits(data, problems)
+        named, fmt = self.read_splits(data, problems)
         if fmt is not None:  # settled by the first row; training needs data its method learns from
             self.check_data(fmt)
 
         def tokenize(row: dict, where: str):
             return self.apply_chat_template(tokenizer, self.to_conversation(row, where, fmt), where, fmt)
 
-        tokenized = splits.tokenize_splits(rows, tokenize, problems)
-        kind = self.example_kind(fmt)
-        prepared = splits.Prepared(fmt.name if fmt else None, kind, tokenized, problems.reasons, data.fingerprint)
+        tokenized = splits.tokenize_splits(named, tokenize, problems)
+        prepared = splits.Prepared(
+            fmt.name if fmt else None,
+            self.example_kind(fmt),
+            tokenized,
+            problems.reasons,
+            data.fingerprint,
+            rows_read=sum(map(len, named.values())),
+        )
         splits.check_not_empty(prepared, c.max_seq_len)
         if entry:
             cache.save(entry, prepared)
@@ -249,12 +275,17 @@ class FineTune:
         )
 
     def prepare_data(self, tokenizer) -> TrainingData:
-        """Tokenized splits (tokenize_data) into training rows, packed if asked, served by a LightningDataModule."""
+        """Tokenized splits (tokenize_data) into training rows, packed if asked, served by a LightningDataModule;
+        with data.sources, one validation set per source."""
         c = self.cfg.data
         prepared = self.tokenize_data(tokenizer)
-        fmt = FORMATS.get(prepared.format) if prepared.format else None
-        if self.cfg.eval.after_train and fmt is not None and fmt.no_answers:  # known now, not after a whole fit
-            raise ConfigError(fmt.no_answers)
+        parts = prepared.parts if isinstance(prepared, mix.Mixed) else [mix.Part(rows.data_label(c), prepared, 1.0)]
+        for i, part in enumerate(parts):
+            with mix.naming(c.sources, i) if c.sources else contextlib.nullcontext():
+                fmt = FORMATS.get(part.prepared.format) if part.prepared.format else None
+                if self.cfg.eval.after_train and fmt is not None and fmt.no_answers:  # known now, not after a fit
+                    raise ConfigError(fmt.no_answers)
+                self.method.check_data(self.cfg.method, part.prepared.splits["train"].items, part.label)
         split = self.cfg.eval.split
         if self.cfg.eval.after_train and not prepared.splits.get(split, splits.Split()).items:
             raise FtlabError(
@@ -262,12 +293,13 @@ class FineTune:
                 f"{scoring.split_fix(split)}"
             )
         train = prepared.splits["train"].items
-        self.method.check_data(self.cfg.method, train, str(c.path or c.name))
-        rows = batching.pack(train, c.max_seq_len) if c.packing else train
-        stats = {**splits.describe(prepared, rows, c, self.cfg.seed), "data_fingerprint": prepared.fingerprint}
+        batched = batching.pack(train, c.max_seq_len) if c.packing else train
+        drawn = mix.report(prepared, c.mix, c.mix_size, self.cfg.seed) if isinstance(prepared, mix.Mixed) else None
+        stats = {**splits.describe(prepared, batched, c, self.cfg.seed), "data_fingerprint": prepared.fingerprint}
         datamodule = ChatDataModule(
-            rows,
+            batched,
             prepared.splits["validation"].items,
+            val_sizes=prepared.validation_sizes if drawn else None,
             kind=prepared.examples,
             per_example=self.method.per_example,
             batch_size=c.batch_size,
@@ -278,25 +310,40 @@ class FineTune:
             group_by_length=c.group_by_length,
             passes=self.method.passes(self.cfg.method),
         )
-        return TrainingData(prepared, rows, datamodule, stats)
+        return TrainingData(prepared, batched, datamodule, stats, drawn)
 
     def evaluation_examples(self, tokenizer) -> tuple:
         """([scoring.Example], data fingerprint) of eval.split, the first eval.max_examples of them, made by this
-        recipe's stages: to_conversation, the format's reference answer, prompt_ids and apply_chat_template."""
-        c, split = self.cfg.data, self.cfg.eval.split
-        data = sources.open_source(c)
-        problems = sources.Problems(skip=c.skip_bad_rows)
-        named, fmt = self.read_splits(data, problems)
-        rows = named.get(split) or []
-        if not rows:
+        recipe's stages: to_conversation, the format's reference answer, prompt_ids and apply_chat_template. With
+        data.sources, each source's split in turn, read with its own options (for_source)."""
+        c, split, limit = self.cfg.data, self.cfg.eval.split, self.cfg.eval.max_examples or None
+        labels = rows.labels(c.sources) or [rows.data_label(c)]
+        views = [self.for_source(i) for i in range(len(c.sources))] or [self]
+        examples, fingerprints, opened, found = [], [], [], 0
+        for i, (view, label) in enumerate(zip(views, labels)):
+            with mix.naming(c.sources, i) if c.sources else contextlib.nullcontext():
+                data = sources.open_source(view.cfg.data)
+                problems = sources.Problems(skip=c.skip_bad_rows)
+                named, fmt = view.read_splits(data, problems)
+                held = (named.get(split) or [])[: None if limit is None else max(limit - found, 0)]
+                found += len(held)
+                if held and fmt is not None and fmt.no_answers:
+                    raise ConfigError(fmt.no_answers)
+                examples += view.held_out_examples(tokenizer, held, fmt, problems)
+            fingerprints.append((label, data.fingerprint))
+            opened.append(data.label)
+        if not found:
             raise FtlabError(
-                f"eval.split={split}: the data ({data.label}) has no {split} rows; "
+                f"eval.split={split}: the data ({', '.join(opened)}) has no {split} rows; "
                 f"{scoring.split_fix(split)} (a new split needs a new training run, which holds it out)"
             )
-        if fmt is not None and fmt.no_answers:
-            raise ConfigError(fmt.no_answers)
+        return examples, mix.fingerprint(fingerprints) if c.sources else fingerprints[0][1]
+
+    def held_out_examples(self, tokenizer, held: List[tuple], fmt: Optional[Format], problems) -> list:
+        """[scoring.Example] of held-out (where, row) pairs in the format `fmt`, for evaluation_examples."""
+        c = self.cfg.data
         examples = []
-        for where, row in rows[: self.cfg.eval.max_examples or None]:
+        for where, row in held:
             try:
                 conversation = self.to_conversation(row, where, fmt)
                 messages = fmt.reference(conversation, where) if fmt is not None else conversation
@@ -322,7 +369,7 @@ class FineTune:
                 continue
             tokens = chat.tokenize_conversation(tokenizer, messages, c.max_seq_len, where, c.train_on)
             examples.append(scoring.Example(prompt, text, ids, tokens, kind, example))
-        return examples, data.fingerprint
+        return examples
 
     # ── training stages ────────────────────────────────────────────────────────────────────────────
     def check_packing(self, model, attention: str) -> None:
@@ -363,7 +410,7 @@ class FineTune:
 
     def make_module(self, model, tokenizer) -> LoRAModule:
         """The LightningModule of the PEFT model, trained by method.name (methods/); an online method samples with
-        `tokenizer`."""
+        `tokenizer`; with several data.sources it validates each apart too (val/loss_<label>)."""
         o = self.cfg.optim
         return self.module_class(
             model,
@@ -379,6 +426,7 @@ class FineTune:
             fused_loss=self.cfg.model.liger_kernels and self.method.fused_loss,
             tokenizer=tokenizer,
             seed=self.cfg.seed,
+            val_sources=rows.labels(self.cfg.data.sources) if len(self.cfg.data.sources) > 1 else [],
         )
 
     def train(self, model, tokenizer, data: TrainingData, run_dir: Path, loggers: list) -> tuple:
@@ -478,6 +526,7 @@ class FineTune:
         trackers, not started yet."""
 
         def python_model():  # the run as an MLflow model, for the trackers that keep one
+            mlflow_backend.quiet()  # pyfunc imports mlflow, before any client of it would quiet it
             from ftlab.train.pyfunc import ChatAdapter  # mlflow takes seconds to import; only its users pay
 
             return ChatAdapter(type(self))
@@ -532,7 +581,7 @@ class FineTune:
             trackers = self.check_access(run_dir)
             benchmarks = self.benchmarks() if self.main else None  # a bad task name fails now, not after the fit
             with trackers.closing(stats):  # an error or Ctrl+C closes the tracker runs as FAILED or KILLED
-                stages.start("Loading tokenizer and data", str(self.cfg.data.path or self.cfg.data.name))
+                stages.start("Loading tokenizer and data", rows.data_label(self.cfg.data))
                 tokenizer = self.load_tokenizer(source_dir)
                 data = self.prepare_data(tokenizer)
                 stats.update(data.stats)
@@ -557,6 +606,8 @@ class FineTune:
                 stages.start("Saving artifacts", str(run_dir))
                 stats.update(self._provenance(started))
                 self.save(model, tokenizer, run_dir, stats, weights)
+                if data.mix is not None:
+                    write_json(run_dir / "data_mix.json", data.mix)
                 if self.cfg.eval.after_train:
                     stages.start("Evaluating", f"{self.cfg.eval.split} split, base model vs tuned")
                     stats.update(report.flat(self.evaluate(model, tokenizer, run_dir, benchmarks)))

@@ -8,6 +8,7 @@ A run dir holds, once training finished:
   logs/metrics.csv             every logged metric by step
   loss.png                     training and validation loss curves
   metrics.json                 the run's numbers, versions and provenance
+  data_mix.json                with data.sources: what each source gave the training examples (data/mix.py)
   train.log                    the console output, timestamped
   eval/                        evaluation report (eval.after_train=true or ftlab.evaluate; later ones eval-2/ ...)
   merged/                      the merged model, after ftlab.export

@@ -4,6 +4,7 @@ console) and one line per example (generations.jsonl); and as the flat eval_* nu
 from typing import Dict, List
 
 from ftlab.data.kinds import KINDS
+from ftlab.data.rows import data_label
 from ftlab.use import generate, intervals, metrics, tables
 
 ROWS = (
@@ -24,7 +25,7 @@ def build(cfg, label: str, fingerprint: str, prompts: list, results: Dict[str, d
     return {
         "run": label,
         "model": cfg.model.name,
-        "data": str(cfg.data.path or cfg.data.name),
+        "data": data_label(cfg.data),
         "data_fingerprint": fingerprint,
         "split": cfg.eval.split,
         "examples": len(prompts),

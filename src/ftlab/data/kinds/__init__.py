@@ -60,8 +60,9 @@ class Kind:
                 out[k] = 0
         return out
 
-    def show(self, tokenizer, item: dict, index: int, color: bool) -> str:
-        """The example as preview prints it, supervised tokens marked."""
+    def show(self, tokenizer, item: dict, index, color: bool) -> str:
+        """The example as preview prints it, supervised tokens marked; `index` numbers it (1, or "1 from chats": a
+        mix names the source)."""
         raise NotImplementedError
 
     reported: dict = {}

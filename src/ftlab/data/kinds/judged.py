@@ -32,7 +32,7 @@ class Judged(Kind):
         out["desirable"] = torch.tensor([x["desirable"] for x in items], dtype=torch.bool)
         return out
 
-    def show(self, tokenizer, item: dict, index: int, color: bool) -> str:
+    def show(self, tokenizer, item: dict, index, color: bool) -> str:
         labelled = sum(label != IGNORE for label in item["labels"])
         judged = "desirable" if item["desirable"] else "undesirable"
         head = f"\n── example {index}: {len(item['input_ids'])} tokens, {labelled} supervised, {judged} ──"

@@ -40,7 +40,7 @@ class Pair(Kind):
         out["pairs"] = len(items)
         return out
 
-    def show(self, tokenizer, item: dict, index: int, color: bool) -> str:
+    def show(self, tokenizer, item: dict, index, color: bool) -> str:
         """The prompt both answers share, once; then the chosen and the rejected answer, scored tokens marked."""
         sides = {
             "chosen": (item["input_ids"], item["labels"]),

@@ -103,7 +103,7 @@ class Prompts(Kind):
         """One pad token and no row: the rank runs a forward pass that adds nothing (DDP needs every rank's)."""
         return {"input_ids": [pad_id], "labels": [IGNORE], "row": ""}
 
-    def show(self, tokenizer, item: dict, index: int, color: bool) -> str:
+    def show(self, tokenizer, item: dict, index, color: bool) -> str:
         row = decode_row(item["row"])
         extra = ", ".join(sorted(row.get("columns", {}))) or "none"
         lines = [

@@ -16,7 +16,7 @@ class Tokens(Kind):
     def collate(self, items: List[dict], pad_id: int) -> dict:
         return batching.pad(items, pad_id)
 
-    def show(self, tokenizer, item: dict, index: int, color: bool) -> str:
+    def show(self, tokenizer, item: dict, index, color: bool) -> str:
         labelled = sum(label != IGNORE for label in item["labels"])
         head = f"\n── example {index}: {len(item['input_ids'])} tokens, {labelled} supervised ──"
         return head + "\n" + marked(tokenizer, item["input_ids"], item["labels"], color)
