@@ -95,6 +95,11 @@ def test_each_source_is_validated_apart_and_the_whole_loss_weighs_them_by_their_
         assert chat != faq
         whole = (chat * units[0] + faq * units[1]) / sum(units)
         assert metrics[f"val_loss_{when}"] == pytest.approx(whole, rel=1e-5)
+    log = (mixed.run_dir / "train.log").read_text()  # each source's loss beside the whole, as it is printed
+    before = f"{metrics['val_loss_before']:.4f}; chat {metrics['val_loss_chat_before']:.4f}, faq "
+    assert f"validation loss before training: {before}{metrics['val_loss_faq_before']:.4f}\n" in log
+    assert f"); chat {metrics['val_loss_chat_after']:.4f} (" in log
+    assert f", faq {metrics['val_loss_faq_after']:.4f} (" in log
     logged = (mixed.run_dir / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/loss", "val/loss_chat", "val/loss_faq"} <= set(logged)  # validated during the fit too
     card = (mixed.run_dir / "README.md").read_text()

@@ -49,10 +49,14 @@ def validation_metrics(trainer: L.Trainer, module: L.LightningModule, datamodule
 
 
 def describe(metrics: dict, logged: dict, before: dict = None) -> str:
-    """ "0.6931", or after training "0.4512 (-0.2419)"; with the metrics the method validates (methods/), e.g.
-    "; accuracy 75.0% (+75.0 pts), margin 0.4210 (+0.4210)"."""
+    """ "0.6931", or after training "0.4512 (-0.2419)"; with each source's loss of a mix and the metrics the method
+    validates (methods/), e.g. "; chats 0.4012 (-0.2101), faq 0.5533 (-0.2777)", "; accuracy 75.0% (+75.0 pts)"."""
     loss = f"{metrics['loss']:.4f}" + (f" ({metrics['loss'] - before['loss']:+.4f})" if before else "")
     extra = []
+    for k in sorted(k for k in metrics if k.startswith("loss_")):  # each source of a mix (val/loss_<label>)
+        was = (before or {}).get(k)
+        change = f" ({metrics[k] - was:+.4f})" if was is not None else ""
+        extra.append(f"{k[len('loss_') :]} {metrics[k]:.4f}{change}")
     for k, metric in logged.items():
         if metric.validated and k in metrics:
             v, was = metrics[k], (before or {}).get(k)
