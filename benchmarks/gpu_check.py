@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/gpu_check.py [--out gpu-check.json] [--steps 8]
 
   1. every `gpu`-marked test (tests/test_gpu.py: tiny runs in each quantization, the fused loss and
-     torch.compile against the plain loss, several GPUs where there are several);
+     torch.compile against the plain loss, ftlab.plan's traced peak within 10% of torch.cuda.max_memory_allocated
+     at 16 and 4 bits, several GPUs where there are several);
   2. one FSDP + QLoRA training step: the 4-bit base sharded by FSDP (trainer=fsdp quant=4bit), on every GPU
      there is, saving a whole adapter;
   3. the throughput benchmark's GPU rows on the demo's padded rows (benchmarks/throughput.py: ftlab, the plain
