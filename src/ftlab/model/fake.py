@@ -44,6 +44,13 @@ def quantize_4bit(model, quant_cfg, precision: str, sharded: bool) -> None:
     model.hf_quantizer = quantizer
 
 
+def state_parts(state):
+    """A 4-bit weight's QuantState, then with double quantization the state of its quantization constants."""
+    while state is not None:
+        yield state
+        state = getattr(state, "state2", None)
+
+
 _BNB_ATTRIBUTES = ("quant_state", "quant_type", "compress_statistics", "blocksize", "bnb_quantized", "quant_storage")
 
 
@@ -66,8 +73,8 @@ def to_fake(model, fake: FakeTensorMode) -> None:
                     new = torch.nn.Parameter(like(p), requires_grad=p.requires_grad)
                     state = getattr(p, "quant_state", None)
                     if state is not None:
-                        for part in (state, state.state2):
-                            for key, value in list(vars(part or object()).items()):
+                        for part in state_parts(state):
+                            for key, value in list(vars(part).items()):
                                 if isinstance(value, torch.Tensor):
                                     setattr(part, key, like(value))
                         for attribute in _BNB_ATTRIBUTES:

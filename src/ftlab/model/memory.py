@@ -15,11 +15,13 @@ that was current when it was allocated:
 """
 
 import weakref
-from typing import Dict, Iterable
+from typing import Dict
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+from ftlab.model.fake import state_parts
 
 CATEGORIES = ("weights", "adapter", "gradients", "optimizer", "activations", "logits")
 
@@ -47,8 +49,10 @@ class MemoryTracker(TorchDispatchMode):
         for m in model.modules():  # a 4-bit layer's quantization constants hang off its weight, not in the state
             state = getattr(getattr(m, "weight", None), "quant_state", None)
             if state is not None:
-                for t in _state_tensors(state):
-                    self._add(t, "weights")
+                for part in state_parts(state):
+                    for t in vars(part).values():
+                        if isinstance(t, torch.Tensor):
+                            self._add(t, "weights")
 
     def watch_head(self, head: torch.nn.Module) -> None:
         """Allocations from the head's forward until the gradient of its input exists are `logits`."""
@@ -119,11 +123,3 @@ def _all_positions(t: torch.Tensor) -> torch.Tensor:
     """What nonzero returns for a tensor with no zero: the index of every element, [numel, ndim]."""
     grids = torch.meshgrid(*[torch.arange(n, device=t.device) for n in t.shape], indexing="ij")
     return torch.stack([g.reshape(-1) for g in grids], dim=1)
-
-
-def _state_tensors(state) -> Iterable[torch.Tensor]:
-    for value in vars(state).values():
-        if isinstance(value, torch.Tensor):
-            yield value
-        elif hasattr(value, "absmax"):  # double quantization: the constants' own state
-            yield from _state_tensors(value)
