@@ -53,9 +53,7 @@ def plan(options: PlanCommand, overrides: List[str]) -> dict:
         f"{_quant(cfg)}; {s.precision}; {s.attention} attention"
     )
 
-    def total(step) -> int:
-        return sum(limits.per_device(step, cfg, s).values())
-
+    total = limits.device_peak(cfg, s)
     stages.start(stages.names[1], f"({shape})")
     main = model.trace(d.batch_size, d.max_seq_len)
     split = limits.per_device(main, cfg, s)
@@ -114,10 +112,7 @@ def _switches(cfg, overrides: List[str], usable: int, peak: int) -> dict:
     for switch in switches:
         variant = validate(compose(overrides + switch.split()))
         model = traced.build(variant)
-
-        def total(step, variant=variant, model=model) -> int:
-            return sum(limits.per_device(step, variant, model.setup).values())
-
+        total = limits.device_peak(variant, model.setup)
         new = total(model.trace(d.batch_size, d.max_seq_len))
         batch = limits.largest_batch(model, d.max_seq_len, usable, total)
         out[switch] = (new, batch)

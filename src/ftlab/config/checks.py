@@ -79,10 +79,7 @@ def _combination_errors(c: RunConfig, method: Method):
     yield from _sources_errors(d) if d.sources else _source_errors(d, "data")
     if not d.sources and (d.mix != "concat" or d.mix_size):
         yield "data.mix and data.mix_size mix the datasets of data.sources; list yours there (docs/data.md)"
-    for key in ("val_size", "test_size"):
-        size = getattr(d, key)
-        if size >= 1 and size != int(size):
-            yield f"data.{key} is a fraction below 1 or a whole row count (got {size})"
+    yield from _size_errors(d, "data")
     if d.packing and d.group_by_length:
         yield "data.group_by_length only applies without packing; set one of them to false"
     if c.hub.push and not c.hub.repo_id:
@@ -110,6 +107,14 @@ def _source_errors(s, key: str):
             )
 
 
+def _size_errors(s, key: str):
+    """data.val_size/test_size, or a source's (null there: the run's): a fraction below 1 or a whole row count."""
+    for name in ("val_size", "test_size"):
+        size = getattr(s, name)
+        if size is not None and size >= 1 and size != int(size):
+            yield f"{key}.{name} is a fraction below 1 or a whole row count (got {size})"
+
+
 def _sources_errors(d):
     """data.sources: each source, their labels, and the mixing rule."""
     if d.path is not None or d.name is not None:
@@ -124,10 +129,7 @@ def _sources_errors(d):
     for i, (source, label) in enumerate(zip(d.sources, labels)):
         key = f"data.sources.{i}"
         yield from _source_errors(source, key)
-        for name in ("val_size", "test_size"):
-            size = getattr(source, name)
-            if size is not None and size >= 1 and size != int(size):
-                yield f"{key}.{name} is a fraction below 1 or a whole row count (got {size})"
+        yield from _size_errors(source, key)
         if not rows.LABEL.fullmatch(label):
             yield f"{key}.label={label}: use letters, digits, -, _ and . (it names the metric val/loss_<label>)"
         if label in labels[:i]:

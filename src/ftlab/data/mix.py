@@ -98,13 +98,13 @@ def combine(parts: List[Part], mix: str, mix_size: int, seed: int) -> Mixed:
             )
     available = [len(p.prepared.splits["train"].items) for p in parts]
     wanted = available if mix == "concat" else counts(available, [p.weight for p in parts], mix_size)
-    train, origins = Split(), []
+    train, origins, taken = Split(), [], []
     for part, n in zip(parts, wanted):
         items = part.prepared.splits["train"].items
         drawn = draw(len(items), n, random.Random(f"{seed}:{part.label}"))
         train.items.extend(items[i] for i in drawn)
         origins.extend([part.label] * len(drawn))
-        part.taken = len(drawn)
+        taken.append(dataclasses.replace(part, taken=len(drawn)))
     splits = {"train": train}
     for name in ("validation", "test"):
         if any(name in p.prepared.splits for p in parts):
@@ -119,7 +119,7 @@ def combine(parts: List[Part], mix: str, mix_size: int, seed: int) -> Mixed:
         skipped=[reason for p in parts for reason in p.prepared.skipped],
         fingerprint=fingerprint([(p.label, p.prepared.fingerprint) for p in parts]),
         rows_read=sum(p.prepared.rows_read for p in parts),
-        parts=parts,
+        parts=taken,
         origins=origins,
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
 
-from ftlab.model.source import byte_tokenizer, random_config
+from ftlab.model.source import byte_tokenizer, converted_gguf, random_config
 from ftlab.utils.errors import FtlabError, first_line
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "model_configs"
@@ -46,9 +46,9 @@ def architecture(model_cfg, cache_dir: str) -> tuple:
 
 def _from_gguf(model_cfg, cache: Path) -> tuple:
     """A GGUF model's config: from its converted copy in ftlab's cache, else read from the file's header."""
-    converted = sorted((cache / "gguf").glob(f"{Path(model_cfg.gguf_file).stem}-*/config.json"))
-    if converted:
-        return AutoConfig.from_pretrained(converted[-1].parent), str(converted[-1])
+    converted = converted_gguf(model_cfg, cache, "config.json")
+    if converted is not None:
+        return AutoConfig.from_pretrained(converted), str(converted / "config.json")
     directory = Path(model_cfg.path or model_cfg.name).expanduser()
     gguf = directory / model_cfg.gguf_file
     if not gguf.is_file():

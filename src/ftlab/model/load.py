@@ -45,7 +45,7 @@ def device_for(accelerator: str) -> str:
     return "cuda" if accelerator in ("gpu", "auto") and torch.cuda.is_available() else "cpu"
 
 
-def _precision_dtype(precision: str) -> torch.dtype:
+def precision_dtype(precision: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0], torch.float32)
 
 
@@ -53,11 +53,11 @@ def weight_dtype(model_cfg, precision: str) -> torch.dtype:
     """auto: the frozen weights in the dtype the matmuls run in, so autocast need not cast them every step."""
     if model_cfg.dtype != "auto":
         return TORCH_DTYPES[model_cfg.dtype]
-    return _precision_dtype(precision)
+    return precision_dtype(precision)
 
 
 def compute_dtype(quant_cfg, precision: str) -> torch.dtype:
-    return _precision_dtype(precision) if quant_cfg.compute_dtype == "auto" else TORCH_DTYPES[quant_cfg.compute_dtype]
+    return precision_dtype(precision) if quant_cfg.compute_dtype == "auto" else TORCH_DTYPES[quant_cfg.compute_dtype]
 
 
 def quantization_config(quant_cfg, precision: str, sharded: bool = False):

@@ -8,6 +8,7 @@ quantization and dtype handling (load.py) are the same wherever the weights came
 import hashlib
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -167,6 +168,13 @@ def _build_random(model_cfg, cache: Path, seed: int) -> Path:
     return _cached(final, build)
 
 
+def converted_gguf(model_cfg, cache: Path, holding: str) -> Optional[Path]:
+    """The newest folder of ftlab's cache that model.gguf_file was converted into (_convert_gguf) and that holds
+    the file `holding`; None before the first run converts it."""
+    found = sorted((cache / "gguf").glob(f"{Path(model_cfg.gguf_file).stem}-*/{holding}"))
+    return found[-1].parent if found else None
+
+
 def tokenizer_source(model_cfg, cache_dir: str) -> tuple:
     """(source, gguf_file) to load only the tokenizer from, never weights: for data preview."""
     cache = Path(cache_dir).expanduser()
@@ -174,8 +182,8 @@ def tokenizer_source(model_cfg, cache_dir: str) -> tuple:
         _check_tokenizer_path(model_cfg.path)
         return model_cfg.path, None  # None: the built-in byte tokenizer
     if model_cfg.gguf_file is not None:
-        converted = sorted((cache / "gguf").glob(f"{Path(model_cfg.gguf_file).stem}-*/tokenizer_config.json"))
-        if converted:
-            return str(converted[-1].parent), None
+        converted = converted_gguf(model_cfg, cache, "tokenizer_config.json")
+        if converted is not None:
+            return str(converted), None
         return str(Path(model_cfg.path or model_cfg.name).expanduser()), model_cfg.gguf_file
     return resolve_source(model_cfg, cache_dir, seed=0), None

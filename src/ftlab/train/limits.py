@@ -24,6 +24,11 @@ def per_device(traced: Traced, cfg, setup: Setup, strategy: Optional[str] = None
     return split
 
 
+def device_peak(cfg, setup: Setup) -> Callable[[Traced], int]:
+    """The peak per device of a traced step of `cfg`'s model, as the limits below count it."""
+    return lambda traced: sum(per_device(traced, cfg, setup).values())
+
+
 def parse_size(text: str) -> int:
     """Bytes of '80GB' (10^9), '24GiB' (2^30), '512MB', '512MiB', or a bare number of GB."""
     units = {"gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6, "tib": 2**40, "tb": 10**12}

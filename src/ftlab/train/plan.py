@@ -28,8 +28,6 @@ from ftlab.model.memory import MemoryTracker
 from ftlab.train.recipe import FineTune
 from ftlab.utils.errors import ConfigError
 
-GiB = 2**30
-
 
 @dataclass
 class Traced:
@@ -128,7 +126,7 @@ def build(cfg, real: bool = False) -> Model:
         total=total,
         layer_bytes=fake.largest_layer(model),
     )
-    autocast = _autocast(precision)
+    autocast = _autocast(precision, "cpu")  # the fake tensors' device
     kind = KINDS.get(ft.method.kind)
 
     def step(batch: int, seq: int) -> Traced:
@@ -147,9 +145,7 @@ def measure(cfg, batch: int, seq: int) -> tuple:
     model = ft.get_peft_model(ft.load_base_model(ft.model_source()))
     module = ft.make_module(model, tokenizer=None).to("cuda")
     module.train()
-    precision = target_precision(cfg.trainer)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype else nullcontext
+    autocast = _autocast(target_precision(cfg.trainer), "cuda")
     traced = _step(
         module, KINDS.get(ft.method.kind), None, autocast, batch, seq, "cuda", torch.cuda.reset_peak_memory_stats
     )
@@ -208,15 +204,14 @@ def _step(
     return Traced(batch, seq, split)
 
 
-def _placed(value, fake: Optional[FakeTensorMode], device: str):
+def _placed(value, mode: Optional[FakeTensorMode], device: str):
     if not isinstance(value, torch.Tensor):
         return value
-    return fake.from_tensor(value) if fake is not None else value.to(device)
+    return mode.from_tensor(value) if mode is not None else value.to(device)
 
 
-def _autocast(precision: str) -> Callable:
-    """The autocast the precision trains under, on the fake tensors' device."""
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    if dtype is None:
+def _autocast(precision: str, device: str) -> Callable:
+    """The autocast a *-mixed precision trains under, on `device`; nothing for the others."""
+    if not precision.endswith("-mixed"):
         return nullcontext
-    return lambda: torch.autocast("cpu", dtype=dtype)
+    return lambda: torch.autocast(device, dtype=load.precision_dtype(precision))
